@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` (set up, then train the default config) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test test-fast benchmark clean
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -r requirements.txt
+	# TF-Agents' own metadata pins conflict with this stack: installed without its dependencies (BUILD.md).
+	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/python -m pipeline run configs/cartpole.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+benchmark: setup
+	$(BIN)/python benchmarks/cartpole_solve.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""Keras networks: the policy and value models the pipeline trains and exports."""

@@ -1,0 +1,16 @@
+"""PPO training pipeline on TensorFlow: config in, run directory out.
+
+TensorFlow must see these settings before its first import anywhere in the process (../BUILD.md):
+without TF_USE_LEGACY_KERAS=1, TF-Agents networks are built with Keras 3 and its Checkpointer silently
+skips their hidden layers. keras-hub keeps using Keras 3 (`import keras`) in the same process.
+"""
+
+import os
+import sys
+
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise ImportError("import pipeline before tensorflow: TF_USE_LEGACY_KERAS=1 must be set before TensorFlow "
+                      "loads, or TF-Agents checkpoints silently miss layers (see BUILD.md)")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

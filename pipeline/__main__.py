@@ -1,0 +1,89 @@
+"""Driver: `python -m pipeline run CONFIG [--run-dir DIR] [--set key.path=value ...]`.
+
+Stages run in order (environment -> model -> train -> evaluate -> export), talking through typed objects and
+the run directory. Re-running on a run directory resumes from its last checkpoint.
+Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pipeline  # noqa: F401  (sets TensorFlow's environment first)
+from pipeline import config as config_lib
+from pipeline.rundir import RunDir
+
+log = logging.getLogger("pipeline")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="train, evaluate and export from a config file")
+    run_p.add_argument("config", help="YAML config, e.g. configs/cartpole.yaml")
+    run_p.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
+    run_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                       help="override one config value; repeatable")
+    for name, text in (("evaluate", "evaluate the latest checkpoint of a run directory"),
+                       ("export", "export the latest checkpoint of a run directory for TF Serving")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "run":
+            cfg = config_lib.load(args.config, args.overrides)
+            run_dir = RunDir(Path(args.run_dir or Path("runs") / Path(args.config).stem))
+            run_dir.save_config(cfg)
+        else:
+            run_dir = RunDir(Path(args.run_dir))
+            cfg = run_dir.load_config()
+        metrics = _run_stages(args.command, cfg, run_dir)
+    except config_lib.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except Exception:  # a failed batch job must say why, then exit non-zero
+        log.exception("%s failed", args.command)
+        return 1
+    print(f"run directory: {run_dir.root}\n"
+          f"tensorboard:   tensorboard --logdir {run_dir.root / 'tb'}\n"
+          f"metrics:       {run_dir.metrics_path}")
+    if "export.path" in metrics:
+        print(f"export:        {metrics['export.path']}\nmodels.config: {metrics['export.models_config']}")
+    return 0
+
+
+def _run_stages(command: str, cfg, run_dir: RunDir) -> dict:
+    # Imported here so that `--help` and config errors answer without loading TensorFlow.
+    from pipeline import summaries
+    from pipeline.stages import environment, evaluate, export, model, train
+
+    spaces = environment.run(cfg, run_dir)
+    learner = model.run(cfg, run_dir, spaces)
+    if command == "run":
+        metrics = _save(run_dir, train.run(cfg, run_dir, learner))
+    else:
+        metrics = run_dir.read_metrics()
+    checkpoint = train.restore_latest(run_dir, learner)
+    if checkpoint is None:
+        raise config_lib.ConfigError(f"{run_dir.root}: no checkpoint to {command}; run `python -m pipeline run` first")
+    if command in ("run", "evaluate"):
+        metrics = _save(run_dir, evaluate.run(cfg, run_dir, learner))
+    if command in ("run", "export"):
+        metrics = _save(run_dir, export.run(cfg, run_dir, learner, checkpoint))
+    summaries.write_hparams(run_dir, cfg, metrics)
+    return metrics
+
+
+def _save(run_dir: RunDir, values: dict) -> dict:
+    """NaN (e.g. no episode finished yet) is stored as null: metrics.json stays strict JSON."""
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+    return run_dir.update_metrics(clean)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

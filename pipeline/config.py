@@ -1,0 +1,211 @@
+"""Typed run configuration: YAML in, validated dataclasses out, before any work starts.
+
+Every field carries its doc, its default (PPO's usual value, not PPOClipAgent's) and its bounds in
+`metadata`, so validation, error messages and the README's reference all read from one place.
+A YAML file holds only what differs from the defaults; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key path and what is allowed."""
+
+
+def _field(default, doc: str, *, choices=None, low=None, high=None, low_open=False, item_low=None):
+    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open,
+            "item_low": item_low}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class EnvConfig:
+    id: str = _field("CartPole-v1", "Any gymnasium id with a Box observation and a Discrete or Box action.")
+    num_envs: int = _field(8, "Environments stepped together in one process (one batched policy call per step).",
+                           low=1, high=1024)
+    seed: int = _field(0, "Seeds environments, network initialisation and action sampling.", low=0)
+    max_episode_steps: Optional[int] = _field(
+        None, "Overrides the environment's own time limit (truncation, which bootstraps).", low=1)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    actor_layers: list = _field([64, 64], "Hidden layer widths of the policy network.", item_low=1)
+    value_layers: list = _field([64, 64], "Hidden layer widths of the value network.", item_low=1)
+    activation: str = _field("tanh", "Hidden activation; tanh is PPO's usual choice for control tasks.",
+                             choices=["tanh", "relu", "elu", "gelu"])
+    init_log_std: float = _field(0.0, "Initial log standard deviation of a Gaussian policy (Box actions).")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    total_env_steps: int = _field(100_000, "Budget of environment steps, summed over all environments.", low=1)
+    rollout_steps: int = _field(128, "Steps per environment per iteration (rollout length).", low=1)
+    num_epochs: int = _field(10, "Passes over each rollout.", low=1)
+    num_minibatches: int = _field(4, "Minibatches per epoch; must divide num_envs * rollout_steps.", low=1)
+    learning_rate: float = _field(3e-4, "Adam learning rate at the start.", low=0.0, low_open=True)
+    lr_schedule: str = _field("constant", "constant, or linear decay to 0 over total_env_steps.",
+                              choices=["constant", "linear"])
+    clip_ratio: float = _field(0.2, "PPO's epsilon: the probability ratio is clipped to [1-eps, 1+eps].",
+                               low=0.0, low_open=True, high=1.0)
+    value_clip: Optional[float] = _field(None, "Clip value updates to +-this around the rollout's values; null: off.",
+                                         low=0.0, low_open=True)
+    gamma: float = _field(0.99, "Discount factor.", low=0.0, high=1.0)
+    gae_lambda: float = _field(0.95, "GAE lambda (1 = Monte Carlo returns, 0 = one-step TD).", low=0.0, high=1.0)
+    entropy_coef: float = _field(0.0, "Weight of the entropy bonus.", low=0.0)
+    value_coef: float = _field(0.5, "Weight of the value loss.", low=0.0)
+    max_grad_norm: Optional[float] = _field(0.5, "Global gradient-norm clip; null disables it.",
+                                            low=0.0, low_open=True)
+    normalize_observations: bool = _field(True, "Running mean/std observation normaliser, saved inside the policy.")
+    reward_scale: float = _field(1.0, "Rewards are multiplied by this for learning (reported returns are raw).",
+                                 low=0.0, low_open=True)
+    normalize_advantages: bool = _field(True, "Whiten advantages per minibatch.")
+    adam_epsilon: float = _field(1e-5, "Adam epsilon (1e-5 as in the PPO reference implementations).",
+                                 low=0.0, low_open=True)
+    checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)
+    log_every: int = _field(1, "Iterations between TensorBoard train summaries.", low=1)
+    stop_at_return: Optional[float] = _field(
+        None, "Stop early once the mean of the last 50 training episodes reaches this; null trains the budget.")
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    episodes: int = _field(10, "Greedy episodes to run.", low=1)
+    seed: int = _field(10_000, "Seed of the evaluation environment (kept apart from training seeds).", low=0)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    model_name: Optional[str] = _field(None, "TF Serving model name; null uses the environment id, lower-cased.")
+    version: Optional[int] = _field(None, "Version directory; null takes the next free integer.", low=1)
+
+
+@dataclasses.dataclass
+class Config:
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value`, the shape hparams and overrides use."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+
+# === Loading ===
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Reads a YAML file, applies `key.path=value` overrides, validates everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.total_env_steps=200000")
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"--set {item!r}: key path must be section.key; sections: {_names(Config)}")
+        raw.setdefault(parts[0], {})
+        if not isinstance(raw[parts[0]], dict):
+            raise ConfigError(f"{parts[0]}: must be a mapping")
+        raw[parts[0]][parts[1]] = yaml.safe_load(text) if text.strip() else None
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> Config:
+    sections = {}
+    for section, value in raw.items():
+        sec_field = {f.name: f for f in dataclasses.fields(Config)}.get(section)
+        if sec_field is None:
+            raise ConfigError(f"unknown section {section!r}; allowed sections: {_names(Config)}")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{section}: must be a mapping of keys, got {value!r}")
+        sections[section] = _build_section(section, sec_field.default_factory, value)
+    cfg = Config(**sections)
+    _check_cross_field(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _names(cls) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def _build_section(section: str, cls, values: dict):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {section}.{key!s}; allowed keys in {section}: {_names(cls)}")
+        kwargs[key] = _check_value(f"{section}.{key}", value, hints[key], fields[key].metadata)
+    return cls(**kwargs)
+
+
+def _check_value(path: str, value, hint, meta):
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{path}: must not be null ({meta['doc']})")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        value = float(value)
+    elif base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+    elif base is list:
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{path}: expected a list of integers, e.g. [64, 64], got {value!r}")
+        if meta["item_low"] is not None and any(v < meta["item_low"] for v in value):
+            raise ConfigError(f"{path}: every entry must be >= {meta['item_low']}, got {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(meta['choices'])}")
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value <= low if meta["low_open"] else value < low):
+        raise ConfigError(f"{path}: {value!r} is out of range; must be {'>' if meta['low_open'] else '>='} {low}"
+                          + (f" and <= {high}" if high is not None else ""))
+    if high is not None and value > high:
+        raise ConfigError(f"{path}: {value!r} is out of range; must be <= {high}")
+    return value
+
+
+def _check_cross_field(cfg: Config) -> None:
+    batch = cfg.env.num_envs * cfg.train.rollout_steps
+    if batch % cfg.train.num_minibatches:
+        raise ConfigError(
+            f"train.num_minibatches: {cfg.train.num_minibatches} does not divide the rollout batch "
+            f"env.num_envs * train.rollout_steps = {batch}; allowed values: divisors of {batch}")

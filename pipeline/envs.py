@@ -1,0 +1,64 @@
+"""Gymnasium vector environments, stepped together in one process.
+
+Autoreset is SAME_STEP: the observation returned on the step that ends an episode is already the next
+episode's first one, and the episode's real final observation is in `info["final_obs"]`. Every step in a
+rollout is then a real transition, and a truncated episode can bootstrap from its own final observation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from pipeline.config import ConfigError, EnvConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Spaces:
+    """What the model stage needs to know about an environment, as plain data."""
+    observation_shape: tuple
+    observation_low: np.ndarray
+    observation_high: np.ndarray
+    discrete: bool
+    num_actions: int | None  # Discrete
+    action_shape: tuple      # Box (empty for Discrete)
+    action_low: np.ndarray | None
+    action_high: np.ndarray | None
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
+    kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    try:
+        env = gym.make_vec(cfg.id, num_envs=num_envs or cfg.num_envs, vectorization_mode="sync",
+                           vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    except gym.error.Error as e:
+        raise ConfigError(f"env.id: cannot make {cfg.id!r}: {e}") from None
+    check_supported(env, cfg.id)
+    return env
+
+
+def check_supported(env: gym.vector.VectorEnv, env_id: str) -> None:
+    obs, act = env.single_observation_space, env.single_action_space
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        raise ConfigError(f"env.id: {env_id!r} has observation space {obs}; allowed: a flat Box")
+    if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)) or (
+            isinstance(act, gym.spaces.Box) and len(act.shape) != 1):
+        raise ConfigError(f"env.id: {env_id!r} has action space {act}; allowed: Discrete or a flat Box")
+
+
+def spaces_of(env: gym.vector.VectorEnv) -> Spaces:
+    obs, act = env.single_observation_space, env.single_action_space
+    discrete = isinstance(act, gym.spaces.Discrete)
+    return Spaces(
+        observation_shape=tuple(obs.shape), observation_low=obs.low, observation_high=obs.high,
+        discrete=discrete, num_actions=int(act.n) if discrete else None,
+        action_shape=() if discrete else tuple(act.shape),
+        action_low=None if discrete else act.low, action_high=None if discrete else act.high)
+
+
+def episode_seeds(base_seed: int, num_envs: int, salt: int = 0) -> list[int]:
+    """Distinct, reproducible reset seeds per environment; `salt` (e.g. the iteration) varies them on resume."""
+    return [int(s) for s in np.random.SeedSequence([base_seed, salt]).generate_state(num_envs)]

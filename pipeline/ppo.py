@@ -1,0 +1,184 @@
+"""PPO learner around TF-Agents' PPOClipAgent: its networks, normaliser, policies and losses; our epochs loop.
+
+Why not `agent.train`: it runs its epochs as a Python `for` loop, so under `tf.function` every epoch is
+traced into the graph again (tracing time grows with num_epochs), it has no minibatches, and its advantage
+computation treats a time limit as a termination (see pipeline/rl/advantages.py). Here one `tf.function`
+holds epochs x minibatches as graph loops around `agent.get_loss`, the clipped-surrogate, value and entropy
+losses TF-Agents already has, so it is traced once.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from tf_agents.agents.ppo import ppo_clip_agent
+from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common
+
+from models.actor_critic import build_actor_and_value, specs
+from pipeline.config import Config
+from pipeline.envs import Spaces
+from pipeline.rl.advantages import explained_variance, gae
+
+# Statistics `update` returns, averaged over every minibatch step (diagnostics over the final policy).
+UPDATE_STATS = ("policy_gradient_loss", "value_loss", "clip_fraction", "grad_norm", "entropy", "approx_kl")
+
+
+class TrainCounters(tf.Module):
+    """Counters saved with every checkpoint so a resumed run continues its curves instead of restarting them."""
+
+    def __init__(self, window: int = 100):
+        super().__init__(name="counters")
+        self.env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
+        self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+        self.episodes = tf.Variable(0, dtype=tf.int64, name="episodes")
+        self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, name="wall_seconds")
+        # The most recent finished episodes, oldest first (NaN = empty slot).
+        self.recent_returns = tf.Variable(tf.fill([window], float("nan")), name="recent_returns")
+        self.recent_lengths = tf.Variable(tf.fill([window], float("nan")), name="recent_lengths")
+
+
+class PPOLearner(tf.Module):
+    """Everything a checkpoint must hold, and the compiled functions that act and learn."""
+
+    def __init__(self, cfg: Config, spaces: Spaces):
+        super().__init__(name="ppo")
+        self.spaces = spaces
+        t = cfg.train
+        self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
+        self._max_grad_norm, self._normalize_advantages = t.max_grad_norm, t.normalize_advantages
+        self._normalize_observations = t.normalize_observations
+        self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
+        tf.keras.utils.set_random_seed(cfg.env.seed)
+        obs_spec, self.action_spec = specs(spaces)
+        self.time_step_spec = ts.time_step_spec(obs_spec)
+        actor, value = build_actor_and_value(cfg.model, obs_spec, self.action_spec, seed=cfg.env.seed)
+        self.optimizer = tf.keras.optimizers.Adam(learning_rate=t.learning_rate, epsilon=t.adam_epsilon)
+        self.agent = ppo_clip_agent.PPOClipAgent(
+            self.time_step_spec, self.action_spec, optimizer=self.optimizer, actor_net=actor, value_net=value,
+            greedy_eval=True, importance_ratio_clipping=t.clip_ratio, lambda_value=t.gae_lambda,
+            discount_factor=t.gamma, entropy_regularization=t.entropy_coef, value_pred_loss_coef=t.value_coef,
+            num_epochs=t.num_epochs, use_gae=True, normalize_rewards=False,
+            normalize_observations=t.normalize_observations, gradient_clipping=t.max_grad_norm,
+            value_clipping=t.value_clip, compute_value_and_advantage_in_train=True,
+            update_normalizers_in_train=False)
+        self.agent.initialize()
+        self.variables_to_train = actor.trainable_variables + value.trainable_variables
+        self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run
+        self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
+        self.counters = TrainCounters()
+        obs_sig = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
+        # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
+        # Concrete functions: a rollout calls them once per step, and tf.function's dispatch costs ~1 ms a call.
+        self.act = _concrete(self._act, obs_sig)
+        self.greedy = _concrete(self._greedy, obs_sig)
+        self.value = _concrete(self._value, obs_sig)
+        self.train_on_rollout = tf.function(self._train_on_rollout, autograph=False)
+
+    # === Acting ===
+
+    def _time_steps(self, observations):
+        batch = tf.shape(observations)[0]
+        return ts.TimeStep(step_type=tf.fill([batch], ts.StepType.MID), reward=tf.zeros([batch]),
+                           discount=tf.ones([batch]), observation=observations)
+
+    def distribution(self, observations):
+        """The policy's action distribution, observation normalisation applied (TF-Agents' collect policy)."""
+        return self.agent.collect_policy.distribution(self._time_steps(observations)).action
+
+    def _value(self, observations):
+        values, _ = self.agent.collect_policy.apply_value_network(
+            observations, tf.fill([tf.shape(observations)[0]], ts.StepType.MID), value_state=())
+        return values
+
+    def _act(self, observations):
+        """A sampled action, its log-probability and the value estimate: what a rollout stores."""
+        dist = self.distribution(observations)
+        actions = dist.sample(seed=tf.cast(self.generator.make_seeds(1)[:, 0], tf.int32))
+        log_probs = common.log_probability(dist, actions, self.action_spec)
+        return actions, log_probs, self._value(observations)
+
+    def _greedy(self, observations):
+        return self.agent.policy.action(self._time_steps(observations)).action
+
+    # === Learning ===
+
+    def _train_on_rollout(self, rollout):
+        """GAE over the (time, env) rollout, then epochs x minibatches of clipped-surrogate steps.
+
+        `rollout` is a dict of the pipeline.rollout.Rollout arrays. Returns the update statistics plus
+        explained_variance and the advantages (for a histogram).
+        """
+        advantages, returns = gae(rollout["values"], rollout["next_value"], rollout["rewards"],
+                                  rollout["terminated"], rollout["truncated"], rollout["final_values"],
+                                  self._gamma, self._gae_lambda)
+        flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0))
+                for k, v in rollout.items() if k in ("observations", "actions", "log_probs", "values")}
+        advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
+        stats = self._update(flat["observations"], flat["actions"], flat["log_probs"], advantages, returns,
+                             flat["values"])
+        stats["explained_variance"] = explained_variance(flat["values"], returns)
+        return stats, advantages
+
+    def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
+        """Epochs x minibatches of clipped-surrogate steps on one flattened rollout."""
+        batch = tf.shape(observations)[0]
+        size = batch // self._minibatches
+        steps = self._epochs * self._minibatches
+
+        def minibatch_step(step, order, totals):
+            order = tf.cond(step % self._minibatches == 0,
+                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
+            start = (step % self._minibatches) * size
+            idx = order[start:start + size]
+            mb_adv = tf.gather(advantages, idx)
+            if self._normalize_advantages:
+                mean, var = tf.nn.moments(mb_adv, axes=[0])
+                mb_adv = (mb_adv - mean) / (tf.sqrt(var) + 1e-8)
+            with tf.GradientTape() as tape:
+                loss = self.agent.get_loss(
+                    self._time_steps(tf.gather(observations, idx)), tf.gather(actions, idx),
+                    tf.gather(old_log_probs, idx), tf.gather(returns, idx), mb_adv,
+                    action_distribution_parameters=(), weights=tf.ones([size]),
+                    train_step=self.agent.train_step_counter, debug_summaries=False,
+                    old_value_predictions=tf.gather(old_values, idx), training=True)
+            grads = tape.gradient(loss.loss, self.variables_to_train)
+            grad_norm = tf.linalg.global_norm(grads)
+            if self._max_grad_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
+            self.optimizer.apply_gradients(zip(grads, self.variables_to_train))
+            self.agent.train_step_counter.assign_add(1)
+            totals += tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss,
+                                loss.extra.clip_fraction, grad_norm])
+            return step + 1, order, totals
+
+        _, _, totals = tf.while_loop(lambda step, *_: step < steps, minibatch_step,
+                                     (tf.constant(0), tf.range(batch), tf.zeros([4])),
+                                     shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]),
+                                                       tf.TensorShape([4])))
+        entropy, approx_kl = self._diagnostics(observations, actions, old_log_probs)
+        with tf.control_dependencies([entropy, approx_kl]):
+            # After the epochs: the stored log-probs were computed with the old statistics.
+            if self._normalize_observations:
+                self.agent.update_observation_normalizer(observations)
+        means = totals / float(steps)
+        return dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
+
+    def _diagnostics(self, observations, actions, old_log_probs):
+        """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the updated policy."""
+        dist = self.distribution(observations)
+        log_ratio = common.log_probability(dist, actions, self.action_spec) - old_log_probs
+        approx_kl = tf.reduce_mean(tf.exp(log_ratio) - 1.0 - log_ratio)
+        entropy = tf.reduce_mean(common.entropy(dist, self.action_spec))
+        return entropy, approx_kl
+
+    def set_learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate.assign(value)
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """Networks, normaliser, optimizer slots, RNG state and counters: all a resumed run needs."""
+        return tf.train.Checkpoint(agent=self.agent, optimizer=self.optimizer, generator=self.generator,
+                                   counters=self.counters)
+
+
+def _concrete(fn, signature):
+    return tf.function(fn, input_signature=[signature], autograph=False).get_concrete_function()

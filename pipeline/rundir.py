@@ -1,0 +1,74 @@
+"""The run directory: the one place stages read from and write to.
+
+    RUN_DIR/config.yaml        resolved config (every default filled in)
+    RUN_DIR/checkpoints/       tf.train.CheckpointManager files
+    RUN_DIR/tb/<stage>/        one TensorBoard writer per stage
+    RUN_DIR/metrics.json       flat `section.key` metrics (train.*, eval.*, export.*)
+    RUN_DIR/export/            TF Serving model base paths and models.config
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from pipeline import config as config_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def export_root(self) -> Path:
+        return self.root / "export"
+
+    def tb(self, stage: str) -> Path:
+        return self.root / "tb" / stage
+
+    def read_metrics(self) -> dict:
+        return json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else {}
+
+    def update_metrics(self, values: dict) -> dict:
+        """Merges into metrics.json, written atomically so a kill never leaves half a file."""
+        metrics = {**self.read_metrics(), **values}
+        write_atomic(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        return metrics
+
+    def load_config(self) -> config_lib.Config:
+        if not self.config_path.exists():
+            raise config_lib.ConfigError(f"{self.root} is not a run directory: {self.config_path.name} is missing")
+        return config_lib.load(self.config_path)
+
+    def save_config(self, cfg: config_lib.Config) -> None:
+        """Refuses to resume with a different environment or model: the checkpoint would not fit them."""
+        if self.config_path.exists():
+            old = config_lib.load(self.config_path)
+            for section in ("env", "model"):
+                if getattr(old, section) != getattr(cfg, section):
+                    raise config_lib.ConfigError(
+                        f"{section}: differs from the run directory's {self.config_path} "
+                        f"({getattr(old, section)} vs {getattr(cfg, section)}); a checkpoint cannot resume with a "
+                        f"different {section}: use a new --run-dir")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config_path, config_lib.to_yaml(cfg))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""The stages the driver runs in order: environment -> model -> train -> evaluate -> export."""

@@ -1,0 +1,42 @@
+"""Evaluate stage: greedy episodes on environments seeded apart from training."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import envs, summaries
+from pipeline.config import Config
+from pipeline.ppo import PPOLearner
+from pipeline.rundir import RunDir
+
+
+def greedy_episodes(cfg: Config, learner: PPOLearner, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs `episodes` environments side by side until each has finished its first episode."""
+    env = envs.make_vector_env(cfg.env, num_envs=episodes)
+    obs, _ = env.reset(seed=envs.episode_seeds(seed, episodes))
+    returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
+    running = np.ones(episodes, bool)
+    space = env.single_action_space
+    while running.any():
+        action = learner.greedy(obs).numpy()
+        if not learner.spaces.discrete:
+            action = np.clip(action, space.low, space.high)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        returns += np.where(running, reward, 0.0)
+        lengths += running
+        running &= ~(terminated | truncated)
+    env.close()
+    return returns, lengths
+
+
+def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
+    returns, lengths = greedy_episodes(cfg, learner, cfg.evaluate.episodes, cfg.evaluate.seed)
+    metrics = {"eval.mean_return": float(returns.mean()), "eval.std_return": float(returns.std()),
+               "eval.min_return": float(returns.min()), "eval.max_return": float(returns.max()),
+               "eval.mean_length": float(lengths.mean()), "eval.episodes": int(len(returns))}
+    step = int(learner.counters.env_steps)
+    with summaries.stage_writer(run_dir, "evaluate"):
+        summaries.scalars({k.replace("eval.", "eval/"): v for k, v in metrics.items()}, step=step)
+        tf.summary.histogram("eval/returns", returns, step=step)
+    return metrics

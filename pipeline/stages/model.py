@@ -1,0 +1,35 @@
+"""Model stage: builds the learner (networks, agent, optimizer) and restores the latest checkpoint if any."""
+
+from __future__ import annotations
+
+import logging
+
+from models.actor_critic import parameter_count
+from pipeline import summaries
+from pipeline.config import Config
+from pipeline.envs import Spaces
+from pipeline.ppo import PPOLearner
+from pipeline.rundir import RunDir
+from pipeline.stages import train
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, run_dir: RunDir, spaces: Spaces) -> PPOLearner:
+    learner = PPOLearner(cfg, spaces)
+    restored = train.restore_latest(run_dir, learner)
+    if restored:
+        log.info("model: resumed from %s (%d env steps)", restored, int(learner.counters.env_steps))
+    actor, value = learner.agent.actor_net, learner.agent._value_net
+    lines = []
+    for net in (actor, value):
+        lines.append(f"### {net.name}: {parameter_count(net):,} trainable parameters\n")
+        lines += [f"    {v.name:<60} {str(v.shape.as_list()):>12}" for v in net.trainable_variables]
+        lines.append("")
+    with summaries.stage_writer(run_dir, "model"):
+        summaries.text("model/architecture", "\n".join(lines))
+        summaries.text("model/parameters", summaries.markdown_table({
+            "actor": parameter_count(actor), "value": parameter_count(value),
+            "observation normaliser": cfg.train.normalize_observations,
+            "restored from": restored or "(new)"}))
+    return learner

@@ -1,0 +1,125 @@
+"""Train stage: the PPO loop, read top to bottom. Resumes from the run directory's last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import envs, summaries
+from pipeline.config import Config
+from pipeline.ppo import PPOLearner
+from pipeline.progress import Progress
+from pipeline.rollout import Collector
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+SOLVED_WINDOW = 50  # episodes averaged for train.stop_at_return (the usual "solved" criterion)
+
+
+def checkpoint_manager(run: RunDir, learner: PPOLearner) -> tf.train.CheckpointManager:
+    return tf.train.CheckpointManager(learner.checkpoint(), str(run.checkpoints), max_to_keep=3)
+
+
+def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
+    """Restores every variable of the latest checkpoint, or nothing if there is none; returns its path."""
+    manager = checkpoint_manager(run, learner)
+    if manager.latest_checkpoint:
+        learner.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    return manager.latest_checkpoint
+
+
+def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
+    t = cfg.train
+    counters = learner.counters
+    manager = checkpoint_manager(run_dir, learner)
+    if int(counters.env_steps) >= t.total_env_steps or _recent_mean(counters, SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= (
+            t.stop_at_return if t.stop_at_return is not None else np.inf):
+        log.info("train: nothing to do, the checkpoint already has %d env steps", int(counters.env_steps))
+        return _metrics(counters)
+
+    env = envs.make_vector_env(cfg.env)
+    collector = Collector(env, learner, t.reward_scale,
+                          seeds=envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=int(counters.iteration)))
+    batch = cfg.env.num_envs * t.rollout_steps
+    progress = Progress(t.total_env_steps, int(counters.env_steps))
+    loop_start, wall_before = time.monotonic(), float(counters.wall_seconds)
+    with summaries.stage_writer(run_dir, "train") as writer:
+        write = summaries.CompiledWriter(writer)
+        while int(counters.env_steps) < t.total_env_steps:
+            iter_start = time.monotonic()
+            # 1. Learning-rate schedule, by the fraction of the budget already used.
+            lr = t.learning_rate * (1.0 - int(counters.env_steps) / t.total_env_steps
+                                    if t.lr_schedule == "linear" else 1.0)
+            learner.set_learning_rate(lr)
+            # 2. Rollout with the sampling policy.
+            rollout = collector.collect(t.rollout_steps)
+            collect_s = time.monotonic() - iter_start
+            # 3-4. GAE (truncated episodes bootstrap from their final observation), then epochs x minibatches.
+            with tf.summary.record_if(False):  # TF-Agents' own loss summaries stay out of our logs
+                stats, advantages = learner.train_on_rollout(rollout.arrays())
+            # 5. Counters and logs.
+            counters.env_steps.assign_add(batch)
+            counters.iteration.assign_add(1)
+            _record_episodes(counters, rollout.episode_returns, rollout.episode_lengths)
+            counters.wall_seconds.assign(wall_before + time.monotonic() - loop_start)
+            env_steps = int(counters.env_steps)
+            if int(counters.iteration) % t.log_every == 0:
+                write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s, rollout,
+                                  counters), step=env_steps)
+            progress.update(env_steps, _recent_mean(counters, 100))
+            # 6. Checkpoint (and stop early once solved).
+            solved = t.stop_at_return is not None and _recent_mean(
+                counters, SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= t.stop_at_return
+            if int(counters.iteration) % t.checkpoint_every == 0 or solved:
+                manager.save(checkpoint_number=env_steps)
+            if solved:
+                log.info("train: stop_at_return %.1f reached at %d env steps", t.stop_at_return, env_steps)
+                break
+        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(counters.env_steps)}"):
+            manager.save(checkpoint_number=int(counters.env_steps))
+    progress.close()
+    env.close()
+    return _metrics(counters)
+
+
+def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, counters) -> tuple[dict, dict]:
+    """SB3's tag names: rollout/ep_rew_mean, train/approx_kl, time/fps, ..."""
+    scalar_values = {f"train/{k}": v for k, v in stats.items() if k != "entropy"}
+    scalar_values.update({
+        "train/entropy_loss": -stats["entropy"],
+        "train/learning_rate": lr,
+        "time/fps": batch / iter_s,
+        "time/collect_fps": batch / max(collect_s, 1e-9),
+        "time/update_seconds": iter_s - collect_s,
+        "time/iterations": int(counters.iteration),
+        "rollout/ep_rew_mean": _recent_mean(counters, 100),  # NaN (not written) before the first episode
+        "rollout/ep_len_mean": _recent_mean(counters, 100, lengths=True),
+    })
+    histogram_values = {"train/advantages": advantages, "rollout/actions": rollout.actions,
+                        "rollout/episode_returns": np.asarray(rollout.episode_returns, np.float32)}
+    return scalar_values, histogram_values
+
+
+def _record_episodes(counters, returns: list, lengths: list) -> None:
+    if not returns:
+        return
+    window = int(counters.recent_returns.shape[0])
+    for var, new in ((counters.recent_returns, returns), (counters.recent_lengths, lengths)):
+        var.assign(np.concatenate([var.numpy(), np.asarray(new, np.float32)])[-window:])
+    counters.episodes.assign_add(len(returns))
+
+
+def _recent_mean(counters, n: int, lengths: bool = False, min_count: int = 1) -> float:
+    """Mean of the last n finished episodes; NaN until min_count of them exist."""
+    values = (counters.recent_lengths if lengths else counters.recent_returns).numpy()[-n:]
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) >= min_count else float("nan")
+
+
+def _metrics(counters) -> dict:
+    return {"train.env_steps": int(counters.env_steps), "train.iterations": int(counters.iteration),
+            "train.episodes": int(counters.episodes), "train.wall_seconds": round(float(counters.wall_seconds), 3),
+            "train.ep_rew_mean": _recent_mean(counters, 100)}
