@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (sets TensorFlow's environment first)
 from pipeline import config as config_lib
+from pipeline.envs import check_environment
 from pipeline.rundir import RunDir
 
 log = logging.getLogger("pipeline")
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             cfg = config_lib.load(args.config, args.overrides)
+            check_environment(cfg.env)  # a wrong env.id is a config error too, found before any work
             run_dir = RunDir(Path(args.run_dir or Path("runs") / Path(args.config).stem))
             run_dir.save_config(cfg)
         else:

@@ -181,6 +181,11 @@ def _check_value(path: str, value, hint, meta):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
     elif base is float:
+        if isinstance(value, str):  # PyYAML reads YAML 1.1, where 3e-4 (no dot) is a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         value = float(value)

@@ -40,6 +40,10 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
     return env
 
 
+def check_environment(cfg: EnvConfig) -> None:
+    make_vector_env(cfg, num_envs=1).close()
+
+
 def check_supported(env: gym.vector.VectorEnv, env_id: str) -> None:
     obs, act = env.single_observation_space, env.single_action_space
     if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:

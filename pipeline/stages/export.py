@@ -45,9 +45,13 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner, checkpoint: str) -> d
             "path": path, "model_name": name, "version": version, "from checkpoint": source,
             "models.config": run_dir.export_root / "models.config"}))
         summaries.text("export/serving_default", summaries.markdown_table(
-            {f"input {k}": v for k, v in signature.structured_input_signature[1].items()}
-            | {f"output {k}": v for k, v in signature.structured_outputs.items()}))
+            {f"input {spec.name}": _describe(spec) for spec in signature.structured_input_signature[0]}
+            | {f"output {name}": _describe(t) for name, t in signature.structured_outputs.items()}))
     return _metrics(name, version, path, run_dir)
+
+
+def _describe(tensor) -> str:
+    return f"{tensor.dtype.name} {tensor.shape}"
 
 
 def _metrics(name: str, version: int, path: Path, run_dir: RunDir) -> dict:

@@ -27,7 +27,7 @@ def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
     """Restores every variable of the latest checkpoint, or nothing if there is none; returns its path."""
     manager = checkpoint_manager(run, learner)
     if manager.latest_checkpoint:
-        learner.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
     return manager.latest_checkpoint
 
 

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny configs, and one tiny trained run directory reused by the read-only tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pipeline  # noqa: F401  (TensorFlow's environment before any test imports it)
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "env": {"id": "CartPole-v1", "num_envs": 4, "seed": 0},
+    "model": {"actor_layers": [16], "value_layers": [16]},
+    "train": {"total_env_steps": 1024, "rollout_steps": 32, "num_epochs": 2, "num_minibatches": 2,
+              "checkpoint_every": 4},
+    "evaluate": {"episodes": 3},
+}
+
+
+def write_config(path: Path, overrides: dict | None = None) -> Path:
+    cfg = {section: dict(values) for section, values in TINY.items()}
+    for section, values in (overrides or {}).items():
+        cfg.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_driver(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+    """The driver exactly as a scheduled job runs it: a separate process, from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny CartPole run (train -> evaluate -> export), made once per session."""
+    root = tmp_path_factory.mktemp("tiny")
+    run_dir = root / "run"
+    result = run_driver("run", write_config(root / "tiny.yaml"), "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

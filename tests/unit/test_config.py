@@ -1,0 +1,94 @@
+"""Config validation: every bad key or value fails before any work, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline import config
+from tests.conftest import REPO, run_driver
+
+
+def load_yaml(tmp_path, text: str, overrides=()):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return config.load(path, list(overrides))
+
+
+def test_defaults_are_ppo_usual_not_ppoclipagent():
+    t = config.Config().train
+    assert (t.clip_ratio, t.gae_lambda, t.gamma, t.num_epochs) == (0.2, 0.95, 0.99, 10)
+    assert t.num_minibatches > 1 and t.max_grad_norm == 0.5
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_shipped_configs_validate(name):
+    cfg = config.load(REPO / "configs" / name)
+    assert cfg.train.total_env_steps > 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  total_steps: 10\n", ["train.total_steps", "total_env_steps"]),
+    ("trian:\n  total_env_steps: 10\n", ["trian", "train"]),
+    ("train:\n  learning_rate: fast\n", ["train.learning_rate", "number"]),
+    ("train:\n  num_epochs: 2.5\n", ["train.num_epochs", "integer"]),
+    ("train:\n  num_epochs: true\n", ["train.num_epochs", "integer"]),
+    ("train:\n  clip_ratio: 1.5\n", ["train.clip_ratio", "<= 1.0"]),
+    ("train:\n  learning_rate: 0\n", ["train.learning_rate", "> 0.0"]),
+    ("train:\n  lr_schedule: cosine\n", ["train.lr_schedule", "constant, linear"]),
+    ("model:\n  activation: swish\n", ["model.activation", "tanh"]),
+    ("model:\n  actor_layers: [64, 0]\n", ["model.actor_layers", ">= 1"]),
+    ("model:\n  actor_layers: 64\n", ["model.actor_layers", "list of integers"]),
+    ("env:\n  num_envs: 0\n", ["env.num_envs", ">= 1"]),
+    ("env:\n  num_envs: 3\ntrain:\n  rollout_steps: 5\n  num_minibatches: 4\n",
+     ["train.num_minibatches", "divisors of 15"]),
+    ("- a\n- b\n", ["top level must be a mapping"]),
+])
+def test_bad_values_name_the_key_and_the_allowed(tmp_path, text, expected):
+    with pytest.raises(config.ConfigError) as err:
+        load_yaml(tmp_path, text)
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+def test_overrides_are_typed_like_yaml(tmp_path):
+    cfg = load_yaml(tmp_path, "train:\n  total_env_steps: 10\n",
+                    ["train.total_env_steps=200000", "train.max_grad_norm=null", "model.actor_layers=[8, 8]",
+                     "train.learning_rate=1e-3"])
+    assert cfg.train.total_env_steps == 200000 and cfg.train.max_grad_norm is None
+    assert cfg.model.actor_layers == [8, 8] and cfg.train.learning_rate == pytest.approx(1e-3)
+    for bad, fragment in [("train.nope=1", "train.nope"), ("train.num_epochs=x", "integer"),
+                          ("total_env_steps=5", "section.key"), ("train.num_epochs", "key.path=value")]:
+        with pytest.raises(config.ConfigError, match=fragment):
+            load_yaml(tmp_path, "{}\n", [bad])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_yaml(tmp_path, "train:\n  total_env_steps: 77\n")
+    path = tmp_path / "resolved.yaml"
+    path.write_text(config.to_yaml(cfg))
+    assert config.load(path) == cfg
+    assert set(yaml.safe_load(path.read_text())) == {"env", "model", "train", "evaluate", "export"}
+
+
+def test_driver_exits_2_before_any_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  clip_ratio: -1\n")
+    result = run_driver("run", bad, "--run-dir", tmp_path / "run")
+    assert result.returncode == 2
+    assert "train.clip_ratio" in result.stderr and ">" in result.stderr
+    assert not (tmp_path / "run").exists(), "a config error must not leave a run directory behind"
+    result = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "run",
+                        "--set", "train.num_epochs=zero")
+    assert result.returncode == 2 and "train.num_epochs" in result.stderr
+    result = run_driver("run", tmp_path / "missing.yaml")
+    assert result.returncode == 2 and "missing.yaml" in result.stderr
+    assert run_driver("frobnicate").returncode == 2  # usage error
+
+
+def test_unknown_environment_is_a_config_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("env:\n  id: NoSuchEnv-v0\n")
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "run")
+    assert result.returncode == 2 and "env.id" in result.stderr and "NoSuchEnv-v0" in result.stderr
+    assert not (tmp_path / "run").exists()
