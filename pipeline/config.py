@@ -74,7 +74,8 @@ class TrainConfig:
     checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)
     log_every: int = _field(1, "Iterations between TensorBoard train summaries.", low=1)
     stop_at_return: Optional[float] = _field(
-        None, "Stop early once the mean of the last 50 training episodes reaches this; null trains the budget.")
+        None, "Stop early once the last 50 training episodes and a greedy evaluation (evaluate.episodes) both "
+              "average at least this; null trains the whole budget.")
 
 
 @dataclasses.dataclass

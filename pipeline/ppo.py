@@ -32,6 +32,7 @@ class TrainCounters(tf.Module):
         self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
         self.episodes = tf.Variable(0, dtype=tf.int64, name="episodes")
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, name="wall_seconds")
+        self.solved = tf.Variable(False, name="solved")  # train.stop_at_return was met
         # The most recent finished episodes, oldest first (NaN = empty slot).
         self.recent_returns = tf.Variable(tf.fill([window], float("nan")), name="recent_returns")
         self.recent_lengths = tf.Variable(tf.fill([window], float("nan")), name="recent_lengths")

@@ -31,6 +31,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner, checkpoint: str) -> d
         if candidate in existing:
             if tf_serving.export_info(model_dir / str(candidate)).get("checkpoint") == source:
                 log.info("export: version %d already holds checkpoint %s", candidate, source)
+                tf_serving.write_models_config(run_dir.export_root)  # base paths follow a moved run directory
                 return _metrics(name, candidate, model_dir / str(candidate), run_dir)
             if cfg.export.version:
                 raise FileExistsError(f"export.version {candidate}: {model_dir / str(candidate)} already exists "

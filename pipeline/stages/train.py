@@ -14,6 +14,7 @@ from pipeline.ppo import PPOLearner
 from pipeline.progress import Progress
 from pipeline.rollout import Collector
 from pipeline.rundir import RunDir
+from pipeline.stages import evaluate
 
 log = logging.getLogger(__name__)
 SOLVED_WINDOW = 50  # episodes averaged for train.stop_at_return (the usual "solved" criterion)
@@ -35,9 +36,9 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
     t = cfg.train
     counters = learner.counters
     manager = checkpoint_manager(run_dir, learner)
-    if int(counters.env_steps) >= t.total_env_steps or _recent_mean(counters, SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= (
-            t.stop_at_return if t.stop_at_return is not None else np.inf):
-        log.info("train: nothing to do, the checkpoint already has %d env steps", int(counters.env_steps))
+    if int(counters.env_steps) >= t.total_env_steps or bool(counters.solved):
+        log.info("train: nothing to do, the checkpoint already has %d env steps%s", int(counters.env_steps),
+                 " and was solved" if bool(counters.solved) else "")
         return _metrics(counters)
 
     env = envs.make_vector_env(cfg.env)
@@ -70,13 +71,13 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
                 write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s, rollout,
                                   counters), step=env_steps)
             progress.update(env_steps, _recent_mean(counters, 100))
-            # 6. Checkpoint (and stop early once solved).
-            solved = t.stop_at_return is not None and _recent_mean(
-                counters, SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= t.stop_at_return
-            if int(counters.iteration) % t.checkpoint_every == 0 or solved:
+            # 6. Stop early once solved; checkpoint.
+            if _solved(cfg, learner):
+                counters.solved.assign(True)
+                log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, env_steps)
+            if int(counters.iteration) % t.checkpoint_every == 0 or bool(counters.solved):
                 manager.save(checkpoint_number=env_steps)
-            if solved:
-                log.info("train: stop_at_return %.1f reached at %d env steps", t.stop_at_return, env_steps)
+            if bool(counters.solved):
                 break
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(counters.env_steps)}"):
             manager.save(checkpoint_number=int(counters.env_steps))
@@ -103,6 +104,16 @@ def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, counter
     return scalar_values, histogram_values
 
 
+def _solved(cfg: Config, learner: PPOLearner) -> bool:
+    """The usual criterion: the last 50 training episodes average stop_at_return, and so does a greedy
+    evaluation (evaluate.episodes); the evaluation only runs once the training window passes."""
+    threshold = cfg.train.stop_at_return
+    if threshold is None or not _recent_mean(learner.counters, SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= threshold:
+        return False
+    returns, _ = evaluate.greedy_episodes(cfg, learner, cfg.evaluate.episodes, cfg.evaluate.seed)
+    return float(returns.mean()) >= threshold
+
+
 def _record_episodes(counters, returns: list, lengths: list) -> None:
     if not returns:
         return
@@ -122,4 +133,5 @@ def _recent_mean(counters, n: int, lengths: bool = False, min_count: int = 1) ->
 def _metrics(counters) -> dict:
     return {"train.env_steps": int(counters.env_steps), "train.iterations": int(counters.iteration),
             "train.episodes": int(counters.episodes), "train.wall_seconds": round(float(counters.wall_seconds), 3),
+            "train.solved": bool(counters.solved),
             "train.ep_rew_mean": _recent_mean(counters, 100)}

@@ -1,4 +1,4 @@
-"""Reading event files with TensorBoard's own reader, as the TensorBoard server does."""
+"""Reading event files back with TensorBoard's own reader (tests, benchmarks), as its server does."""
 
 from __future__ import annotations
 
