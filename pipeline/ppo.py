@@ -92,11 +92,10 @@ class PPOLearner(tf.Module):
         return values
 
     def _act(self, observations):
-        """A sampled action, its log-probability and the value estimate: what a rollout stores."""
+        """A sampled action and its log-probability: what a rollout stores."""
         dist = self.distribution(observations)
         actions = dist.sample(seed=tf.cast(self.generator.make_seeds(1)[:, 0], tf.int32))
-        log_probs = common.log_probability(dist, actions, self.action_spec)
-        return actions, log_probs, self._value(observations)
+        return actions, common.log_probability(dist, actions, self.action_spec)
 
     def _greedy(self, observations):
         return self.agent.policy.action(self._time_steps(observations)).action
@@ -109,11 +108,15 @@ class PPOLearner(tf.Module):
         `rollout` is a dict of the pipeline.rollout.Rollout arrays. Returns the update statistics plus
         explained_variance and the advantages (for a histogram).
         """
-        advantages, returns = gae(rollout["values"], rollout["next_value"], rollout["rewards"],
-                                  rollout["terminated"], rollout["truncated"], rollout["final_values"],
+        flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0)) for k, v in rollout.items()
+                if k in ("observations", "actions", "log_probs", "final_observations")}
+        time_env = tf.shape(rollout["rewards"])
+        # Values with the parameters and normaliser the rollout was collected with (nothing changed since).
+        flat["values"] = self._value(flat["observations"])
+        final_values = tf.reshape(self._value(flat["final_observations"]), time_env)
+        advantages, returns = gae(tf.reshape(flat["values"], time_env), self._value(rollout["next_observations"]),
+                                  rollout["rewards"], rollout["terminated"], rollout["truncated"], final_values,
                                   self._gamma, self._gae_lambda)
-        flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0))
-                for k, v in rollout.items() if k in ("observations", "actions", "log_probs", "values")}
         advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
         stats = self._update(flat["observations"], flat["actions"], flat["log_probs"], advantages, returns,
                              flat["values"])

@@ -13,16 +13,16 @@ import numpy as np
 
 @dataclasses.dataclass
 class Rollout:
-    """(T, N, ...) arrays of real transitions; final_values holds V(final observation) where an episode ended."""
+    """(T, N, ...) arrays of real transitions. Values are not stored: the learner computes them for the
+    whole rollout in one batched call, with the same parameters the policy had while collecting."""
     observations: np.ndarray
     actions: np.ndarray
     log_probs: np.ndarray
-    values: np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
-    final_values: np.ndarray
-    next_value: np.ndarray          # (N,) V of the observation after the last step
+    final_observations: np.ndarray  # where truncated: the episode's real last observation (else zeros)
+    next_observations: np.ndarray   # (N, ...) the observations after the last step
     episode_returns: list           # raw (unscaled) returns of the episodes finished in this rollout
     episode_lengths: list
 
@@ -44,14 +44,14 @@ class Collector:
         observations = np.zeros((steps, n, *obs_shape), np.float32)
         actions = np.zeros((steps, n, *self.learner.spaces.action_shape),
                            np.int64 if self.discrete else np.float32)
-        log_probs, values, rewards = (np.zeros((steps, n), np.float32) for _ in range(3))
+        log_probs, rewards = np.zeros((steps, n), np.float32), np.zeros((steps, n), np.float32)
         terminated, truncated = np.zeros((steps, n), bool), np.zeros((steps, n), bool)
-        final_obs, final_at = [], []
+        final_observations = np.zeros_like(observations)
         finished_returns, finished_lengths = [], []
         for t in range(steps):
             observations[t] = self.observations
-            action, log_prob, value = (x.numpy() for x in self.learner.act(self.observations))
-            actions[t], log_probs[t], values[t] = action, log_prob, value
+            action, log_prob = (x.numpy() for x in self.learner.act(self.observations))
+            actions[t], log_probs[t] = action, log_prob
             if not self.discrete:
                 action = np.clip(action, self.env.single_action_space.low, self.env.single_action_space.high)
             self.observations, reward, terminated[t], truncated[t], info = self.env.step(action)
@@ -63,13 +63,6 @@ class Collector:
                 finished_lengths.append(int(self._lengths[i]))
                 self._returns[i], self._lengths[i] = 0.0, 0
                 if truncated[t, i] and not terminated[t, i]:
-                    final_obs.append(info["final_obs"][i])
-                    final_at.append((t, i))
-        final_values = np.zeros((steps, n), np.float32)
-        if final_obs:  # one batched value call for every truncated episode of the rollout
-            v = self.learner.value(np.stack(final_obs).astype(np.float32)).numpy()
-            for (t, i), value in zip(final_at, v):
-                final_values[t, i] = value
-        next_value = self.learner.value(self.observations).numpy()
-        return Rollout(observations, actions, log_probs, values, rewards, terminated, truncated, final_values,
-                       next_value, finished_returns, finished_lengths)
+                    final_observations[t, i] = info["final_obs"][i]
+        return Rollout(observations, actions, log_probs, rewards, terminated, truncated, final_observations,
+                       self.observations.astype(np.float32), finished_returns, finished_lengths)

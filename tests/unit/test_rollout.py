@@ -17,10 +17,9 @@ def make(max_episode_steps=None, num_envs=3):
     return cfg, env, PPOLearner(cfg, envs.spaces_of(env))
 
 
-def test_truncation_stores_value_of_final_observation_not_next_episode():
+def test_truncation_bootstraps_from_the_final_observation_not_the_next_episode():
     cfg, env, learner = make(max_episode_steps=5)
-    collector = Collector(env, learner, 1.0, envs.episode_seeds(0, 3))
-    rollout = collector.collect(12)
+    rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 3)).collect(12)
     truncated = rollout.truncated & ~rollout.terminated
     assert truncated.sum() >= 3, "the 5-step time limit must truncate episodes in 12 steps"
     assert rollout.episode_lengths and max(rollout.episode_lengths) <= 5
@@ -30,11 +29,26 @@ def test_truncation_stores_value_of_final_observation_not_next_episode():
     for t in range(12):
         np.testing.assert_allclose(obs, rollout.observations[t], rtol=1e-6)
         obs, _, _, trunc, info = replay.step(rollout.actions[t])
-        for i in np.flatnonzero(trunc & ~rollout.terminated[t]):
-            final = info["final_obs"][i][None].astype(np.float32)
-            assert not np.allclose(final, obs[i]), "the next observation already belongs to a new episode"
-            np.testing.assert_allclose(rollout.final_values[t, i], learner.value(final).numpy()[0], rtol=1e-5)
-            assert abs(rollout.final_values[t, i] - learner.value(obs[i][None]).numpy()[0]) > 1e-7
+        for i in range(3):
+            if truncated[t, i]:
+                np.testing.assert_allclose(rollout.final_observations[t, i], info["final_obs"][i], rtol=1e-6)
+                assert not np.allclose(info["final_obs"][i], obs[i]), "next observation is a new episode's"
+            else:
+                assert not rollout.final_observations[t, i].any()
+    np.testing.assert_allclose(rollout.next_observations, obs, rtol=1e-6)
+
+    # The learner's advantage at a truncated step is exactly r + gamma V(final obs) - V(s): chain cut there.
+    v = lambda x: learner.value(np.asarray(x, np.float32).reshape(-1, 4)).numpy().reshape(np.shape(x)[:-1])
+    values, final_values = v(rollout.observations), v(rollout.final_observations)
+    _, advantages = learner.train_on_rollout(rollout.arrays())
+    advantages = advantages.numpy().reshape(12, 3)
+    gamma = cfg.train.gamma
+    for t, i in zip(*np.nonzero(truncated)):
+        expected = rollout.rewards[t, i] + gamma * final_values[t, i] - values[t, i]
+        np.testing.assert_allclose(advantages[t, i], expected, rtol=1e-4, atol=1e-5)
+        wrong = rollout.rewards[t, i] + gamma * values[t + 1, i] - values[t, i] if t + 1 < 12 else None
+        if wrong is not None:
+            assert abs(advantages[t, i] - wrong) > 1e-6
 
 
 def test_seeded_collection_is_repeatable():
@@ -42,6 +56,6 @@ def test_seeded_collection_is_repeatable():
     for _ in range(2):
         _, env, learner = make()
         rollout = Collector(env, learner, 1.0, envs.episode_seeds(7, 3)).collect(12)
-        results.append((rollout.actions, rollout.observations, rollout.log_probs))
+        results.append((rollout.actions, rollout.observations, rollout.log_probs, rollout.final_observations))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
