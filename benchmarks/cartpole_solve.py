@@ -40,9 +40,13 @@ def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:
         update_s = list(read_scalars(run_dir.tb("train"), "time/update_seconds").values())
         collect_fps = list(read_scalars(run_dir.tb("train"), "time/collect_fps").values())
     rest = statistics.median(update_s[1:]) if len(update_s) > 1 else 0.0
+    batch = cfg.env.num_envs * cfg.train.rollout_steps
+    collect_total = sum(batch / fps for fps in collect_fps)
     return {"seed": seed, "solved": metrics["train.solved"], "env_steps": metrics["train.env_steps"],
             "wall_s": wall, "build_s": build_s, "first_update_s": update_s[0], "trace_s": update_s[0] - rest,
-            "update_s": rest, "collect_fps": statistics.median(collect_fps), "iterations": len(update_s)}
+            "update_s": rest, "collect_fps": statistics.median(collect_fps), "iterations": len(update_s),
+            "collect_total_s": collect_total, "update_total_s": sum(update_s),
+            "other_s": wall - build_s - collect_total - sum(update_s)}
 
 
 def main() -> None:
@@ -53,13 +57,14 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"{'seed':>4} {'solved':>6} {'env_steps':>9} {'wall_s':>7} {'build_s':>7} {'trace_s':>7} "
-          f"{'update_ms':>9} {'collect_steps/s':>15} {'iters':>5}", flush=True)
+          f"{'update_ms':>9} {'collect_steps/s':>15} {'iters':>5} {'collect_s':>9} {'update_s':>8} {'other_s':>7}",
+          flush=True)
     for seed in args.seeds:
         r = one_seed(args.config, seed, args.overrides)
         rows.append(r)
         print(f"{r['seed']:>4} {str(r['solved']):>6} {r['env_steps']:>9} {r['wall_s']:>7.2f} {r['build_s']:>7.2f} "
-              f"{r['trace_s']:>7.2f} {1000 * r['update_s']:>9.1f} {r['collect_fps']:>15,.0f} {r['iterations']:>5}",
-              flush=True)
+              f"{r['trace_s']:>7.2f} {1000 * r['update_s']:>9.1f} {r['collect_fps']:>15,.0f} {r['iterations']:>5} "
+              f"{r['collect_total_s']:>9.2f} {r['update_total_s']:>8.2f} {r['other_s']:>7.2f}", flush=True)
     solved = [r for r in rows if r["solved"]]
     print(f"solved {len(solved)}/{len(rows)} seeds")
     if solved:
