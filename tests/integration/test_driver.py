@@ -1,0 +1,34 @@
+"""The driver's other commands on an existing run directory, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from tests.conftest import run_driver
+
+
+def test_evaluate_an_existing_run(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = json.loads((run / "metrics.json").read_text())
+    result = run_driver("evaluate", run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = json.loads((run / "metrics.json").read_text())
+    # Same checkpoint, same evaluation seeds: the greedy evaluation is repeatable.
+    assert after["eval.mean_return"] == before["eval.mean_return"]
+    assert after["train.env_steps"] == before["train.env_steps"]
+    assert "run directory:" in result.stdout
+
+
+def test_commands_on_a_directory_that_is_not_a_run(tmp_path):
+    for command in ("evaluate", "export"):
+        result = run_driver(command, tmp_path / "nothing")
+        assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_resuming_with_a_different_model_is_refused(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    result = run_driver("run", run / "config.yaml", "--run-dir", run, "--set", "model.actor_layers=[32]")
+    assert result.returncode == 2 and "model" in result.stderr and "new --run-dir" in result.stderr
