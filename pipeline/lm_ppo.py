@@ -1,0 +1,168 @@
+"""PPO fine-tuning of a causal LM (RLHF): policy + value head, frozen reference, per-token KL penalty.
+
+One iteration, in TRL's order:
+  1. sample responses with the KV cache;
+  2. score them: policy and reference log-probs, values (one forward pass each);
+  3. rewards: the scorer's score on the last real token, minus kl_coef * KL on every token;
+  4. (optional) whiten rewards; 5. GAE over tokens; 6. whiten advantages;
+  7. epochs x minibatches of clipped policy and value losses, gradients clipped on their global norm;
+  8. adapt the KL coefficient toward its target.
+The update (2-7) is one tf.function with graph loops, traced once; `jit_compile` is an option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import lm as lm_lib
+from pipeline.rl import token_ppo
+
+# Metric names as TRL's PPO trainer logs them.
+STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/clipfrac", "val/ratio",
+              "objective/entropy")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMPPOSettings:
+    """What one PPO iteration does; the driver's `ppo` config section will validate into this."""
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    learning_rate: float = 1e-4
+    num_epochs: int = 4
+    num_minibatches: int = 1
+    clip_ratio: float = 0.2
+    clip_value: float = 0.2
+    value_coef: float = 0.1
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"
+    kl_target: Optional[float] = None  # set: adaptive coefficient (Ziegler et al.), else fixed
+    kl_horizon: float = 10_000
+    whiten_rewards: bool = False
+    max_grad_norm: float = 1.0
+    eos_id: Optional[int] = None
+    missing_eos_penalty: Optional[float] = None
+    jit_compile: bool = False
+
+
+class LMPPOLearner:
+    """Holds the trainable policy (LM + value head), the frozen reference and the optimizer state."""
+
+    def __init__(self, policy_lm, settings: LMPPOSettings, seed: int = 0):
+        self.settings = s = settings
+        self.policy = policy_lm
+        self.reference = lm_lib.frozen_copy(policy_lm)
+        size = policy_lm.backbone.get_config()
+        self.value_head = lm_lib.build_value_head(lm_lib.LMSize(hidden_dim=size["hidden_dim"]))
+        self.variables = self.policy.trainable_variables + self.value_head.trainable_variables
+        self.optimizer = keras.optimizers.Adam(learning_rate=s.learning_rate)
+        self.optimizer.build(self.variables)
+        self.generator = tf.random.Generator.from_seed(seed)
+        self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
+        self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_compile)
+        self._update = tf.function(self._update_fn, autograph=False, jit_compile=s.jit_compile)
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(policy=self.policy, value_head=self.value_head, optimizer=self.optimizer,
+                                   generator=self.generator, kl_coef=self.kl_coef)
+
+    # === 1. Sampling ===
+
+    def _sample(self, prompt_ids):
+        seed = self.generator.make_seeds(1)[:, 0]
+        return lm_lib.sample(self.policy, prompt_ids, self.settings.max_new_tokens, self.settings.temperature, seed)
+
+    def generate(self, prompt_ids) -> np.ndarray:
+        return self._generate(tf.convert_to_tensor(prompt_ids, tf.int32)).numpy()
+
+    # === 2-8. One PPO iteration on a batch of sampled sequences ===
+
+    def step(self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict:
+        """Samples, scores with score_fn(prompt_ids, responses) -> one float each, and updates. Returns stats."""
+        s = self.settings
+        sequences = self.generate(prompt_ids)
+        prompt_length = np.shape(prompt_ids)[1]
+        responses = sequences[:, prompt_length:]
+        mask = lm_lib.response_mask(tf.constant(responses), s.eos_id).numpy()
+        scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
+        if s.missing_eos_penalty is not None and s.eos_id is not None:
+            scores = (scores - s.missing_eos_penalty * ~(responses == s.eos_id).any(axis=1)).astype(np.float32)
+        stats = {k: float(v) for k, v in self._update(tf.constant(sequences), tf.constant(mask),
+                                                      tf.constant(scores), prompt_length).items()}
+        if s.kl_target is not None:
+            self.kl_coef.assign(token_ppo.adaptive_kl_coef(
+                float(self.kl_coef), stats["objective/kl"], s.kl_target, s.kl_horizon, len(sequences)))
+        stats["val/num_eos_tokens"] = float((responses == s.eos_id).sum()) if s.eos_id is not None else 0.0
+        stats["objective/scores"] = float(scores.mean())
+        return stats, sequences
+
+    def score(self, lm, sequences, prompt_length: int, with_values: bool = False):
+        """Response log-probs (and values) of sequences under `lm`, the distribution sampling used."""
+        logits, hidden = lm_lib.forward(lm, sequences)
+        log_probs = lm_lib.response_log_probs(logits, sequences, prompt_length, self.settings.temperature)
+        if not with_values:
+            return log_probs, logits
+        values = self.value_head(hidden)[:, prompt_length - 1:-1, 0]
+        return log_probs, logits, values
+
+    def _update_fn(self, sequences, mask, scores, prompt_length: int):
+        s = self.settings
+        # 2. Old log-probs, values and reference log-probs, before any update.
+        old_log_probs, _, old_values = self.score(self.policy, sequences, prompt_length, with_values=True)
+        ref_log_probs, _ = self.score(self.reference, sequences, prompt_length)
+        # 3. Rewards: the score at the last real token, the KL penalty on every token.
+        kl = token_ppo.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
+        rewards, non_score = token_ppo.token_rewards(scores, kl, self.kl_coef, mask)
+        # 4-6. Optional reward whitening, GAE over tokens, advantage whitening.
+        if s.whiten_rewards:
+            rewards = token_ppo.masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = token_ppo.token_gae(old_values, rewards, mask, s.gamma, s.gae_lambda)
+        advantages = token_ppo.masked_whiten(advantages, mask) * mask
+        # 7. Epochs x minibatches.
+        batch = tf.shape(sequences)[0]
+        size = batch // s.num_minibatches
+        steps = s.num_epochs * s.num_minibatches
+
+        def minibatch_step(step, order, totals, first_ratio_deviation):
+            order = tf.cond(step % s.num_minibatches == 0,
+                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
+            idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
+            mb = lambda x: tf.gather(x, idx)  # noqa: E731
+            mb_mask = mb(mask)
+            with tf.GradientTape() as tape:
+                log_probs, logits, values = self.score(self.policy, mb(sequences), prompt_length, with_values=True)
+                pg_loss, clipfrac, approxkl, ratio = token_ppo.policy_loss(
+                    log_probs, mb(old_log_probs), mb(advantages), mb_mask, s.clip_ratio)
+                vf_loss, vf_clipfrac = token_ppo.value_loss(values, mb(old_values), mb(returns), mb_mask,
+                                                            s.clip_value)
+                loss = pg_loss + s.value_coef * vf_loss
+            grads = tape.gradient(loss, self.variables)
+            grads, _ = tf.clip_by_global_norm(grads, s.max_grad_norm)
+            self.optimizer.apply_gradients(zip(grads, self.variables))
+            response_logits = tf.cast(logits[:, prompt_length - 1:-1], tf.float32) / s.temperature
+            probs = tf.nn.softmax(response_logits)
+            entropy = token_ppo.masked_mean(
+                tf.reduce_logsumexp(response_logits, -1) - tf.reduce_sum(probs * response_logits, -1), mb_mask)
+            # Sampling and scoring use one distribution, so before the first update every ratio is exactly 1.
+            deviation = tf.reduce_max(tf.abs(tf.exp(log_probs - mb(old_log_probs)) - 1.0) * mb_mask)
+            first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
+            return step + 1, order, totals + tf.stack([approxkl, clipfrac, pg_loss, vf_loss, vf_clipfrac, ratio,
+                                                       entropy]), first_ratio_deviation
+
+        _, _, totals, first_ratio_deviation = tf.while_loop(
+            lambda step, *_: step < steps, minibatch_step,
+            (tf.constant(0), tf.range(batch), tf.zeros([7]), tf.constant(0.0)),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([7]), tf.TensorShape([])))
+        stats = dict(zip(STAT_NAMES, tf.unstack(totals / float(steps))))
+        sequence_kl = tf.reduce_sum(kl, axis=1)
+        stats.update({"objective/kl": tf.reduce_mean(sequence_kl), "objective/kl_coef": self.kl_coef + 0.0,
+                      "objective/non_score_reward": tf.reduce_mean(tf.reduce_sum(non_score, axis=1)),
+                      "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl),
+                      "policy/first_ratio_max_deviation": first_ratio_deviation})
+        return stats
