@@ -1,0 +1,74 @@
+"""LM PPO throughput at the settings of the PyTorch reference measured on this machine (TRL 1.12, README).
+
+Random-init GPT-2, random 16-token prompts, 32-token responses sampled to full length (no EOS), 4 PPO
+epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s, update tokens/s and
+seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
+Differs from the reference: the value head shares the policy's backbone (TRL used a separate value model).
+
+    python benchmarks/lm_throughput.py [--size tiny|small] [--batch 16] [--iterations 3] [--no-jit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from models import lm as lm_lib  # noqa: E402
+from pipeline.lm_ppo import LMPPOLearner, LMPPOSettings  # noqa: E402
+
+SIZES = {
+    "tiny": lm_lib.LMSize(vocabulary_size=512, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=256,
+                          max_sequence_length=128),
+    "small": lm_lib.LMSize(vocabulary_size=2048, num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=1024,
+                           max_sequence_length=256),
+}
+PROMPT, RESPONSE, EPOCHS = 16, 32, 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--no-jit", dest="jit", action="store_false", help="sampling without XLA")
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    learner = LMPPOLearner(lm_lib.build_causal_lm(size), LMPPOSettings(
+        max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit), seed=0)
+    rng = np.random.default_rng(0)
+    score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
+    generation, update, total = [], [], []
+    for i in range(args.iterations + 1):
+        prompts = rng.integers(0, size.vocabulary_size, size=(args.batch, PROMPT)).astype(np.int32)
+        start = time.perf_counter()
+        sequences = learner.generate(prompts)
+        generated = time.perf_counter()
+        learner._update(tf.constant(sequences), tf.ones([args.batch, RESPONSE]),
+                        tf.constant(score(prompts, sequences), tf.float32), PROMPT)["loss/policy"].numpy()
+        done = time.perf_counter()
+        if i == 0:
+            print(f"compile (first call, incl. tracing): generation {generated - start:.2f} s, "
+                  f"update {done - generated:.2f} s", flush=True)
+            continue
+        generation.append(generated - start)
+        update.append(done - generated)
+        total.append(done - start)
+    gen_s, upd_s, it_s = statistics.median(generation), statistics.median(update), statistics.median(total)
+    print(f"size={args.size} batch={args.batch} jit={args.jit} prompt={PROMPT} response={RESPONSE} epochs={EPOCHS}")
+    print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
+    print(f"update tokens/s:     {args.batch * (PROMPT + RESPONSE) * EPOCHS / upd_s:,.0f}  "
+          f"(batch x (prompt + response) x epochs / update seconds)")
+    print(f"seconds per PPO iteration: {it_s:.3f} (generation {gen_s:.3f}, update {upd_s:.3f})")
+
+
+if __name__ == "__main__":
+    main()
