@@ -19,7 +19,9 @@ def target_token_rate(prompts, responses):
 
 
 def make(**settings):
-    defaults = dict(max_new_tokens=8, learning_rate=3e-3, num_epochs=4, kl_coef=0.01)
+    """XLA off unless asked: compiling costs seconds per learner and the tests build several."""
+    defaults = dict(max_new_tokens=8, learning_rate=3e-3, num_epochs=4, kl_coef=0.01, jit_generation=False,
+                    jit_update=False)
     return LMPPOLearner(lm_lib.build_causal_lm(SIZE, seed=0), LMPPOSettings(**{**defaults, **settings}), seed=0)
 
 
@@ -27,8 +29,9 @@ def prompts(rng, batch=32):
     return rng.integers(0, SIZE.vocabulary_size, size=(batch, 4))
 
 
-def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update():
-    learner = make(num_minibatches=4)
+@pytest.mark.parametrize("jit", [True, False])
+def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit):
+    learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit)
     stats, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
     assert stats["objective/kl"] == 0.0
     assert stats["policy/first_ratio_max_deviation"] == 0.0
