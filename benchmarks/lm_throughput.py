@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import lm as lm_lib  # noqa: E402
-from pipeline.lm_ppo import LMPPOLearner, LMPPOSettings  # noqa: E402
+from pipeline.lm.ppo import LMPPOLearner, LMPPOSettings  # noqa: E402
 
 SIZES = {
     "tiny": lm_lib.LMSize(vocabulary_size=512, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=256,

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline.lm_ppo import LMPPOLearner, LMPPOSettings
+from pipeline.lm.ppo import LMPPOLearner, LMPPOSettings
 
 SIZE = lm_lib.LMSize(vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
                      max_sequence_length=16)
