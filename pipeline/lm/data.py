@@ -1,0 +1,94 @@
+"""Text corpora and a tokenizer trained on them locally: nothing is downloaded.
+
+Corpus formats: `text` (one document per non-empty line), `fortune` (entries separated by a line holding only
+`%`, as in Debian's fortunes files) and `jsonl` (one JSON object per line, the text under a named field).
+The tokenizer is a byte-level BPE trained with Hugging Face `tokenizers` and loaded into keras-hub's
+GPT2Tokenizer, so it round-trips any text and its ops exist in a stock TF Serving build (TF Text's).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+END_TOKEN = "<|endoftext|>"  # id 0: end of a document (EOS) and padding; GPT2Tokenizer requires it
+FORMATS = ("text", "fortune", "jsonl")
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be read; the message names the path and what was expected."""
+
+
+def read_corpus(path: str | Path, fmt: str, field: str = "text") -> list[str]:
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise CorpusError(f"corpus format {fmt!r}: allowed {', '.join(FORMATS)}")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.endswith(".dat")) \
+        if path.is_dir() else [path]
+    if not files or not all(p.exists() for p in files):
+        raise CorpusError(f"{path}: no corpus file there")
+    documents = []
+    for file in files:
+        text = file.read_text(encoding="utf-8", errors="replace")
+        if fmt == "text":
+            documents += [line.strip() for line in text.splitlines() if line.strip()]
+        elif fmt == "fortune":
+            entries = re.split(r"^%[ \t]*$", text, flags=re.MULTILINE)
+            documents += [" ".join(e.split()) for e in entries if e.strip()]
+        else:
+            for number, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)[field]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise CorpusError(f"{file}:{number}: expected a JSON object with a {field!r} string ({e})") \
+                        from None
+                documents.append(str(value))
+    if not documents:
+        raise CorpusError(f"{path}: no documents found in format {fmt!r}")
+    return documents
+
+
+def train_tokenizer(documents: list[str], vocabulary_size: int, out_dir: str | Path):
+    """Trains a byte-level BPE on the documents, writes vocab.json and merges.txt, returns the keras-hub tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(documents, vocab_size=vocabulary_size, min_frequency=2, special_tokens=[END_TOKEN],
+                            show_progress=False)
+    bpe.save_model(str(out_dir))
+    return load_tokenizer(out_dir)
+
+
+def load_tokenizer(directory: str | Path):
+    directory = Path(directory)
+    return keras_hub.tokenizers.GPT2Tokenizer(vocabulary=str(directory / "vocab.json"),
+                                              merges=str(directory / "merges.txt"))
+
+
+def encode_documents(tokenizer, documents: list[str], sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """[N, sequence_length] token ids (document + EOS, cut or padded with EOS) and the 0/1 mask of real tokens."""
+    end = tokenizer.token_to_id(END_TOKEN)
+    ids = np.full((len(documents), sequence_length), end, np.int32)
+    mask = np.zeros((len(documents), sequence_length), np.int32)
+    for row, tokens in enumerate(tokenizer(tf.constant(documents))):
+        tokens = list(np.asarray(tokens)[:sequence_length - 1]) + [end]
+        ids[row, :len(tokens)] = tokens
+        mask[row, :len(tokens)] = 1
+    return ids, mask
+
+
+def language_model_dataset(ids: np.ndarray, mask: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
+    """tf.data of (token_ids, padding_mask) batches for next-token training."""
+    dataset = tf.data.Dataset.from_tensor_slices((ids, mask))
+    if shuffle:
+        dataset = dataset.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
