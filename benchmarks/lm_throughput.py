@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import lm as lm_lib  # noqa: E402
-from pipeline.lm.ppo import LMPPOLearner, LMPPOSettings  # noqa: E402
+from pipeline.config import LMPPOConfig  # noqa: E402
+from pipeline.lm.ppo import LMPPOLearner  # noqa: E402
 
 SIZES = {
     "tiny": lm_lib.LMSize(vocabulary_size=512, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=256,
@@ -42,8 +43,8 @@ def main() -> None:
     parser.add_argument("--no-jit", dest="jit", action="store_false", help="sampling without XLA")
     args = parser.parse_args()
     size = SIZES[args.size]
-    learner = LMPPOLearner(lm_lib.build_causal_lm(size), LMPPOSettings(
-        max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit), seed=0)
+    learner = LMPPOLearner(lm_lib.build_causal_lm(size), LMPPOConfig(
+        max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit), eos_id=None, seed=0)
     rng = np.random.default_rng(0)
     score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
     generation, update, total = [], [], []

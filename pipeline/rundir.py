@@ -58,7 +58,10 @@ class RunDir:
         """Refuses to resume with a different environment or model: the checkpoint would not fit them."""
         if self.config_path.exists():
             old = config_lib.load(self.config_path)
-            for section in ("env", "model"):
+            if old.task != cfg.task:
+                raise config_lib.ConfigError(f"task: {cfg.task} differs from the run directory's {old.task}; "
+                                             f"use a new --run-dir")
+            for section in cfg.resume_locked:
                 if getattr(old, section) != getattr(cfg, section):
                     raise config_lib.ConfigError(
                         f"{section}: differs from the run directory's {self.config_path} "

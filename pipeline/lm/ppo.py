@@ -12,7 +12,6 @@ The update (2-7) is one tf.function with graph loops, traced once; sampling is X
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Optional
 
 import keras
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import lm as lm_lib
+from pipeline.config import LMPPOConfig
 from pipeline.rl import token_ppo
 
 # Metric names as TRL's PPO trainer logs them.
@@ -27,36 +27,12 @@ STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value",
               "objective/entropy")
 
 
-@dataclasses.dataclass(frozen=True)
-class LMPPOSettings:
-    """What one PPO iteration does; the driver's `ppo` config section will validate into this."""
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    learning_rate: float = 1e-4
-    num_epochs: int = 4
-    num_minibatches: int = 1
-    clip_ratio: float = 0.2
-    clip_value: float = 0.2
-    value_coef: float = 0.1
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    kl_coef: float = 0.05
-    kl_estimator: str = "k1"
-    kl_target: Optional[float] = None  # set: adaptive coefficient (Ziegler et al.), else fixed
-    kl_horizon: float = 10_000
-    whiten_rewards: bool = False
-    max_grad_norm: float = 1.0
-    eos_id: Optional[int] = None
-    missing_eos_penalty: Optional[float] = None
-    jit_generation: bool = True  # XLA-compiled sampling loop: ~2.5x the tokens/s of the plain graph here
-    jit_update: bool = True      # XLA-compiled forward and backward passes: ~1.5x faster here
-
-
 class LMPPOLearner:
     """Holds the trainable policy (LM + value head), the frozen reference and the optimizer state."""
 
-    def __init__(self, policy_lm, settings: LMPPOSettings, seed: int = 0):
+    def __init__(self, policy_lm, settings: LMPPOConfig, eos_id: Optional[int], seed: int = 0):
         self.settings = s = settings
+        self.eos_id = eos_id
         self.policy = policy_lm
         self.reference = lm_lib.frozen_copy(policy_lm)
         size = policy_lm.backbone.get_config()
@@ -95,16 +71,16 @@ class LMPPOLearner:
         sequences = self.generate(prompt_ids)
         prompt_length = np.shape(prompt_ids)[1]
         responses = sequences[:, prompt_length:]
-        mask = lm_lib.response_mask(tf.constant(responses), s.eos_id).numpy()
+        mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
-        if s.missing_eos_penalty is not None and s.eos_id is not None:
-            scores = (scores - s.missing_eos_penalty * ~(responses == s.eos_id).any(axis=1)).astype(np.float32)
+        if s.missing_eos_penalty is not None and self.eos_id is not None:
+            scores = (scores - s.missing_eos_penalty * ~(responses == self.eos_id).any(axis=1)).astype(np.float32)
         stats = {k: float(v) for k, v in self._update(tf.constant(sequences), tf.constant(mask),
                                                       tf.constant(scores), prompt_length).items()}
         if s.kl_target is not None:
             self.kl_coef.assign(token_ppo.adaptive_kl_coef(
                 float(self.kl_coef), stats["objective/kl"], s.kl_target, s.kl_horizon, len(sequences)))
-        stats["val/num_eos_tokens"] = float((responses == s.eos_id).sum()) if s.eos_id is not None else 0.0
+        stats["val/num_eos_tokens"] = float((responses == self.eos_id).sum()) if self.eos_id is not None else 0.0
         stats["objective/scores"] = float(scores.mean())
         return stats, sequences
 

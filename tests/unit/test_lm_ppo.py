@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline.lm.ppo import LMPPOLearner, LMPPOSettings
+from pipeline.config import LMPPOConfig
+from pipeline.lm.ppo import LMPPOLearner
 
 SIZE = lm_lib.LMSize(vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
                      max_sequence_length=16)
@@ -18,11 +19,12 @@ def target_token_rate(prompts, responses):
     return (responses == TARGET).mean(axis=1)
 
 
-def make(**settings):
+def make(eos_id=None, **settings):
     """XLA off unless asked: compiling costs seconds per learner and the tests build several."""
     defaults = dict(max_new_tokens=8, learning_rate=3e-3, num_epochs=4, kl_coef=0.01, jit_generation=False,
                     jit_update=False)
-    return LMPPOLearner(lm_lib.build_causal_lm(SIZE, seed=0), LMPPOSettings(**{**defaults, **settings}), seed=0)
+    return LMPPOLearner(lm_lib.build_causal_lm(SIZE, seed=0), LMPPOConfig(**{**defaults, **settings}), eos_id,
+                        seed=0)
 
 
 def prompts(rng, batch=32):
