@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             cfg = config_lib.load(args.config, args.overrides)
-            check_environment(cfg.env)  # a wrong env.id is a config error too, found before any work
+            _preflight(cfg)
             run_dir = RunDir(Path(args.run_dir or Path("runs") / Path(args.config).stem))
             run_dir.save_config(cfg)
         else:
@@ -59,9 +59,28 @@ def main(argv=None) -> int:
     return 0
 
 
+def _preflight(cfg) -> None:
+    """What the config names must exist: a wrong env.id or reward.function is a config error, found before work."""
+    if cfg.task == "gym":
+        check_environment(cfg.env)
+        return
+    from pipeline.lm.rewards import load_reward_function
+    try:
+        load_reward_function(cfg.reward.function)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"reward.function: {e}") from None
+
+
 def _run_stages(command: str, cfg, run_dir: RunDir) -> dict:
     # Imported here so that `--help` and config errors answer without loading TensorFlow.
     from pipeline import summaries
+
+    metrics = (_run_lm_stages if cfg.task == "lm" else _run_gym_stages)(command, cfg, run_dir)
+    summaries.write_hparams(run_dir, cfg, metrics)
+    return metrics
+
+
+def _run_gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
     from pipeline.stages import environment, evaluate, export, model, train
 
     spaces = environment.run(cfg, run_dir)
@@ -77,8 +96,22 @@ def _run_stages(command: str, cfg, run_dir: RunDir) -> dict:
         metrics = _save(run_dir, evaluate.run(cfg, run_dir, learner))
     if command in ("run", "export"):
         metrics = _save(run_dir, export.run(cfg, run_dir, learner, checkpoint))
-    summaries.write_hparams(run_dir, cfg, metrics)
     return metrics
+
+
+def _run_lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
+    from pipeline.lm.rewards import load_reward_function
+    from pipeline.stages import lm_data, lm_evaluate, lm_ppo, sft
+
+    if command == "export":
+        raise config_lib.ConfigError("export: not built yet for task lm (the LM serving export is still open work)")
+    reward_fn = load_reward_function(cfg.reward.function)  # checked by _preflight
+    data = lm_data.run(cfg, run_dir)
+    lm, sft_metrics = sft.run(cfg, run_dir, data)
+    _save(run_dir, sft_metrics)
+    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, reward_fn)
+    _save(run_dir, ppo_metrics)
+    return _save(run_dir, lm_evaluate.run(cfg, run_dir, data, learner, reward_fn))
 
 
 def _save(run_dir: RunDir, values: dict) -> dict:

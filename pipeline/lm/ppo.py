@@ -42,6 +42,7 @@ class LMPPOLearner:
         self.optimizer.build(self.variables)
         self.generator = tf.random.Generator.from_seed(seed)
         self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
         # The forward and forward+backward passes are XLA clusters (jit_update); the loop around them is not:
         # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here.
@@ -52,16 +53,24 @@ class LMPPOLearner:
 
     def checkpoint(self) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(policy=self.policy, value_head=self.value_head, optimizer=self.optimizer,
-                                   generator=self.generator, kl_coef=self.kl_coef)
+                                   generator=self.generator, kl_coef=self.kl_coef, iteration=self.iteration)
+
+    def log_probs(self, sequences, prompt_length: int):
+        """Response log-probs under the policy and under the reference (for evaluation)."""
+        sequences = tf.convert_to_tensor(sequences, tf.int32)
+        policy, _, _ = self._compiled["policy_outputs"](sequences, prompt_length)
+        return policy.numpy(), self._compiled["reference_log_probs"](sequences, prompt_length).numpy()
 
     # === 1. Sampling ===
 
-    def _sample(self, prompt_ids):
+    def _sample(self, prompt_ids, use_reference: bool = False):
         seed = self.generator.make_seeds(1)[:, 0]
-        return lm_lib.sample(self.policy, prompt_ids, self.settings.max_new_tokens, self.settings.temperature, seed)
+        return lm_lib.sample(self.reference if use_reference else self.policy, prompt_ids,
+                             self.settings.max_new_tokens, self.settings.temperature, seed)
 
-    def generate(self, prompt_ids) -> np.ndarray:
-        return self._generate(tf.convert_to_tensor(prompt_ids, tf.int32)).numpy()
+    def generate(self, prompt_ids, use_reference: bool = False) -> np.ndarray:
+        """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model)."""
+        return self._generate(tf.convert_to_tensor(prompt_ids, tf.int32), use_reference).numpy()
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
@@ -82,6 +91,7 @@ class LMPPOLearner:
                 float(self.kl_coef), stats["objective/kl"], s.kl_target, s.kl_horizon, len(sequences)))
         stats["val/num_eos_tokens"] = float((responses == self.eos_id).sum()) if self.eos_id is not None else 0.0
         stats["objective/scores"] = float(scores.mean())
+        self.iteration.assign_add(1)
         return stats, sequences
 
     def _policy_outputs(self, sequences, prompt_length: int):

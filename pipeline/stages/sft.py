@@ -1,0 +1,52 @@
+"""SFT stage: a keras-hub GPT-2 built from the config, trained on the corpus; skipped when its checkpoint exists."""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+from models import lm as lm_lib
+from pipeline import summaries
+from pipeline.config import LMConfig
+from pipeline.lm import data as data_lib
+from pipeline.lm.sft import SFTTrainer
+from pipeline.rundir import RunDir
+from pipeline.stages.lm_data import LMData
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: LMConfig, data: LMData):
+    size = lm_lib.LMSize(vocabulary_size=data.tokenizer.vocabulary_size(), num_layers=cfg.model.num_layers,
+                         num_heads=cfg.model.num_heads, hidden_dim=cfg.model.hidden_dim,
+                         intermediate_dim=cfg.model.intermediate_dim,
+                         max_sequence_length=max(cfg.data.sequence_length,
+                                                 cfg.data.prompt_tokens + cfg.ppo.max_new_tokens))
+    return lm_lib.build_causal_lm(size, seed=cfg.data.seed)
+
+
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
+    lm = build_model(cfg, data)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(lm=lm), str(run_dir.checkpoints / "sft"), max_to_keep=1)
+    if manager.latest_checkpoint:
+        tf.train.Checkpoint(lm=lm).restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("sft: restored %s, not training again", manager.latest_checkpoint)
+        return lm, {}
+    trainer = SFTTrainer(lm, cfg.sft.learning_rate)
+    metrics = {"sft.val_perplexity_init": trainer.perplexity(data.val_ids, data.val_mask)}
+    step = 0
+    with summaries.stage_writer(run_dir, "sft"):
+        for epoch in range(cfg.sft.epochs):
+            for ids, mask in data_lib.language_model_dataset(data.train_ids, data.train_mask, cfg.sft.batch_size,
+                                                             seed=cfg.data.seed + epoch):
+                loss = trainer.train_step(ids, mask)
+                step += 1
+                if step % 20 == 0:
+                    tf.summary.scalar("sft/loss", loss, step=step)
+            perplexity = trainer.perplexity(data.val_ids, data.val_mask)
+            tf.summary.scalar("sft/val_perplexity", perplexity, step=step)
+            log.info("sft: epoch %d, validation perplexity %.2f", epoch + 1, perplexity)
+    metrics.update({"sft.val_perplexity": trainer.perplexity(data.val_ids, data.val_mask), "sft.steps": step})
+    manager.save()
+    return lm, metrics
