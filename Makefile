@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast benchmark clean
+.PHONY: setup run test test-fast benchmark lm-demo clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test-fast: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/cartpole_solve.py
+	$(BIN)/python benchmarks/lm_throughput.py --size tiny --batch 16
+	$(BIN)/python benchmarks/lm_throughput.py --size small --batch 16
+
+# The LM demo's corpus is Debian's fortunes; installed here when apt is there and it is missing.
+lm-demo: setup
+	@test -d /usr/share/games/fortunes || ! command -v apt-get >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq fortunes) || \
+		echo "could not install fortunes: set data.corpus in configs/lm_sentiment.yaml to your own text"
+	$(BIN)/python -m pipeline run configs/lm_sentiment.yaml --run-dir runs/lm
 
 clean:
 	rm -rf $(VENV) runs
