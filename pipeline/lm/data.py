@@ -28,7 +28,8 @@ def read_corpus(path: str | Path, fmt: str, field: str = "text") -> list[str]:
     path = Path(path)
     if fmt not in FORMATS:
         raise CorpusError(f"corpus format {fmt!r}: allowed {', '.join(FORMATS)}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.endswith(".dat")) \
+    # In a folder: every regular file but fortune's .dat indexes (and its .u8 symlinks, which repeat files).
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.is_symlink() and p.suffix != ".dat") \
         if path.is_dir() else [path]
     if not files or not all(p.exists() for p in files):
         raise CorpusError(f"{path}: no corpus file there")

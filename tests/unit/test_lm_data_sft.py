@@ -25,6 +25,12 @@ def test_corpus_formats(tmp_path):
     assert data.read_corpus(tmp_path / "plain.txt", "text") == ["first line", "second line"]
     (tmp_path / "quotes").write_text("A quote\non two lines.\n%\nAnother one.\n%\n")
     assert data.read_corpus(tmp_path / "quotes", "fortune") == ["A quote on two lines.", "Another one."]
+    folder = tmp_path / "fortunes"  # as Debian lays it out: file, .dat index, .u8 symlink to the file
+    folder.mkdir()
+    (folder / "art").write_text("One.\n%\nTwo.\n")
+    (folder / "art.dat").write_bytes(b"\x00\x01")
+    (folder / "art.u8").symlink_to(folder / "art")
+    assert data.read_corpus(folder, "fortune") == ["One.", "Two."]
     (tmp_path / "rows.jsonl").write_text(json.dumps({"prompt": "hi", "x": 1}) + "\n\n" + json.dumps({"prompt": "yo"}))
     assert data.read_corpus(tmp_path / "rows.jsonl", "jsonl", field="prompt") == ["hi", "yo"]
     with pytest.raises(data.CorpusError, match=r"rows.jsonl:1: expected a JSON object with a 'text'"):
