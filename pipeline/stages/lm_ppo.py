@@ -33,8 +33,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn) -> tupl
         learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
         log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
     score = scorer(data, reward_fn)
-    progress = Progress(p.iterations, int(learner.iteration))
-    tokens = 0
+    progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
     with summaries.stage_writer(run_dir, "ppo") as writer:
         write = summaries.CompiledWriter(writer)
         while int(learner.iteration) < p.iterations:
@@ -46,8 +45,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn) -> tupl
             start = time.perf_counter()
             stats, sequences = learner.step(prompts, score)
             seconds = time.perf_counter() - start
-            tokens = sequences.size
-            stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": tokens / seconds})
+            stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
             write(stats, {}, step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0:
