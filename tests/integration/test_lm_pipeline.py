@@ -1,14 +1,21 @@
-"""`task: lm` end to end through the driver on a corpus the test writes: data -> sft -> ppo -> evaluate."""
+"""`task: lm` end to end through the driver on a corpus the test writes: data -> sft -> ppo -> evaluate,
+config errors, and a PPO run killed with SIGKILL that resumes."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import tensorflow as tf
 import yaml
 
-from pipeline.tb_reader import tags, texts
-from tests.conftest import run_driver
+from pipeline.tb_reader import read_scalars, tags, texts
+from tests.conftest import REPO, run_driver
 
 OBJECTS = ["the mat", "a ball", "the moon", "some bread", "a tree", "the car", "a hat", "the door"]
 
@@ -68,3 +75,27 @@ def test_lm_config_errors(tmp_path):
     assert result.returncode == 2 and "ppo.num_minibatches" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "data.corpus=/no/such/corpus")
     assert result.returncode == 2 and "data.corpus" in result.stderr and "fortunes" in result.stderr
+
+
+def test_lm_ppo_resumes_after_sigkill(tmp_path):
+    cfg, run = lm_config(tmp_path, iterations=60, checkpoint_every=5), tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(cfg), "--run-dir", str(run)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while tf.train.latest_checkpoint(str(run / "checkpoints" / "ppo")) is None:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    saved = int(tf.train.latest_checkpoint(str(run / "checkpoints" / "ppo")).rsplit("-", 1)[1])
+    assert 0 < saved < 60
+    result = run_driver("run", cfg, "--run-dir", run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not training again" in result.stderr and f"iteration {saved})" in result.stderr
+    assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 60
+    first, second = read_scalars(run / "tb" / "ppo", "objective/kl", per_file=True)
+    assert min(second) == saved + 1 and max(second) == 60  # the curve continues, it does not restart
