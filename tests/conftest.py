@@ -37,6 +37,30 @@ def run_driver(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def kill_after_checkpoint(args, checkpoint_dir: Path, linger_s: float = 0.0) -> str:
+    """Starts the driver, SIGKILLs it once a checkpoint appears in checkpoint_dir (after linger_s more
+    seconds of work to lose), and returns the latest checkpoint it left."""
+    import signal
+    import time
+
+    import tensorflow as tf
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while tf.train.latest_checkpoint(str(checkpoint_dir)) is None:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(linger_s)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    return tf.train.latest_checkpoint(str(checkpoint_dir))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished tiny CartPole run (train -> evaluate -> export), made once per session."""

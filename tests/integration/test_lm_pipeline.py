@@ -4,18 +4,12 @@ config errors, and a PPO run killed with SIGKILL that resumes."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
-import tensorflow as tf
 import yaml
 
 from pipeline.tb_reader import read_scalars, tags, texts
-from tests.conftest import REPO, run_driver
+from tests.conftest import kill_after_checkpoint, run_driver
 
 OBJECTS = ["the mat", "a ball", "the moon", "some bread", "a tree", "the car", "a hat", "the door"]
 
@@ -79,19 +73,8 @@ def test_lm_config_errors(tmp_path):
 
 def test_lm_ppo_resumes_after_sigkill(tmp_path):
     cfg, run = lm_config(tmp_path, iterations=60, checkpoint_every=5), tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(cfg), "--run-dir", str(run)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while tf.train.latest_checkpoint(str(run / "checkpoints" / "ppo")) is None:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    saved = int(tf.train.latest_checkpoint(str(run / "checkpoints" / "ppo")).rsplit("-", 1)[1])
+    killed_at = kill_after_checkpoint(["run", cfg, "--run-dir", run], run / "checkpoints" / "ppo")
+    saved = int(killed_at.rsplit("-", 1)[1])
     assert 0 < saved < 60
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO, run_driver, write_config
 from pipeline.tb_reader import read_scalars
+from tests.conftest import kill_after_checkpoint, run_driver, write_config
 
 TOTAL, BATCH = 16384, 4 * 32
 
@@ -22,20 +17,8 @@ TOTAL, BATCH = 16384, 4 * 32
 def test_sigkill_then_rerun_continues(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", {"train": {"total_env_steps": TOTAL, "checkpoint_every": 4}})
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "pipeline", "run", str(cfg), "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while tf.train.latest_checkpoint(str(run_dir / "checkpoints")) is None:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)  # let it train past the checkpoint, so there is work to lose and redo
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    killed_at = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    # Killed a little after its first checkpoint, so there is work to lose and redo.
+    killed_at = kill_after_checkpoint(["run", cfg, "--run-dir", run_dir], run_dir / "checkpoints", linger_s=0.3)
     saved_steps = int(killed_at.rsplit("-", 1)[1])
     assert 0 < saved_steps < TOTAL
     assert not (run_dir / "export").exists(), "a killed run must not have exported"
