@@ -89,7 +89,7 @@ def _run_gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
         metrics = _save(run_dir, train.run(cfg, run_dir, learner))
     else:
         metrics = run_dir.read_metrics()
-    checkpoint = train.restore_latest(run_dir, learner)
+    checkpoint = train.latest_checkpoint(run_dir)
     if checkpoint is None:
         raise config_lib.ConfigError(f"{run_dir.root}: no checkpoint to {command}; run `python -m pipeline run` first")
     if command in ("run", "evaluate"):

@@ -32,6 +32,11 @@ def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
     return manager.latest_checkpoint
 
 
+def latest_checkpoint(run: RunDir) -> str | None:
+    """The newest checkpoint's path; the learner already holds it (model stage restore, or the final save)."""
+    return tf.train.latest_checkpoint(str(run.checkpoints))
+
+
 def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
     t = cfg.train
     counters = learner.counters
