@@ -7,6 +7,7 @@ scores it under: at iteration 0 the policy/reference KL is 0 and the first ratio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import keras
@@ -56,15 +57,38 @@ def forward(lm, token_ids, padding_mask=None):
     return lm.backbone.token_embedding(hidden, reverse=True), hidden
 
 
-def token_log_probs(logits, tokens, temperature: float):
-    """log p(token) under softmax(logits / temperature): the sampling distribution, used for scoring too."""
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+# Logit given to tokens outside top-k / the top-p nucleus: finite, so log-probs and ratios stay finite.
+FILTERED_LOGIT = -1e9
+
+
+def sampling_logits(logits, temperature, top_k: int = 0, top_p: float = 1.0):
+    """Logits of the distribution tokens are drawn from: logits / temperature, then top-k, then top-p.
+
+    Tokens outside the kept set get FILTERED_LOGIT. Sampling and PPO scoring both go through here.
+    """
+    logits = tf.cast(logits, tf.float32) / temperature
+    if top_k:
+        kth_largest = tf.math.top_k(logits, k=top_k).values[..., -1:]
+        logits = tf.where(logits < kth_largest, FILTERED_LOGIT, logits)
+    if top_p < 1.0:
+        ordered = tf.sort(logits, axis=-1, direction="DESCENDING")
+        mass_before = tf.cumsum(tf.nn.softmax(ordered), axis=-1, exclusive=True)
+        # The smallest logit whose predecessors hold < top_p of the mass: the nucleus (never empty).
+        cutoff = tf.reduce_min(tf.where(mass_before < top_p, ordered, ordered[..., :1]), axis=-1, keepdims=True)
+        logits = tf.where(logits < cutoff, FILTERED_LOGIT, logits)
+    return logits
+
+
+def token_log_probs(logits, tokens, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """log p(token) under the sampling distribution (`sampling_logits`)."""
+    log_probs = tf.nn.log_softmax(sampling_logits(logits, temperature, top_k, top_p), axis=-1)
     return tf.gather(log_probs, tokens, axis=-1, batch_dims=len(tokens.shape))
 
 
-def response_log_probs(logits, token_ids, prompt_length: int, temperature: float):
+def response_log_probs(logits, token_ids, prompt_length: int, temperature: float, top_k: int = 0,
+                       top_p: float = 1.0):
     """Log-probs [B, R] of the response tokens token_ids[:, P:], from the logits that predicted them."""
-    return token_log_probs(logits[:, prompt_length - 1:-1], token_ids[:, prompt_length:], temperature)
+    return token_log_probs(logits[:, prompt_length - 1:-1], token_ids[:, prompt_length:], temperature, top_k, top_p)
 
 
 def response_mask(responses, eos_id: int | None):
@@ -76,27 +100,64 @@ def response_mask(responses, eos_id: int | None):
     return tf.cast(eos_before == 0, tf.float32)
 
 
-def sample(lm, prompt_ids, max_new_tokens: int, temperature: float, seed):
-    """Samples max_new_tokens after same-length prompts with the KV cache; returns [B, P + R] token ids.
+def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, top_p: float = 1.0,
+           prompt_lengths=None, eos_id: int | None = None):
+    """Samples after the prompts with the KV cache; returns [B, P + max_new_tokens] token ids.
 
-    `seed` is a stateless seed, shape [2]. One cached forward step per new token.
+    prompt_ids: [B, P]; rows shorter than P are right-padded and `prompt_lengths` [B] says where each ends (the
+    loop starts at the shortest and keeps each row's own prompt tokens until it ends, as keras-hub does).
+    temperature: a positive value samples from `sampling_logits`; 0 is greedy. `seed`: stateless, shape [2].
+    With eos_id, stops once every row has sampled it (later positions are left as they are).
     """
-    batch, prompt_length = tf.shape(prompt_ids)[0], prompt_ids.shape[1]
-    total = prompt_length + max_new_tokens
+    batch, width = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
+    if prompt_lengths is None:
+        prompt_lengths = tf.fill([batch], width)
+    total = width + max_new_tokens
     token_ids = tf.concat([prompt_ids, tf.zeros([batch, max_new_tokens], prompt_ids.dtype)], axis=1)
-    # keras-hub's own cache layout, seeded by one pass over the prompt (positions >= P are overwritten).
+    start = tf.reduce_min(prompt_lengths)
+    # keras-hub's own cache layout, seeded by one pass over the buffer (positions are overwritten as they come).
     hidden, cache = lm._build_cache(token_ids)
-    next_logits = lm.backbone.token_embedding(hidden[:, prompt_length - 1], reverse=True)
+    next_logits = lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
+    temperature = tf.convert_to_tensor(temperature, tf.float32)
+    positive = tf.maximum(temperature, 1e-6)
 
-    def step(index, token_ids, cache, next_logits):
+    def step(index, token_ids, cache, next_logits, done):
         step_seed = tf.random.experimental.stateless_fold_in(seed, index)
-        token = tf.random.stateless_categorical(tf.cast(next_logits, tf.float32) / temperature, 1, step_seed,
-                                                dtype=token_ids.dtype)
+        drawn = tf.random.stateless_categorical(sampling_logits(next_logits, positive, top_k, top_p), 1,
+                                                step_seed, dtype=token_ids.dtype)[:, 0]
+        greedy = tf.argmax(next_logits, axis=-1, output_type=token_ids.dtype)
+        generated = index >= prompt_lengths
+        token = tf.where(generated, tf.where(temperature > 0.0, drawn, greedy), token_ids[:, index])
         token_ids = tf.tensor_scatter_nd_update(
-            token_ids, tf.stack([tf.range(batch), tf.fill([batch], index)], axis=1), token[:, 0])
-        logits, _, cache = lm.call_with_cache(token, cache, index)
-        return index + 1, token_ids, cache, logits[:, 0]
+            token_ids, tf.stack([tf.range(batch), tf.fill([batch], index)], axis=1), token)
+        if eos_id is not None:
+            done = done | (generated & tf.equal(token, eos_id))
+        logits, _, cache = lm.call_with_cache(token[:, None], cache, index)
+        return index + 1, token_ids, cache, logits[:, 0], done
 
-    _, token_ids, _, _ = tf.while_loop(lambda index, *_: index < total, step,
-                                       (tf.constant(prompt_length), token_ids, cache, next_logits))
+    _, token_ids, _, _, _ = tf.while_loop(
+        lambda index, token_ids, cache, next_logits, done: (index < total) & ~tf.reduce_all(done), step,
+        (start, token_ids, cache, next_logits, tf.zeros([batch], tf.bool)))
     return token_ids
+
+
+@contextlib.contextmanager
+def core_op_cache_updates():
+    """While tracing inside this block, keras-hub's KV-cache writes use a core TF op.
+
+    Keras' TF backend writes slices with XlaDynamicUpdateSlice, which TF Serving (XLA disabled) cannot run;
+    TensorStridedSliceUpdate does the same write and is a stock op. Used for serving exports only.
+    """
+    from keras.src.backend.tensorflow import core
+
+    def slice_update(inputs, start_indices, updates):
+        start = tf.cast(tf.stack(start_indices), tf.int32)
+        return tf.raw_ops.TensorStridedSliceUpdate(
+            input=inputs, begin=start, end=start + tf.shape(updates), strides=tf.ones_like(start), value=updates)
+
+    original = core.slice_update
+    core.slice_update = slice_update
+    try:
+        yield
+    finally:
+        core.slice_update = original

@@ -137,6 +137,10 @@ class LMPPOConfig:
     max_new_tokens: int = _field(24, "Tokens sampled per response (an EOS ends it earlier).", low=1)
     temperature: float = _field(1.0, "Sampling temperature; scoring uses the same distribution.",
                                 low=0.0, low_open=True)
+    top_k: int = _field(0, "Sample from the k likeliest tokens only (0: all); PPO scores under the same filter.",
+                        low=0)
+    top_p: float = _field(1.0, "Sample from the smallest set holding this much probability (1: all).",
+                          low=0.0, low_open=True, high=1.0)
     learning_rate: float = _field(1e-4, "Adam learning rate of the policy and value head.", low=0.0, low_open=True)
     num_epochs: int = _field(4, "Passes over each batch.", low=1)
     num_minibatches: int = _field(1, "Minibatches per epoch; must divide batch_size.", low=1)

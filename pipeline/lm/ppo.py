@@ -47,8 +47,7 @@ class LMPPOLearner:
         # The forward and forward+backward passes are XLA clusters (jit_update); the loop around them is not:
         # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here.
         self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
-            ("policy_outputs", self._policy_outputs), ("reference_log_probs", self._reference_log_probs),
-            ("loss_and_grads", self._loss_and_grads))}
+            ("score", self._score), ("loss_and_grads", self._loss_and_grads))}
         self._update = tf.function(self._update_fn, autograph=False)
 
     def checkpoint(self) -> tf.train.Checkpoint:
@@ -58,15 +57,16 @@ class LMPPOLearner:
     def log_probs(self, sequences, prompt_length: int):
         """Response log-probs under the policy and under the reference (for evaluation)."""
         sequences = tf.convert_to_tensor(sequences, tf.int32)
-        policy, _, _ = self._compiled["policy_outputs"](sequences, prompt_length)
-        return policy.numpy(), self._compiled["reference_log_probs"](sequences, prompt_length).numpy()
+        policy, _, _, reference = self._compiled["score"](sequences, prompt_length)
+        return policy.numpy(), reference.numpy()
 
     # === 1. Sampling ===
 
     def _sample(self, prompt_ids, use_reference: bool = False):
         seed = self.generator.make_seeds(1)[:, 0]
-        return lm_lib.sample(self.reference if use_reference else self.policy, prompt_ids,
-                             self.settings.max_new_tokens, self.settings.temperature, seed)
+        s = self.settings
+        return lm_lib.sample(self.reference if use_reference else self.policy, prompt_ids, s.max_new_tokens,
+                             s.temperature, seed, s.top_k, s.top_p, eos_id=self.eos_id)
 
     def generate(self, prompt_ids, use_reference: bool = False) -> np.ndarray:
         """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model)."""
@@ -94,23 +94,37 @@ class LMPPOLearner:
         self.iteration.assign_add(1)
         return stats, sequences
 
+    def _sampling_logits(self, lm, sequences, prompt_length: int):
+        """Logits of the sampling distribution at each response position, and the hidden states."""
+        s = self.settings
+        logits, hidden = lm_lib.forward(lm, sequences)
+        return lm_lib.sampling_logits(logits[:, prompt_length - 1:-1], s.temperature, s.top_k, s.top_p), hidden
+
     def _policy_outputs(self, sequences, prompt_length: int):
         """Response log-probs, values and per-token entropies under the policy (the sampling distribution)."""
-        logits, hidden = lm_lib.forward(self.policy, sequences)
-        response_logits = tf.cast(logits[:, prompt_length - 1:-1], tf.float32) / self.settings.temperature
-        log_probs = lm_lib.token_log_probs(response_logits, sequences[:, prompt_length:], 1.0)
-        probs = tf.nn.softmax(response_logits)
-        entropy = tf.reduce_logsumexp(response_logits, -1) - tf.reduce_sum(probs * response_logits, -1)
-        return log_probs, self.value_head(hidden)[:, prompt_length - 1:-1, 0], entropy
+        logits, hidden = self._sampling_logits(self.policy, sequences, prompt_length)
+        log_probs = lm_lib.token_log_probs(logits, sequences[:, prompt_length:])
+        probs = tf.nn.softmax(logits)
+        entropy = tf.reduce_logsumexp(logits, -1) - tf.reduce_sum(probs * logits, -1)
+        return log_probs, self.value_head(hidden)[:, prompt_length - 1:-1, 0], entropy, logits
 
-    def _reference_log_probs(self, sequences, prompt_length: int):
-        logits, _ = lm_lib.forward(self.reference, sequences)
-        return lm_lib.response_log_probs(logits, sequences, prompt_length, self.settings.temperature)
+    def _score(self, sequences, prompt_length: int):
+        """Policy outputs and reference log-probs before an update.
+
+        The reference is scored on the policy's kept set (top-k / top-p), renormalised: the KL penalty then
+        compares two distributions over the tokens the policy could have drawn, finite, and 0 at iteration 0.
+        """
+        log_probs, values, entropy, policy_logits = self._policy_outputs(sequences, prompt_length)
+        reference_logits, _ = self._sampling_logits(self.reference, sequences, prompt_length)
+        if self.settings.top_k or self.settings.top_p < 1.0:
+            reference_logits = tf.where(policy_logits > lm_lib.FILTERED_LOGIT, reference_logits,
+                                        lm_lib.FILTERED_LOGIT)
+        return log_probs, values, entropy, lm_lib.token_log_probs(reference_logits, sequences[:, prompt_length:])
 
     def _loss_and_grads(self, sequences, old_log_probs, advantages, old_values, returns, mask, prompt_length: int):
         s = self.settings
         with tf.GradientTape() as tape:
-            log_probs, values, entropy = self._policy_outputs(sequences, prompt_length)
+            log_probs, values, entropy, _ = self._policy_outputs(sequences, prompt_length)
             pg_loss, clipfrac, approxkl, ratio = token_ppo.policy_loss(log_probs, old_log_probs, advantages, mask,
                                                                        s.clip_ratio)
             vf_loss, vf_clipfrac = token_ppo.value_loss(values, old_values, returns, mask, s.clip_value)
@@ -125,8 +139,7 @@ class LMPPOLearner:
     def _update_fn(self, sequences, mask, scores, prompt_length: int):
         s = self.settings
         # 2. Old log-probs, values and reference log-probs, before any update.
-        old_log_probs, old_values, _ = self._compiled["policy_outputs"](sequences, prompt_length)
-        ref_log_probs = self._compiled["reference_log_probs"](sequences, prompt_length)
+        old_log_probs, old_values, _, ref_log_probs = self._compiled["score"](sequences, prompt_length)
         # 3. Rewards: the score at the last real token, the KL penalty on every token.
         kl = token_ppo.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
         rewards, non_score = token_ppo.token_rewards(scores, kl, self.kl_coef, mask)

@@ -31,9 +31,9 @@ def prompts(rng, batch=32):
     return rng.integers(0, SIZE.vocabulary_size, size=(batch, 4))
 
 
-@pytest.mark.parametrize("jit", [True, False])
-def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit):
-    learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit)
+@pytest.mark.parametrize("jit, filters", [(True, {}), (False, {}), (False, {"top_k": 4, "top_p": 0.8})])
+def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit, filters):
+    learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit, **filters)
     stats, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
     assert stats["objective/kl"] == 0.0
     assert stats["policy/first_ratio_max_deviation"] == 0.0
@@ -83,3 +83,39 @@ def test_response_mask_and_missing_eos_penalty():
     responses = sequences[:, 4:]
     missing = (~(responses == TARGET).any(axis=1)).mean()
     assert stats["objective/scores"] == pytest.approx(-missing)
+
+
+def test_sampling_logits_keep_the_top_k_and_the_top_p_nucleus():
+    logits = tf.math.log(tf.constant([[0.05, 0.5, 0.15, 0.3]]))
+    kept = lambda filtered: (filtered.numpy() > lm_lib.FILTERED_LOGIT).astype(int).tolist()  # noqa: E731
+    assert kept(lm_lib.sampling_logits(logits, 1.0, top_k=2)) == [[0, 1, 0, 1]]
+    # Sorted: 0.5, 0.3, 0.15, 0.05; mass before each: 0, 0.5, 0.8, 0.95 -> top_p 0.7 keeps the first two.
+    assert kept(lm_lib.sampling_logits(logits, 1.0, top_p=0.7)) == [[0, 1, 0, 1]]
+    assert kept(lm_lib.sampling_logits(logits, 1.0, top_p=0.85)) == [[0, 1, 1, 1]]
+    assert kept(lm_lib.sampling_logits(logits, 1.0, top_p=0.3)) == [[0, 1, 0, 0]]  # never empty
+    # Kept tokens renormalise: top-2 of (0.5, 0.3) -> 0.625, 0.375.
+    log_probs = lm_lib.token_log_probs(tf.concat([logits, logits], 0), tf.constant([1, 3]), 1.0, top_k=2).numpy()
+    np.testing.assert_allclose(np.exp(log_probs), [0.625, 0.375], rtol=1e-6)
+
+
+def test_top_k_sampling_draws_only_kept_tokens_and_top_1_is_greedy():
+    policy = lm_lib.build_causal_lm(SIZE, seed=3)
+    prompt = tf.constant(prompts(np.random.default_rng(2), batch=8), tf.int32)
+    seed = tf.constant([1, 2], tf.int64)
+    greedy = lm_lib.sample(policy, prompt, 6, temperature=0.0, seed=seed).numpy()
+    np.testing.assert_array_equal(lm_lib.sample(policy, prompt, 6, 1.0, seed, top_k=1).numpy(), greedy)
+    drawn = lm_lib.sample(policy, prompt, 6, 1.0, seed, top_k=3).numpy()
+    logits, _ = lm_lib.forward(policy, tf.constant(drawn))
+    top3 = tf.math.top_k(logits[:, 3:-1], k=3).indices.numpy()
+    assert (top3 == drawn[:, 4:, None]).any(axis=-1).all()
+
+
+def test_right_padded_prompts_of_different_lengths_decode_as_if_alone():
+    policy = lm_lib.build_causal_lm(SIZE, seed=3)
+    rows = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
+    padded = tf.constant([row + [0] * (5 - len(row)) for row in rows], tf.int32)
+    seed = tf.constant([0, 0], tf.int64)
+    together = lm_lib.sample(policy, padded, 4, 0.0, seed, prompt_lengths=tf.constant([5, 2, 3])).numpy()
+    for row, out in zip(rows, together):
+        alone = lm_lib.sample(policy, tf.constant([row]), 4, 0.0, seed).numpy()[0]
+        np.testing.assert_array_equal(out[:len(row) + 4], alone)
