@@ -95,23 +95,29 @@ def _run_gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
     if command in ("run", "evaluate"):
         metrics = _save(run_dir, evaluate.run(cfg, run_dir, learner))
     if command in ("run", "export"):
-        metrics = _save(run_dir, export.run(cfg, run_dir, learner, checkpoint))
+        metrics = _save(run_dir, export.run_gym(cfg, run_dir, learner, checkpoint))
     return metrics
 
 
 def _run_lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
     from pipeline.lm.rewards import load_reward_function
-    from pipeline.stages import lm_data, lm_evaluate, lm_ppo, sft
+    from pipeline.stages import export, lm_data, lm_evaluate, lm_ppo, sft
 
-    if command == "export":
-        raise config_lib.ConfigError("export: not built yet for task lm (the LM serving export is still open work)")
+    if command != "run" and lm_ppo.latest_checkpoint(run_dir) is None:
+        raise config_lib.ConfigError(f"{run_dir.root}: no PPO checkpoint to {command}; "
+                                     f"run `python -m pipeline run` first")
     reward_fn = load_reward_function(cfg.reward.function)  # checked by _preflight
     data = lm_data.run(cfg, run_dir)
     lm, sft_metrics = sft.run(cfg, run_dir, data)
-    _save(run_dir, sft_metrics)
-    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, reward_fn)
-    _save(run_dir, ppo_metrics)
-    return _save(run_dir, lm_evaluate.run(cfg, run_dir, data, learner, reward_fn))
+    metrics = _save(run_dir, sft_metrics)
+    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, reward_fn, train=command == "run")
+    if command == "run":
+        metrics = _save(run_dir, ppo_metrics)
+    if command in ("run", "evaluate"):
+        metrics = _save(run_dir, lm_evaluate.run(cfg, run_dir, data, learner, reward_fn))
+    if command in ("run", "export"):
+        metrics = _save(run_dir, export.run_lm(cfg, run_dir, learner, data, lm_ppo.latest_checkpoint(run_dir)))
+    return metrics
 
 
 def _save(run_dir: RunDir, values: dict) -> dict:

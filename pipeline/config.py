@@ -86,7 +86,8 @@ class EvaluateConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
-    model_name: Optional[str] = _field(None, "TF Serving model name; null uses the environment id, lower-cased.")
+    model_name: Optional[str] = _field(None, "TF Serving model name; null: the environment id, lower-cased (gym) "
+                                             "or lm_policy (lm).")
     version: Optional[int] = _field(None, "Version directory; null takes the next free integer.", low=1)
 
 
@@ -193,7 +194,7 @@ class Config(_Root):
 
 @dataclasses.dataclass
 class LMConfig(_Root):
-    """task: lm: PPO fine-tuning of a causal language model (data -> sft -> ppo -> evaluate)."""
+    """task: lm: PPO fine-tuning of a causal language model (data -> sft -> ppo -> evaluate -> export)."""
     task = "lm"
     resume_locked = ("data", "model")
     data: LMDataConfig = dataclasses.field(default_factory=LMDataConfig)
@@ -202,6 +203,7 @@ class LMConfig(_Root):
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
     ppo: LMPPOConfig = dataclasses.field(default_factory=LMPPOConfig)
     evaluate: LMEvaluateConfig = dataclasses.field(default_factory=LMEvaluateConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
 TASKS = {"gym": Config, "lm": LMConfig}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TensorFlow's environment before any test imports it)
+import numpy as np
 import pytest
 import yaml
 
@@ -26,6 +27,31 @@ def write_config(path: Path, overrides: dict | None = None) -> Path:
     cfg = {section: dict(values) for section, values in TINY.items()}
     for section, values in (overrides or {}).items():
         cfg.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+OBJECTS = ["the mat", "a ball", "the moon", "some bread", "a tree", "the car", "a hat", "the door"]
+
+
+def write_corpus(path, n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    subjects, verbs = ["the cat", "a dog", "my friend", "the bird"], ["sees", "likes", "finds"]
+    path.write_text("\n".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(OBJECTS)}." for _ in range(n)))
+
+
+def lm_config(tmp_path, **ppo):
+    write_corpus(tmp_path / "corpus.txt")
+    cfg = {"task": "lm",
+           "data": {"corpus": str(tmp_path / "corpus.txt"), "format": "text", "vocabulary_size": 300,
+                    "sequence_length": 16, "prompt_tokens": 3},
+           "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64},
+           "sft": {"epochs": 10, "batch_size": 32, "learning_rate": 0.003},
+           "reward": {"function": "tests.lm_rewards:mentions_moon"},
+           "ppo": {"iterations": 30, "batch_size": 32, "max_new_tokens": 8, "learning_rate": 0.001, "kl_coef": 0.01,
+                   "checkpoint_every": 10, "jit_generation": False, "jit_update": False, **ppo},
+           "evaluate": {"prompts": 48, "samples": 4}}
+    path = tmp_path / "lm.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -67,5 +93,15 @@ def tiny_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     run_dir = root / "run"
     result = run_driver("run", write_config(root / "tiny.yaml"), "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory) -> Path:
+    """A finished tiny `task: lm` run (data -> sft -> ppo -> evaluate -> export), made once per session."""
+    root = tmp_path_factory.mktemp("lm")
+    run_dir = root / "run"
+    result = run_driver("run", lm_config(root), "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir

@@ -1,58 +1,99 @@
-"""Export stage: a versioned SavedModel for TF Serving, written atomically, plus models.config."""
+"""Export stage: a versioned SavedModel for TF Serving, written atomically, plus models.config.
+
+The gym policy and the LM policy differ only in the servable they build; version choice, re-run reuse,
+publishing and the TensorBoard record are shared.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
+from typing import Callable
+
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from export import tf_serving
-from export.serving import PolicyServingModule
 from pipeline import summaries
-from pipeline.config import Config
-from pipeline.ppo import PPOLearner
+from pipeline.config import ExportConfig
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+# A servable builder: returns a function that writes the SavedModel into a given folder.
+Build = Callable[[], Callable[[str], None]]
 
-def model_name(cfg: Config) -> str:
+
+def gym_model_name(cfg) -> str:
     return cfg.export.model_name or re.sub(r"[^a-z0-9_]+", "_", cfg.env.id.lower()).strip("_")
 
 
-def run(cfg: Config, run_dir: RunDir, learner: PPOLearner, checkpoint: str) -> dict:
-    name = model_name(cfg)
+def run_gym(cfg, run_dir: RunDir, learner, checkpoint: str) -> dict:
+    from export.serving import PolicyServingModule
+
+    def build():
+        return PolicyServingModule(learner.agent.policy, learner.agent.collect_policy,
+                                   learner.spaces.observation_shape, learner.spaces.discrete).save
+    info = {"env_steps": int(learner.counters.env_steps), "env_id": cfg.env.id}
+    return publish(cfg.export, run_dir, gym_model_name(cfg), checkpoint, build, info)
+
+
+def run_lm(cfg, run_dir: RunDir, learner, data, checkpoint: str) -> dict:
+    from export import lm_serving
+
+    p = cfg.ppo
+
+    def build():
+        archive = lm_serving.build_archive(learner.policy, data.tokenizer, data.eos_id, lm_serving.GenerationDefaults(
+            max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p))
+        return lambda path: lm_serving.save(archive, path)
+    info = {"ppo_iterations": int(learner.iteration)}
+    return publish(cfg.export, run_dir, cfg.export.model_name or "lm_policy", checkpoint, build, info)
+
+
+def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, build: Build, info: dict) -> dict:
     model_dir = run_dir.export_root / name
     existing = tf_serving.versions(model_dir)
     source = Path(checkpoint).name
-    version = cfg.export.version or (existing[-1] + 1 if existing else 1)
+    version = export.version or (existing[-1] + 1 if existing else 1)
     # Re-running a finished job must not pile up identical versions: reuse the one made from this checkpoint.
-    for candidate in ([cfg.export.version] if cfg.export.version else existing[-1:]):
+    for candidate in ([export.version] if export.version else existing[-1:]):
         if candidate in existing:
             if tf_serving.export_info(model_dir / str(candidate)).get("checkpoint") == source:
                 log.info("export: version %d already holds checkpoint %s", candidate, source)
                 tf_serving.write_models_config(run_dir.export_root)  # base paths follow a moved run directory
                 return _metrics(name, candidate, model_dir / str(candidate), run_dir)
-            if cfg.export.version:
+            if export.version:
                 raise FileExistsError(f"export.version {candidate}: {model_dir / str(candidate)} already exists "
                                       f"from another checkpoint; versions are immutable, choose a new one")
-    module = PolicyServingModule(learner.agent.policy, learner.agent.collect_policy,
-                                 learner.spaces.observation_shape, learner.spaces.discrete)
-    info = {"checkpoint": source, "env_steps": int(learner.counters.env_steps), "env_id": cfg.env.id}
-    path = tf_serving.publish(run_dir.export_root, name, version, module.save, info)
-    signature = module.serve.get_concrete_function()
+    path = tf_serving.publish(run_dir.export_root, name, version, build(), {"checkpoint": source, **info})
     with summaries.stage_writer(run_dir, "export"):
         summaries.text("export/savedmodel", summaries.markdown_table({
             "path": path, "model_name": name, "version": version, "from checkpoint": source,
             "models.config": run_dir.export_root / "models.config"}))
-        summaries.text("export/serving_default", summaries.markdown_table(
-            {f"input {spec.name}": _describe(spec) for spec in signature.structured_input_signature[0]}
-            | {f"output {name}": _describe(t) for name, t in signature.structured_outputs.items()}))
+        for key, rows in signatures(path).items():
+            summaries.text(f"export/{key}", summaries.markdown_table(rows))
     return _metrics(name, version, path, run_dir)
 
 
-def _describe(tensor) -> str:
-    return f"{tensor.dtype.name} {tensor.shape}"
+def signatures(version_dir: Path) -> dict[str, dict[str, str]]:
+    """What a server sees, read from saved_model.pb: per signature, each input (and its default) and output."""
+    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    described = {}
+    for key, signature in saved.meta_graphs[0].signature_def.items():
+        if key.startswith("__"):
+            continue
+        rows = {f"input {name}": _describe(info) + (" (optional)" if name in signature.defaults else "")
+                for name, info in sorted(signature.inputs.items())}
+        described[key] = rows | {f"output {name}": _describe(info) for name, info in sorted(signature.outputs.items())}
+    return described
+
+
+def _describe(info) -> str:
+    shape: tensor_shape_pb2.TensorShapeProto = info.tensor_shape
+    dims = "unknown" if shape.unknown_rank else "(" + ", ".join(str(d.size) for d in shape.dim) + ")"
+    return f"{types_pb2.DataType.Name(info.dtype)[3:].lower()} {dims}"
 
 
 def _metrics(name: str, version: int, path: Path, run_dir: RunDir) -> dict:

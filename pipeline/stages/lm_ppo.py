@@ -25,13 +25,21 @@ def scorer(data: LMData, reward_fn):
     return score
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn) -> tuple[LMPPOLearner, dict]:
+def latest_checkpoint(run_dir: RunDir):
+    return tf.train.latest_checkpoint(str(run_dir.checkpoints / "ppo"))
+
+
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, train: bool = True
+        ) -> tuple[LMPPOLearner, dict]:
+    """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations."""
     p = cfg.ppo
     learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed)
     manager = tf.train.CheckpointManager(learner.checkpoint(), str(run_dir.checkpoints / "ppo"), max_to_keep=2)
     if manager.latest_checkpoint:
         learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
         log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
+    if not train:
+        return learner, {}
     score = scorer(data, reward_fn)
     progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
     with summaries.stage_writer(run_dir, "ppo") as writer:
@@ -50,7 +58,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn) -> tupl
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0:
                 manager.save(checkpoint_number=iteration + 1)
-        if p.iterations and (manager.latest_checkpoint is None
+        if (manager.latest_checkpoint is None
                              or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
             manager.save(checkpoint_number=int(learner.iteration))
     progress.close()

@@ -24,8 +24,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from export import tf_serving
 from tests.conftest import run_driver
+from tests.export.fresh_process import serve
 
-CLIENT = Path(__file__).with_name("serving_client.py")
 MODEL_NAME = "cartpole_v1"
 VERSION = 1
 OUTPUTS = ("action", "value", "logits")
@@ -114,16 +114,10 @@ def observations() -> np.ndarray:
 def served(tiny_run, observations, tmp_path_factory) -> dict:
     """The export's answers, from a fresh process loading it the way TF Serving does."""
     work = tmp_path_factory.mktemp("served")
-    np.save(work / "observations.npy", observations)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS", "KERAS_BACKEND")}
-    # -I: no script directory, no PYTHONPATH, no user site on sys.path; cwd outside the repository.
-    result = subprocess.run([sys.executable, "-I", str(CLIENT), str(tiny_run / "export" / MODEL_NAME / str(VERSION)),
-                             str(work / "observations.npy"), str(work)],
-                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-5000:]
-    report = json.loads((work / "report.json").read_text())
-    return {"report": report, **{key: np.load(work / f"{key}.npy") for key in report["outputs"]}}
+    report, (outputs,) = serve(tiny_run / "export" / MODEL_NAME / str(VERSION),
+                               [{"signature_name": "serving_default", "inputs": {"observations": observations.tolist()}}],
+                               work)
+    return {"report": report, **outputs}
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +145,11 @@ def test_loaded_like_tf_serving(served):
     assert report["xla_disabled"], "DisableXlaCompilation() through ctypes did not take effect"
     # __saved_model_init_op is the init op every TF2 SavedModel carries; clients call serving_default only.
     assert set(report["signatures"]) - {"__saved_model_init_op"} == {"serving_default"}, report["signatures"]
-    assert report["method_name"] == "tensorflow/serving/predict"
-    assert list(report["inputs"]) == ["observations"]
-    assert sorted(report["outputs"]) == sorted(OUTPUTS)
-    assert report["output_dtypes"]["action"] == "int64"
+    signature = report["signature_defs"]["serving_default"]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+    assert signature["inputs"] == ["observations"] and signature["defaults"] == []
+    assert signature["outputs"] == sorted(OUTPUTS)
+    assert signature["output_dtypes"]["action"] == "int64"
     xla_ops = [op for op in report["op_types"] if op.startswith("Xla")]
     assert not xla_ops, f"the graph needs XLA ops, which TF Serving refuses by default: {xla_ops}"
     assert served["action"].shape == (N_OBSERVATIONS,) and served["action"].dtype == np.int64

@@ -5,41 +5,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import yaml
-
 from pipeline.tb_reader import read_scalars, tags, texts
-from tests.conftest import kill_after_checkpoint, run_driver
+from tests.conftest import kill_after_checkpoint, lm_config, run_driver
 
-OBJECTS = ["the mat", "a ball", "the moon", "some bread", "a tree", "the car", "a hat", "the door"]
-
-
-def write_corpus(path, n=600, seed=0):
-    rng = np.random.default_rng(seed)
-    subjects, verbs = ["the cat", "a dog", "my friend", "the bird"], ["sees", "likes", "finds"]
-    path.write_text("\n".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(OBJECTS)}." for _ in range(n)))
-
-
-def lm_config(tmp_path, **ppo):
-    write_corpus(tmp_path / "corpus.txt")
-    cfg = {"task": "lm",
-           "data": {"corpus": str(tmp_path / "corpus.txt"), "format": "text", "vocabulary_size": 300,
-                    "sequence_length": 16, "prompt_tokens": 3},
-           "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64},
-           "sft": {"epochs": 10, "batch_size": 32, "learning_rate": 0.003},
-           "reward": {"function": "tests.lm_rewards:mentions_moon"},
-           "ppo": {"iterations": 30, "batch_size": 32, "max_new_tokens": 8, "learning_rate": 0.001, "kl_coef": 0.01,
-                   "checkpoint_every": 10, "jit_generation": False, "jit_update": False, **ppo},
-           "evaluate": {"prompts": 48, "samples": 4}}
-    path = tmp_path / "lm.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def test_lm_pipeline_raises_the_reward_and_resumes(tmp_path):
-    cfg, run = lm_config(tmp_path), tmp_path / "run"
-    result = run_driver("run", cfg, "--run-dir", run)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
+    run = lm_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["sft.val_perplexity"] < metrics["sft.val_perplexity_init"] / 10
     assert metrics["eval.ppo.gold_reward"] > metrics["eval.sft.gold_reward"] + 0.2, metrics
@@ -53,7 +23,7 @@ def test_lm_pipeline_raises_the_reward_and_resumes(tmp_path):
     samples = texts(run / "tb" / "evaluate")["eval/samples"]
     assert samples.startswith("| prompt | SFT | PPO |") and samples.count("\n") >= 5
 
-    again = run_driver("run", cfg, "--run-dir", run)  # safe to re-run: nothing is trained again
+    again = run_driver("run", run.parent / "lm.yaml", "--run-dir", run)  # safe to re-run: nothing is trained again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "not training again" in again.stderr and "resumed from" in again.stderr
     assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 30
