@@ -3,9 +3,10 @@
 Random-init GPT-2, random 16-token prompts, 32-token responses sampled to full length (no EOS), 4 PPO
 epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s, update tokens/s and
 seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
-Differs from the reference: the value head shares the policy's backbone (TRL used a separate value model).
+The value model is separate by default, as in the reference (--value-model shared: a head on the policy).
 
     python benchmarks/lm_throughput.py [--size tiny|small] [--batch 16] [--iterations 3] [--no-jit]
+                                       [--value-model separate|shared]
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--no-jit", dest="jit", action="store_false", help="sampling without XLA")
+    parser.add_argument("--value-model", choices=["separate", "shared"], default="separate")
     args = parser.parse_args()
     size = SIZES[args.size]
     learner = LMPPOLearner(lm_lib.build_causal_lm(size), LMPPOConfig(
-        max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit), eos_id=None, seed=0)
+        max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit,
+        value_model=args.value_model), eos_id=None, seed=0)
     rng = np.random.default_rng(0)
     score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
     generation, update, total = [], [], []
@@ -64,7 +67,8 @@ def main() -> None:
         update.append(done - generated)
         total.append(done - start)
     gen_s, upd_s, it_s = statistics.median(generation), statistics.median(update), statistics.median(total)
-    print(f"size={args.size} batch={args.batch} jit={args.jit} prompt={PROMPT} response={RESPONSE} epochs={EPOCHS}")
+    print(f"size={args.size} batch={args.batch} jit={args.jit} value_model={args.value_model} prompt={PROMPT} "
+          f"response={RESPONSE} epochs={EPOCHS}")
     print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
     print(f"update tokens/s:     {args.batch * (PROMPT + RESPONSE) * EPOCHS / upd_s:,.0f}  "
           f"(batch x (prompt + response) x epochs / update seconds)")

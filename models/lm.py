@@ -26,20 +26,25 @@ class LMSize:
     max_sequence_length: int = 128
 
 
-def build_causal_lm(size: LMSize, seed: int = 0) -> keras_hub.models.GPT2CausalLM:
+# Keras dtype policies the LM may run under. Mixed bfloat16 keeps float32 weights and needs no loss scaling
+# (float16 would); on CPUs without bfloat16 units it is slower, on recent GPUs faster.
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> keras_hub.models.GPT2CausalLM:
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=size.vocabulary_size, num_layers=size.num_layers, num_heads=size.num_heads,
         hidden_dim=size.hidden_dim, intermediate_dim=size.intermediate_dim, dropout=0.0,
-        max_sequence_length=size.max_sequence_length)
+        max_sequence_length=size.max_sequence_length, dtype=precision)
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def frozen_copy(lm: keras_hub.models.GPT2CausalLM) -> keras_hub.models.GPT2CausalLM:
-    """The reference model: same architecture and weights, not trainable."""
+def copy_lm(lm: keras_hub.models.GPT2CausalLM, trainable: bool) -> keras_hub.models.GPT2CausalLM:
+    """Same architecture, precision and weights: the frozen reference, or a separate value model's trunk."""
     backbone = keras_hub.models.GPT2Backbone.from_config(lm.backbone.get_config())
     backbone.set_weights(lm.backbone.get_weights())
-    backbone.trainable = False
+    backbone.trainable = trainable
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 

@@ -116,6 +116,9 @@ class LMModelConfig:
     num_heads: int = _field(2, "Attention heads (must divide hidden_dim).", low=1)
     hidden_dim: int = _field(64, "Width of the residual stream.", low=1)
     intermediate_dim: int = _field(256, "Width of each feed-forward block (GPT-2: 4 x hidden_dim).", low=1)
+    precision: str = _field("float32", "Keras dtype policy: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
+                            "weights; fast on recent GPUs, slow on CPUs without bfloat16 units).",
+                            choices=["float32", "mixed_bfloat16"])
 
 
 @dataclasses.dataclass
@@ -145,6 +148,11 @@ class LMPPOConfig:
     learning_rate: float = _field(1e-4, "Adam learning rate of the policy and value head.", low=0.0, low_open=True)
     num_epochs: int = _field(4, "Passes over each batch.", low=1)
     num_minibatches: int = _field(1, "Minibatches per epoch; must divide batch_size.", low=1)
+    gradient_accumulation_steps: int = _field(1, "Micro-batches per minibatch, gradients averaged before one "
+                                              "optimizer step (memory, not maths); must divide the minibatch.", low=1)
+    value_model: str = _field("shared", "shared: a value head on the policy's trunk; separate: a copy of the SFT "
+                              "model with its own head (TRL's layout; twice the compute).",
+                              choices=["shared", "separate"])
     clip_ratio: float = _field(0.2, "Policy ratio clip.", low=0.0, low_open=True, high=1.0)
     clip_value: float = _field(0.2, "Value clip around the rollout's values.", low=0.0, low_open=True)
     value_coef: float = _field(0.1, "Weight of the value loss (TRL's vf_coef).", low=0.0)
@@ -322,6 +330,11 @@ def _check_cross_field(cfg) -> None:
         if cfg.ppo.batch_size % cfg.ppo.num_minibatches:
             raise ConfigError(f"ppo.num_minibatches: {cfg.ppo.num_minibatches} does not divide ppo.batch_size "
                               f"{cfg.ppo.batch_size}; allowed values: its divisors")
+        minibatch = cfg.ppo.batch_size // cfg.ppo.num_minibatches
+        if minibatch % cfg.ppo.gradient_accumulation_steps:
+            raise ConfigError(f"ppo.gradient_accumulation_steps: {cfg.ppo.gradient_accumulation_steps} does not "
+                              f"divide the minibatch ppo.batch_size / ppo.num_minibatches = {minibatch}; "
+                              f"allowed values: its divisors")
         if cfg.model.hidden_dim % cfg.model.num_heads:
             raise ConfigError(f"model.num_heads: {cfg.model.num_heads} does not divide model.hidden_dim "
                               f"{cfg.model.hidden_dim}; allowed values: its divisors")

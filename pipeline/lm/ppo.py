@@ -28,16 +28,19 @@ STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value",
 
 
 class LMPPOLearner:
-    """Holds the trainable policy (LM + value head), the frozen reference and the optimizer state."""
+    """Holds the trainable policy, the value model (a head on the policy's trunk, or a separate copy of the SFT
+    model with a head), the frozen reference and the optimizer state."""
 
     def __init__(self, policy_lm, settings: LMPPOConfig, eos_id: Optional[int], seed: int = 0):
         self.settings = s = settings
         self.eos_id = eos_id
         self.policy = policy_lm
-        self.reference = lm_lib.frozen_copy(policy_lm)
+        self.reference = lm_lib.copy_lm(policy_lm, trainable=False)
+        self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
         size = policy_lm.backbone.get_config()
         self.value_head = lm_lib.build_value_head(lm_lib.LMSize(hidden_dim=size["hidden_dim"]))
-        self.variables = self.policy.trainable_variables + self.value_head.trainable_variables
+        self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
+                          + (self.value_trunk.trainable_variables if self.value_trunk is not None else []))
         self.optimizer = keras.optimizers.Adam(learning_rate=s.learning_rate)
         self.optimizer.build(self.variables)
         self.generator = tf.random.Generator.from_seed(seed)
@@ -51,8 +54,11 @@ class LMPPOLearner:
         self._update = tf.function(self._update_fn, autograph=False)
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(policy=self.policy, value_head=self.value_head, optimizer=self.optimizer,
-                                   generator=self.generator, kl_coef=self.kl_coef, iteration=self.iteration)
+        parts = dict(policy=self.policy, value_head=self.value_head, optimizer=self.optimizer,
+                     generator=self.generator, kl_coef=self.kl_coef, iteration=self.iteration)
+        if self.value_trunk is not None:
+            parts["value_trunk"] = self.value_trunk
+        return tf.train.Checkpoint(**parts)
 
     def log_probs(self, sequences, prompt_length: int):
         """Response log-probs under the policy and under the reference (for evaluation)."""
@@ -103,10 +109,13 @@ class LMPPOLearner:
     def _policy_outputs(self, sequences, prompt_length: int):
         """Response log-probs, values and per-token entropies under the policy (the sampling distribution)."""
         logits, hidden = self._sampling_logits(self.policy, sequences, prompt_length)
+        if self.value_trunk is not None:
+            _, hidden = lm_lib.forward(self.value_trunk, sequences)
         log_probs = lm_lib.token_log_probs(logits, sequences[:, prompt_length:])
         probs = tf.nn.softmax(logits)
         entropy = tf.reduce_logsumexp(logits, -1) - tf.reduce_sum(probs * logits, -1)
-        return log_probs, self.value_head(hidden)[:, prompt_length - 1:-1, 0], entropy, logits
+        values = tf.cast(self.value_head(hidden)[:, prompt_length - 1:-1, 0], tf.float32)
+        return log_probs, values, entropy, logits
 
     def _score(self, sequences, prompt_length: int):
         """Policy outputs and reference log-probs before an update.
@@ -157,11 +166,22 @@ class LMPPOLearner:
             order = tf.cond(step % s.num_minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
-            mb = lambda x: tf.gather(x, idx)  # noqa: E731
-            grads, stats, deviation = self._compiled["loss_and_grads"](
-                mb(sequences), mb(old_log_probs), mb(advantages), mb(old_values), mb(returns), mb(mask),
-                prompt_length)
-            grads, _ = tf.clip_by_global_norm(grads, s.max_grad_norm)  # on the summed gradients
+            # Gradient accumulation: micro-batches' gradients averaged, then one optimizer step.
+            micro = size // s.gradient_accumulation_steps
+            grads, stats, deviation = None, 0.0, 0.0
+            for k in range(s.gradient_accumulation_steps):
+                part = lambda x: tf.gather(x, idx[k * micro:(k + 1) * micro])  # noqa: E731
+                micro_grads, micro_stats, micro_deviation = self._compiled["loss_and_grads"](
+                    part(sequences), part(old_log_probs), part(advantages), part(old_values), part(returns),
+                    part(mask), prompt_length)
+                if s.gradient_accumulation_steps > 1:  # embeddings' IndexedSlices do not add up
+                    micro_grads = [tf.convert_to_tensor(g) for g in micro_grads]
+                grads = micro_grads if grads is None else [a + b for a, b in zip(grads, micro_grads)]
+                stats, deviation = stats + micro_stats, tf.maximum(deviation, micro_deviation)
+            if s.gradient_accumulation_steps > 1:
+                grads = [g / s.gradient_accumulation_steps for g in grads]
+                stats = stats / s.gradient_accumulation_steps
+            grads, _ = tf.clip_by_global_norm(grads, s.max_grad_norm)  # on the averaged gradients
             self.optimizer.apply_gradients(zip(grads, self.variables))
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
             return step + 1, order, totals + stats, first_ratio_deviation

@@ -23,7 +23,7 @@ def build_model(cfg: LMConfig, data: LMData):
                          intermediate_dim=cfg.model.intermediate_dim,
                          max_sequence_length=max(cfg.data.sequence_length,
                                                  cfg.data.prompt_tokens + cfg.ppo.max_new_tokens))
-    return lm_lib.build_causal_lm(size, seed=cfg.data.seed)
+    return lm_lib.build_causal_lm(size, seed=cfg.data.seed, precision=cfg.model.precision)
 
 
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:

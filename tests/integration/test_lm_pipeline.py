@@ -37,6 +37,12 @@ def test_lm_config_errors(tmp_path):
     assert result.returncode == 2 and "ppo.kl_estimator" in result.stderr and "k1, k3" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "ppo.num_minibatches=5")
     assert result.returncode == 2 and "ppo.num_minibatches" in result.stderr
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "ppo.gradient_accumulation_steps=3")
+    assert result.returncode == 2 and "ppo.gradient_accumulation_steps" in result.stderr and "32" in result.stderr
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "model.precision=float16")
+    assert result.returncode == 2 and "float32, mixed_bfloat16" in result.stderr
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "ppo.top_p=0")
+    assert result.returncode == 2 and "ppo.top_p" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "data.corpus=/no/such/corpus")
     assert result.returncode == 2 and "data.corpus" in result.stderr and "fortunes" in result.stderr
 

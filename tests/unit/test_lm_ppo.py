@@ -19,21 +19,23 @@ def target_token_rate(prompts, responses):
     return (responses == TARGET).mean(axis=1)
 
 
-def make(eos_id=None, **settings):
+def make(eos_id=None, precision="float32", **settings):
     """XLA off unless asked: compiling costs seconds per learner and the tests build several."""
     defaults = dict(max_new_tokens=8, learning_rate=3e-3, num_epochs=4, kl_coef=0.01, jit_generation=False,
                     jit_update=False)
-    return LMPPOLearner(lm_lib.build_causal_lm(SIZE, seed=0), LMPPOConfig(**{**defaults, **settings}), eos_id,
-                        seed=0)
+    return LMPPOLearner(lm_lib.build_causal_lm(SIZE, seed=0, precision=precision),
+                        LMPPOConfig(**{**defaults, **settings}), eos_id, seed=0)
 
 
 def prompts(rng, batch=32):
     return rng.integers(0, SIZE.vocabulary_size, size=(batch, 4))
 
 
-@pytest.mark.parametrize("jit, filters", [(True, {}), (False, {}), (False, {"top_k": 4, "top_p": 0.8})])
-def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit, filters):
-    learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit, **filters)
+@pytest.mark.parametrize("jit, options", [
+    (True, {}), (False, {}), (False, {"top_k": 4, "top_p": 0.8}),
+    (False, {"value_model": "separate", "gradient_accumulation_steps": 2, "precision": "mixed_bfloat16"})])
+def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit, options):
+    learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit, **options)
     stats, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
     assert stats["objective/kl"] == 0.0
     assert stats["policy/first_ratio_max_deviation"] == 0.0
@@ -119,3 +121,37 @@ def test_right_padded_prompts_of_different_lengths_decode_as_if_alone():
     for row, out in zip(rows, together):
         alone = lm_lib.sample(policy, tf.constant([row]), 4, 0.0, seed).numpy()[0]
         np.testing.assert_array_equal(out[:len(row) + 4], alone)
+
+
+def test_gradient_accumulation_takes_the_same_step_as_the_whole_minibatch():
+    rng_prompts = prompts(np.random.default_rng(4), batch=16)
+    after = []
+    for steps in (1, 2):
+        learner = make(num_epochs=1, num_minibatches=2, gradient_accumulation_steps=steps)
+        learner.step(rng_prompts, target_token_rate)  # no EOS: every micro-batch holds as many tokens
+        after.append([v.numpy() for v in learner.variables])
+    for whole, accumulated in zip(*after):
+        np.testing.assert_allclose(accumulated, whole, rtol=1e-4, atol=1e-6)
+
+
+def test_separate_value_model_trains_its_own_trunk_and_checkpoints_it(tmp_path):
+    learner = make(value_model="separate", num_epochs=2)  # the zero-initialised head passes gradients from step 2
+    trunk_before = [v.numpy() for v in learner.value_trunk.backbone.trainable_variables]
+    policy_before = [v.numpy() for v in learner.policy.backbone.trainable_variables]
+    learner.step(prompts(np.random.default_rng(5)), target_token_rate)
+    assert any((v.numpy() != b).any() for v, b in zip(learner.value_trunk.backbone.trainable_variables, trunk_before))
+    assert any((v.numpy() != b).any() for v, b in zip(learner.policy.backbone.trainable_variables, policy_before))
+    path = learner.checkpoint().save(str(tmp_path / "ckpt"))
+    fresh = make(value_model="separate", num_epochs=2)
+    fresh.checkpoint().restore(path).assert_consumed()
+    for a, b in zip(fresh.value_trunk.backbone.variables, learner.value_trunk.backbone.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
+    learner = make(precision="mixed_bfloat16", num_epochs=1)
+    logits, _ = lm_lib.forward(learner.policy, tf.constant(prompts(np.random.default_rng(0), batch=2)))
+    assert logits.dtype == tf.bfloat16
+    assert {tf.as_dtype(v.dtype) for v in learner.variables} == {tf.float32}
+    stats, _ = learner.step(prompts(np.random.default_rng(6)), target_token_rate)
+    assert np.isfinite(stats["loss/policy"]) and np.isfinite(stats["loss/value"])
