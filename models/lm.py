@@ -122,11 +122,12 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     start = tf.reduce_min(prompt_lengths)
     # keras-hub's own cache layout, seeded by one pass over the buffer (positions are overwritten as they come).
     hidden, cache = lm._build_cache(token_ids)
+    caches = tuple(cache[:, layer] for layer in range(lm.backbone.num_layers))
     next_logits = lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     positive = tf.maximum(temperature, 1e-6)
 
-    def step(index, token_ids, cache, next_logits, done):
+    def step(index, token_ids, caches, next_logits, done):
         step_seed = tf.random.experimental.stateless_fold_in(seed, index)
         drawn = tf.random.stateless_categorical(sampling_logits(next_logits, positive, top_k, top_p), 1,
                                                 step_seed, dtype=token_ids.dtype)[:, 0]
@@ -137,13 +138,26 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
             token_ids, tf.stack([tf.range(batch), tf.fill([batch], index)], axis=1), token)
         if eos_id is not None:
             done = done | (generated & tf.equal(token, eos_id))
-        logits, _, cache = lm.call_with_cache(token[:, None], cache, index)
-        return index + 1, token_ids, cache, logits[:, 0], done
+        logits, caches = _cached_step(lm, token[:, None], caches, index)
+        return index + 1, token_ids, caches, logits[:, 0], done
 
     _, token_ids, _, _, _ = tf.while_loop(
-        lambda index, token_ids, cache, next_logits, done: (index < total) & ~tf.reduce_all(done), step,
-        (start, token_ids, cache, next_logits, tf.zeros([batch], tf.bool)))
+        lambda index, token_ids, caches, next_logits, done: (index < total) & ~tf.reduce_all(done), step,
+        (start, token_ids, caches, next_logits, tf.zeros([batch], tf.bool)))
     return token_ids
+
+
+def _cached_step(lm, token_ids, caches, index):
+    """keras-hub's GPT2CausalLM.call_with_cache with one cache tensor per layer: it skips re-stacking every
+    layer's cache into one tensor each step, a copy of the whole cache per generated token."""
+    backbone = lm.backbone
+    x = backbone.token_embedding(token_ids)
+    x = backbone.embeddings_dropout(backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
+    updated = []
+    for layer, cache in zip(backbone.transformer_layers, caches):
+        x, cache = layer(x, self_attention_cache=cache, self_attention_cache_update_index=index)
+        updated.append(cache)
+    return backbone.token_embedding(backbone.layer_norm(x), reverse=True), tuple(updated)
 
 
 @contextlib.contextmanager
