@@ -145,6 +145,8 @@ class RewardConfig:
                                   low=0.0, low_open=True)
     validation_fraction: float = _field(0.1, "Pairs held out for the reported pair accuracy.",
                                         low=0.0, low_open=True, high=0.5)
+    jit_compile: bool = _field(True, "XLA-compile the reward model's training step and scoring (compiling takes "
+                               "~10 s; worth it beyond tiny runs).")
 
 
 @dataclasses.dataclass

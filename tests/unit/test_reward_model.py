@@ -137,3 +137,38 @@ def test_preferences_encode_to_equal_length_token_pairs(tmp_path):
     assert pairs.chosen_ids.shape == pairs.rejected_ids.shape == (1, 12)
     assert pairs.chosen_mask.sum() > pairs.rejected_mask.sum()
     assert tokenizer.detokenize(pairs.chosen_ids[0, :pairs.chosen_mask.sum() - 1]) == "the cat sees the moon."
+
+
+def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_training(tmp_path):
+    from pipeline import config
+    from pipeline.lm import data as data_lib
+    from pipeline.rundir import RunDir
+    from pipeline.stages import reward as reward_stage
+    from pipeline.stages.lm_data import LMData
+    from tests.lm_rewards import mentions_moon
+
+    subjects, objects = ["the cat sees", "a dog likes", "my friend finds"], [" the moon.", " the mat.", " a ball."]
+    tokenizer = data_lib.train_tokenizer([s + o for s in subjects for o in objects] * 20, 300, tmp_path / "tok")
+    ids, mask = data_lib.encode_documents(tokenizer, subjects, 12)
+    data = LMData(tokenizer, ids, mask, ids, mask, ids[:, :2], ids[:, :2])
+    prefs = [prefs_lib.Preference(s, " the moon.", o) for s in subjects for o in objects[1:]] * 16
+    prefs_lib.write_preferences(tmp_path / "prefs.jsonl", prefs, [1.0] * len(prefs), [0.0] * len(prefs))
+    cfg = config.from_dict({"task": "lm", "reward": {
+        "function": "tests.lm_rewards:mentions_moon", "kind": "learned", "preferences": str(tmp_path / "prefs.jsonl"),
+        "learning_rate": 3e-3, "batch_size": 16, "validation_fraction": 0.25, "jit_compile": False}})
+    sft_lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1,
+                                                  num_heads=2, hidden_dim=32, intermediate_dim=64,
+                                                  max_sequence_length=12))
+    run_dir = RunDir(tmp_path / "run")
+    rewards, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, mentions_moon)
+    assert metrics["reward.pairs"] == len(prefs) and metrics["reward.pair_accuracy"] >= 0.9, metrics
+
+    prompt = np.array([tokenizer("a dog likes")] * 2, np.int32)
+    responses, _ = data_lib.encode_documents(tokenizer, [" the moon.", " a ball."], 5)
+    proxy = rewards.proxy(prompt, responses)
+    assert proxy[0] > proxy[1] and proxy.dtype == np.float32
+    np.testing.assert_array_equal(rewards.gold(prompt, responses), [1.0, 0.0])
+
+    restored, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, mentions_moon)
+    assert metrics == {}  # nothing trained again
+    np.testing.assert_allclose(restored.proxy(prompt, responses), proxy, atol=1e-5)  # normalisation restored too
