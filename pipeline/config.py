@@ -138,10 +138,11 @@ class RewardConfig:
                                         "`function` (ties dropped).")
     pairs: int = _field(2048, "With preferences null: untied pairs to build (at most 8x as many prompts are sampled).",
                         low=2)
-    epochs: int = _field(2, "Passes over the training pairs (a reward model overfits fast; InstructGPT used 1).",
-                         low=1)
+    epochs: int = _field(2, "Passes over the training pairs (a reward model overfits fast: on a shortened demo's 2k "
+                         "pairs the held-out loss rose after epoch 2; InstructGPT used 1 over far more).", low=1)
     batch_size: int = _field(32, "Pairs per step (and prompts per sampling call when building pairs).", low=1)
-    learning_rate: float = _field(3e-4, "Adam learning rate of the reward model (backbone and head).",
+    learning_rate: float = _field(1e-3, "Adam learning rate of the reward model (backbone and head); on a shortened "
+                                  "demo's 1k pairs 1e-3 reached ~0.75 held-out accuracy, 3e-4 ~0.63, 1e-4 chance.",
                                   low=0.0, low_open=True)
     validation_fraction: float = _field(0.1, "Pairs held out for the reported pair accuracy.",
                                         low=0.0, low_open=True, high=0.5)
