@@ -69,6 +69,12 @@ def _preflight(cfg) -> None:
         load_reward_function(cfg.reward.function)
     except ValueError as e:
         raise config_lib.ConfigError(f"reward.function: {e}") from None
+    if cfg.reward.preferences is not None:
+        from pipeline.lm.preferences import PreferenceError, read_preferences
+        try:
+            read_preferences(cfg.reward.preferences)
+        except PreferenceError as e:
+            raise config_lib.ConfigError(f"reward.preferences: {e}") from None
 
 
 def _run_stages(command: str, cfg, run_dir: RunDir) -> dict:
@@ -101,7 +107,7 @@ def _run_gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
 
 def _run_lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
     from pipeline.lm.rewards import load_reward_function
-    from pipeline.stages import export, lm_data, lm_evaluate, lm_ppo, sft
+    from pipeline.stages import export, lm_data, lm_evaluate, lm_ppo, reward, sft
 
     if command != "run" and lm_ppo.latest_checkpoint(run_dir) is None:
         raise config_lib.ConfigError(f"{run_dir.root}: no PPO checkpoint to {command}; "
@@ -110,11 +116,13 @@ def _run_lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
     data = lm_data.run(cfg, run_dir)
     lm, sft_metrics = sft.run(cfg, run_dir, data)
     metrics = _save(run_dir, sft_metrics)
-    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, reward_fn, train=command == "run")
+    rewards, reward_metrics = reward.run(cfg, run_dir, data, lm, reward_fn)  # before PPO changes lm
+    metrics = _save(run_dir, reward_metrics)
+    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, rewards, train=command == "run")
     if command == "run":
         metrics = _save(run_dir, ppo_metrics)
     if command in ("run", "evaluate"):
-        metrics = _save(run_dir, lm_evaluate.run(cfg, run_dir, data, learner, reward_fn))
+        metrics = _save(run_dir, lm_evaluate.run(cfg, run_dir, data, learner, rewards))
     if command in ("run", "export"):
         metrics = _save(run_dir, export.run_lm(cfg, run_dir, learner, data, lm_ppo.latest_checkpoint(run_dir)))
     return metrics

@@ -131,7 +131,27 @@ class SFTConfig:
 @dataclasses.dataclass
 class RewardConfig:
     function: str = _field("pipeline.lm.rewards:vader_sentiment",
-                           "module:function taking (prompts, completions) lists of strings, returning one score each.")
+                           "module:function taking (prompts, completions) lists of strings, returning one score each. "
+                           "With kind scorer PPO maximises it; with kind learned it ranks the built preference pairs "
+                           "and is the gold reward evaluation reports.")
+    kind: str = _field("scorer", "scorer: PPO's reward is `function`; learned: a reward model trained on preference "
+                       "pairs (Bradley-Terry) is PPO's proxy reward, `function` the gold one.",
+                       choices=["scorer", "learned"])
+    preferences: Optional[str] = _field(None, "With kind learned: a JSONL file of {prompt, chosen, rejected} strings; "
+                                        "null builds pairs from two SFT samples per training prompt ranked by "
+                                        "`function` (ties dropped).")
+    pairs: int = _field(2048, "With preferences null: untied pairs to build (at most 8x as many prompts are sampled).",
+                        low=2)
+    epochs: int = _field(2, "Passes over the training pairs (a reward model overfits fast: on a shortened demo's 2k "
+                         "pairs the held-out loss rose after epoch 2; InstructGPT used 1 over far more).", low=1)
+    batch_size: int = _field(32, "Pairs per step (and prompts per sampling call when building pairs).", low=1)
+    learning_rate: float = _field(1e-3, "Adam learning rate of the reward model (backbone and head); on a shortened "
+                                  "demo's 1k pairs 1e-3 reached ~0.75 held-out accuracy, 3e-4 ~0.63, 1e-4 chance.",
+                                  low=0.0, low_open=True)
+    validation_fraction: float = _field(0.1, "Pairs held out for the reported pair accuracy.",
+                                        low=0.0, low_open=True, high=0.5)
+    jit_compile: bool = _field(True, "XLA-compile the reward model's training step and scoring (compiling takes "
+                               "~10 s; worth it beyond tiny runs).")
 
 
 @dataclasses.dataclass
@@ -338,6 +358,9 @@ def _check_cross_field(cfg) -> None:
         if cfg.model.hidden_dim % cfg.model.num_heads:
             raise ConfigError(f"model.num_heads: {cfg.model.num_heads} does not divide model.hidden_dim "
                               f"{cfg.model.hidden_dim}; allowed values: its divisors")
+        if cfg.reward.preferences is not None and cfg.reward.kind != "learned":
+            raise ConfigError(f"reward.preferences: set, but reward.kind is {cfg.reward.kind!r}; preference pairs "
+                              f"train a reward model: set reward.kind: learned, or drop reward.preferences")
         return
     batch = cfg.env.num_envs * cfg.train.rollout_steps
     if batch % cfg.train.num_minibatches:

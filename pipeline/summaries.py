@@ -70,6 +70,13 @@ def markdown_table(rows: dict) -> str:
     return "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 
 
+def markdown_columns(header: list[str], rows) -> str:
+    """A table of text rows (e.g. prompt | SFT | PPO); a pipe or newline in a cell would break its row."""
+    escape = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    body = ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
+    return "\n".join([f"| {' | '.join(header)} |", "|" + "---|" * len(header), *body])
+
+
 def write_hparams(run: RunDir, cfg: Config, metrics: dict) -> None:
     """Links the flat config to the final metrics in TensorBoard's HParams tab (one session per run)."""
     hparams = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in cfg.flat().items()}

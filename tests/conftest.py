@@ -40,14 +40,14 @@ def write_corpus(path, n=600, seed=0):
     path.write_text("\n".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(OBJECTS)}." for _ in range(n)))
 
 
-def lm_config(tmp_path, **ppo):
+def lm_config(tmp_path, reward=None, **ppo):
     write_corpus(tmp_path / "corpus.txt")
     cfg = {"task": "lm",
            "data": {"corpus": str(tmp_path / "corpus.txt"), "format": "text", "vocabulary_size": 300,
                     "sequence_length": 16, "prompt_tokens": 3},
            "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64},
            "sft": {"epochs": 10, "batch_size": 32, "learning_rate": 0.003},
-           "reward": {"function": "tests.lm_rewards:mentions_moon"},
+           "reward": {"function": "tests.lm_rewards:mentions_moon", **(reward or {})},
            "ppo": {"iterations": 30, "batch_size": 32, "max_new_tokens": 8, "learning_rate": 0.001, "kl_coef": 0.01,
                    "checkpoint_every": 10, "jit_generation": False, "jit_update": False, **ppo},
            "evaluate": {"prompts": 48, "samples": 4}}

@@ -1,4 +1,8 @@
-"""LM PPO stage: fine-tunes the SFT model against the reward, resuming from its last checkpoint."""
+"""LM PPO stage: fine-tunes the SFT model against the proxy reward, resuming from its last checkpoint.
+
+With a learned reward model the gold reward of every batch is logged beside the proxy one
+(`objective/gold_scores` next to `objective/scores`): the two curves parting is reward over-optimisation.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +18,16 @@ from pipeline.lm.ppo import LMPPOLearner
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir
 from pipeline.stages.lm_data import LMData
+from pipeline.stages.reward import Rewards
 
 log = logging.getLogger(__name__)
-
-
-def scorer(data: LMData, reward_fn):
-    """Token ids -> the reward function's (prompts, completions) strings -> scores."""
-    def score(prompt_ids, responses):
-        return np.asarray(reward_fn(data.decode(prompt_ids), data.decode(responses)), np.float32)
-    return score
 
 
 def latest_checkpoint(run_dir: RunDir):
     return tf.train.latest_checkpoint(str(run_dir.checkpoints / "ppo"))
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, train: bool = True
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True
         ) -> tuple[LMPPOLearner, dict]:
     """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations."""
     p = cfg.ppo
@@ -40,7 +38,6 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, train: 
         log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
     if not train:
         return learner, {}
-    score = scorer(data, reward_fn)
     progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
     with summaries.stage_writer(run_dir, "ppo") as writer:
         write = summaries.CompiledWriter(writer)
@@ -51,8 +48,10 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, train: 
             prompts = data.train_prompts[rng.choice(len(data.train_prompts), p.batch_size,
                                                     replace=len(data.train_prompts) < p.batch_size)]
             start = time.perf_counter()
-            stats, sequences = learner.step(prompts, score)
+            stats, sequences = learner.step(prompts, rewards.proxy)
             seconds = time.perf_counter() - start
+            if rewards.learned:
+                stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, sequences[:, prompts.shape[1]:])))
             stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
             write(stats, {}, step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])

@@ -1,9 +1,11 @@
-"""`task: lm` end to end through the driver on a corpus the test writes: data -> sft -> ppo -> evaluate,
-config errors, and a PPO run killed with SIGKILL that resumes."""
+"""`task: lm` end to end through the driver on a corpus the test writes: data -> sft -> (reward) -> ppo ->
+evaluate, config errors, and a PPO run killed with SIGKILL that resumes."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from pipeline.tb_reader import read_scalars, tags, texts
 from tests.conftest import kill_after_checkpoint, lm_config, run_driver
@@ -29,6 +31,35 @@ def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
     assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 30
 
 
+def test_learned_reward_model_is_the_proxy_and_the_function_the_gold_reward(tmp_path):
+    cfg = lm_config(tmp_path, reward={"kind": "learned", "pairs": 128, "jit_compile": False}, iterations=10)
+    run = tmp_path / "run"
+    result = run_driver("run", cfg, "--run-dir", run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # Pairs: two SFT samples per prompt ranked by "mentions the moon", a separable preference.
+    assert metrics["reward.pairs"] == 128 and metrics["reward.train_pairs"] + metrics["reward.held_out_pairs"] == 128
+    assert metrics["reward.pair_accuracy"] >= 0.8, metrics
+    for stage in ("sft", "ppo"):
+        assert metrics[f"eval.{stage}.proxy_reward"] != metrics[f"eval.{stage}.gold_reward"]
+    assert metrics["eval.ppo.proxy_reward"] > metrics["eval.sft.proxy_reward"]  # PPO raised what it maximised
+    assert "reward/pair_accuracy" in tags(run / "tb" / "reward") and "reward/pairs" in texts(run / "tb" / "reward")
+    assert {"objective/scores", "objective/gold_scores"} <= tags(run / "tb" / "ppo")
+    built = run / "reward" / "preferences.jsonl"
+    assert len(built.read_text().splitlines()) == 128
+
+    checkpoint = (run / "checkpoints" / "reward" / "checkpoint").read_text()
+    again = run_driver("run", cfg, "--run-dir", run)  # safe to re-run: the reward model is not trained again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reward: restored" in again.stderr and "reward: epoch" not in again.stderr
+    assert (run / "checkpoints" / "reward" / "checkpoint").read_text() == checkpoint
+    rerun = json.loads((run / "metrics.json").read_text())
+    assert rerun["reward.pair_accuracy"] == metrics["reward.pair_accuracy"]
+    # Same checkpoints and sampling seeds: the restored reward model (normalisation included) scores alike.
+    for key in ("eval.sft.proxy_reward", "eval.ppo.proxy_reward"):
+        assert rerun[key] == pytest.approx(metrics[key], abs=1e-5), key
+
+
 def test_lm_config_errors(tmp_path):
     cfg = lm_config(tmp_path)
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.function=tests.lm_rewards:nope")
@@ -45,6 +76,12 @@ def test_lm_config_errors(tmp_path):
     assert result.returncode == 2 and "ppo.top_p" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "data.corpus=/no/such/corpus")
     assert result.returncode == 2 and "data.corpus" in result.stderr and "fortunes" in result.stderr
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned",
+                        "--set", f"reward.preferences={bad}")
+    assert result.returncode == 2 and "reward.preferences" in result.stderr
+    assert "prefs.jsonl:1: missing key 'rejected'" in result.stderr
 
 
 def test_lm_ppo_resumes_after_sigkill(tmp_path):

@@ -44,6 +44,8 @@ def test_shipped_configs_validate(name):
     ("env:\n  num_envs: 3\ntrain:\n  rollout_steps: 5\n  num_minibatches: 4\n",
      ["train.num_minibatches", "divisors of 15"]),
     ("- a\n- b\n", ["top level must be a mapping"]),
+    ("task: lm\nreward:\n  kind: oracle\n", ["reward.kind", "scorer, learned"]),
+    ("task: lm\nreward:\n  preferences: p.jsonl\n", ["reward.preferences", "reward.kind: learned"]),
 ])
 def test_bad_values_name_the_key_and_the_allowed(tmp_path, text, expected):
     with pytest.raises(config.ConfigError) as err:
