@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast benchmark lm-demo clean
+.PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,12 +30,18 @@ benchmark: setup
 	$(BIN)/python benchmarks/lm_throughput.py --size tiny --batch 16
 	$(BIN)/python benchmarks/lm_throughput.py --size small --batch 16
 
-# The LM demo's corpus is Debian's fortunes; installed here when apt is there and it is missing.
-lm-demo: setup
+# The LM demos' corpus is Debian's fortunes; installed here when apt is there and it is missing.
+fortunes:
 	@test -d /usr/share/games/fortunes || ! command -v apt-get >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq fortunes) || \
 		echo "could not install fortunes: set data.corpus in configs/lm_sentiment.yaml to your own text"
+
+lm-demo: setup fortunes
 	$(BIN)/python -m pipeline run configs/lm_sentiment.yaml --run-dir runs/lm
+
+# The same demo with a learned reward model as PPO's reward and VADER as the gold one.
+lm-demo-learned: setup fortunes
+	$(BIN)/python -m pipeline run configs/lm_sentiment_learned_reward.yaml --run-dir runs/lm_learned
 
 clean:
 	rm -rf $(VENV) runs
