@@ -54,11 +54,16 @@ def build_value_head(size: LMSize) -> keras.layers.Dense:
     return head
 
 
-def forward(lm, token_ids, padding_mask=None):
-    """(logits [B, T, V], hidden states [B, T, H]) for whole sequences."""
+def hidden_states(lm, token_ids, padding_mask=None):
+    """The backbone's last hidden states [B, T, H]."""
     if padding_mask is None:
         padding_mask = tf.ones_like(token_ids)
-    hidden = lm.backbone({"token_ids": token_ids, "padding_mask": padding_mask})
+    return lm.backbone({"token_ids": token_ids, "padding_mask": padding_mask})
+
+
+def forward(lm, token_ids, padding_mask=None):
+    """(logits [B, T, V], hidden states [B, T, H]) for whole sequences."""
+    hidden = hidden_states(lm, token_ids, padding_mask)
     return lm.backbone.token_embedding(hidden, reverse=True), hidden
 
 

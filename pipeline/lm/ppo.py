@@ -103,14 +103,16 @@ class LMPPOLearner:
     def _sampling_logits(self, lm, sequences, prompt_length: int):
         """Logits of the sampling distribution at each response position, and the hidden states."""
         s = self.settings
-        logits, hidden = lm_lib.forward(lm, sequences)
-        return lm_lib.sampling_logits(logits[:, prompt_length - 1:-1], s.temperature, s.top_k, s.top_p), hidden
+        hidden = lm_lib.hidden_states(lm, sequences)
+        # The LM head only where a response token is predicted: a third of its work is the prompt's otherwise.
+        logits = lm.backbone.token_embedding(hidden[:, prompt_length - 1:-1], reverse=True)
+        return lm_lib.sampling_logits(logits, s.temperature, s.top_k, s.top_p), hidden
 
     def _policy_outputs(self, sequences, prompt_length: int):
         """Response log-probs, values and per-token entropies under the policy (the sampling distribution)."""
         logits, hidden = self._sampling_logits(self.policy, sequences, prompt_length)
         if self.value_trunk is not None:
-            _, hidden = lm_lib.forward(self.value_trunk, sequences)
+            hidden = lm_lib.hidden_states(self.value_trunk, sequences)
         log_probs = lm_lib.token_log_probs(logits, sequences[:, prompt_length:])
         probs = tf.nn.softmax(logits)
         entropy = tf.reduce_logsumexp(logits, -1) - tf.reduce_sum(probs * logits, -1)
