@@ -127,7 +127,7 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     start = tf.reduce_min(prompt_lengths)
     # keras-hub's own cache layout, seeded by one pass over the buffer (positions are overwritten as they come).
     hidden, cache = lm._build_cache(token_ids)
-    caches = tuple(cache[:, layer] for layer in range(lm.backbone.num_layers))
+    caches = tuple((cache[:, layer, 0], cache[:, layer, 1]) for layer in range(lm.backbone.num_layers))
     next_logits = lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     positive = tf.maximum(temperature, 1e-6)
@@ -153,15 +153,33 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
 
 
 def _cached_step(lm, token_ids, caches, index):
-    """keras-hub's GPT2CausalLM.call_with_cache with one cache tensor per layer: it skips re-stacking every
-    layer's cache into one tensor each step, a copy of the whole cache per generated token."""
+    """One token through GPT-2 with per-layer key and value caches [B, T, heads, head_dim].
+
+    keras-hub's call_with_cache keeps one [B, layers, 2, T, heads, head_dim] cache and, every step, slices each
+    layer's part out, writes the new key and value, and stacks it all back: copies of the whole cache per token.
+    Here each cache is its own loop variable and the new key and value are written in place (one
+    dynamic-update-slice each). Same layers, same weights; tested against full-forward decoding.
+    """
     backbone = lm.backbone
     x = backbone.token_embedding(token_ids)
     x = backbone.embeddings_dropout(backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
+    length = tf.shape(caches[0][0])[1]
+    visible = tf.range(length)[None, None, None, :] <= index  # [1, 1, 1, T]: positions up to this token
     updated = []
-    for layer, cache in zip(backbone.transformer_layers, caches):
-        x, cache = layer(x, self_attention_cache=cache, self_attention_cache_update_index=index)
-        updated.append(cache)
+    for layer, (keys, values) in zip(backbone.transformer_layers, caches):
+        attention = layer._self_attention_layer
+        h = layer._self_attention_layer_norm(x)
+        start = [0, index, 0, 0]
+        keys = keras.ops.slice_update(keys, start, attention._key_dense(h))
+        values = keras.ops.slice_update(values, start, attention._value_dense(h))
+        query = attention._query_dense(h)  # [B, 1, heads, head_dim]
+        scores = tf.einsum("bqnd,btnd->bnqt", tf.cast(query, tf.float32), tf.cast(keys, tf.float32))
+        scores = tf.where(visible, scores * attention._inverse_sqrt_key_dim, tf.float32.min)
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), values.dtype)
+        x = x + attention._output_dense(tf.einsum("bnqt,btnd->bqnd", weights, values))
+        h = layer._feedforward_layer_norm(x)
+        x = x + layer._feedforward_output_dense(layer._feedforward_intermediate_dense(h))
+        updated.append((keys, values))
     return backbone.token_embedding(backbone.layer_norm(x), reverse=True), tuple(updated)
 
 
