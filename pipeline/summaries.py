@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from pipeline.config import Config
 from pipeline.rundir import RunDir
@@ -47,10 +48,11 @@ class CompiledWriter:
                     with tf.summary.record_if(~tf.math.is_nan(scalar_vector[i])):
                         tf.summary.scalar(tag, scalar_vector[i])
                 for tag in histogram_tags:
-                    tf.summary.histogram(tag, tf.reshape(histogram_values[tag], [-1]))
+                    tf.summary.write(tag, histogram_values[tag], metadata=_HISTOGRAM_METADATA)
 
         signature = (tf.TensorSpec([len(scalar_tags)], tf.float32),
-                     {tag: tf.TensorSpec(None, tf.float32) for tag in histogram_tags}, tf.TensorSpec([], tf.int64))
+                     {tag: tf.TensorSpec([HISTOGRAM_BUCKETS, 3], tf.float64) for tag in histogram_tags},
+                     tf.TensorSpec([], tf.int64))
         return tf.function(write, input_signature=signature, autograph=False)
 
     def __call__(self, scalar_values: dict, histogram_values: dict, step: int) -> None:
@@ -59,7 +61,21 @@ class CompiledWriter:
         if key not in self._functions:
             self._functions[key] = self._compile(*key)
         self._functions[key](np.array(list(scalars.values()), np.float32),
-                             {k: np.asarray(v, np.float32) for k, v in histogram_values.items()}, step)
+                             {k: histogram_buckets(v) for k, v in histogram_values.items()}, step)
+
+
+HISTOGRAM_BUCKETS = 30
+# TensorBoard's histogram plugin data: a [buckets, 3] tensor of (left edge, right edge, count) per step.
+_HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(display_name="", description="").SerializeToString()
+
+
+def histogram_buckets(values) -> np.ndarray:
+    """What tf.summary.histogram stores, computed in numpy: tracing TF's bucketing graph cost ~0.6 s a run."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.size == 0:
+        return np.zeros((HISTOGRAM_BUCKETS, 3))
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BUCKETS)
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 def text(tag: str, markdown: str, step: int = 0) -> None:
