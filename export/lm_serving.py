@@ -21,8 +21,6 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 
-GENERATE_INPUTS = ("prompts", "max_new_tokens", "temperature", "seed")
-
 
 @dataclasses.dataclass(frozen=True)
 class GenerationDefaults:

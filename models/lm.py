@@ -26,12 +26,9 @@ class LMSize:
     max_sequence_length: int = 128
 
 
-# Keras dtype policies the LM may run under. Mixed bfloat16 keeps float32 weights and needs no loss scaling
-# (float16 would); on CPUs without bfloat16 units it is slower, on recent GPUs faster.
-PRECISIONS = ("float32", "mixed_bfloat16")
-
-
 def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> keras_hub.models.GPT2CausalLM:
+    """precision: a Keras dtype policy. mixed_bfloat16 keeps float32 weights and needs no loss scaling (float16
+    would); on CPUs without bfloat16 units it is slower, on recent GPUs faster."""
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=size.vocabulary_size, num_layers=size.num_layers, num_heads=size.num_heads,
@@ -48,9 +45,9 @@ def copy_lm(lm: keras_hub.models.GPT2CausalLM, trainable: bool) -> keras_hub.mod
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def build_value_head(size: LMSize) -> keras.layers.Dense:
+def build_value_head(hidden_dim: int) -> keras.layers.Dense:
     head = keras.layers.Dense(1, kernel_initializer="zeros", name="value_head")
-    head.build((None, None, size.hidden_dim))
+    head.build((None, None, hidden_dim))
     return head
 
 
@@ -93,12 +90,6 @@ def token_log_probs(logits, tokens, temperature: float = 1.0, top_k: int = 0, to
     """log p(token) under the sampling distribution (`sampling_logits`)."""
     log_probs = tf.nn.log_softmax(sampling_logits(logits, temperature, top_k, top_p), axis=-1)
     return tf.gather(log_probs, tokens, axis=-1, batch_dims=len(tokens.shape))
-
-
-def response_log_probs(logits, token_ids, prompt_length: int, temperature: float, top_k: int = 0,
-                       top_p: float = 1.0):
-    """Log-probs [B, R] of the response tokens token_ids[:, P:], from the logits that predicted them."""
-    return token_log_probs(logits[:, prompt_length - 1:-1], token_ids[:, prompt_length:], temperature, top_k, top_p)
 
 
 def response_mask(responses, eos_id: int | None):

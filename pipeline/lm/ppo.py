@@ -37,8 +37,7 @@ class LMPPOLearner:
         self.policy = policy_lm
         self.reference = lm_lib.copy_lm(policy_lm, trainable=False)
         self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
-        size = policy_lm.backbone.get_config()
-        self.value_head = lm_lib.build_value_head(lm_lib.LMSize(hidden_dim=size["hidden_dim"]))
+        self.value_head = lm_lib.build_value_head(policy_lm.backbone.hidden_dim)
         self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
                           + (self.value_trunk.trainable_variables if self.value_trunk is not None else []))
         self.optimizer = keras.optimizers.Adam(learning_rate=s.learning_rate)
