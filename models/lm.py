@@ -116,9 +116,14 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     total = width + max_new_tokens
     token_ids = tf.concat([prompt_ids, tf.zeros([batch, max_new_tokens], prompt_ids.dtype)], axis=1)
     start = tf.reduce_min(prompt_lengths)
-    # keras-hub's own cache layout, seeded by one pass over the buffer (positions are overwritten as they come).
-    hidden, cache = lm._build_cache(token_ids)
-    caches = tuple((cache[:, layer, 0], cache[:, layer, 1]) for layer in range(lm.backbone.num_layers))
+    # The cache is seeded by one pass over the prompts only (keras-hub's layout [B, layers, 2, P, heads, dim]),
+    # then each layer's keys and values are laid out [B, heads, T, dim] (the attention dots' own layout, so no
+    # transposes per step) and padded to the whole buffer. Positions are overwritten as they come.
+    hidden, cache = lm._build_cache(prompt_ids)
+    padding = [[0, 0], [0, 0], [0, max_new_tokens], [0, 0]]
+    caches = tuple((tf.pad(tf.transpose(cache[:, layer, 0], [0, 2, 1, 3]), padding),
+                    tf.pad(tf.transpose(cache[:, layer, 1], [0, 2, 1, 3]), padding))
+                   for layer in range(lm.backbone.num_layers))
     next_logits = lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     positive = tf.maximum(temperature, 1e-6)
@@ -144,7 +149,7 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
 
 
 def _cached_step(lm, token_ids, caches, index):
-    """One token through GPT-2 with per-layer key and value caches [B, T, heads, head_dim].
+    """One token through GPT-2 with per-layer key and value caches [B, heads, T, head_dim].
 
     keras-hub's call_with_cache keeps one [B, layers, 2, T, heads, head_dim] cache and, every step, slices each
     layer's part out, writes the new key and value, and stacks it all back: copies of the whole cache per token.
@@ -154,20 +159,21 @@ def _cached_step(lm, token_ids, caches, index):
     backbone = lm.backbone
     x = backbone.token_embedding(token_ids)
     x = backbone.embeddings_dropout(backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
-    length = tf.shape(caches[0][0])[1]
+    length = tf.shape(caches[0][0])[2]
     visible = tf.range(length)[None, None, None, :] <= index  # [1, 1, 1, T]: positions up to this token
+    heads_first = lambda t: tf.transpose(t, [0, 2, 1, 3])  # noqa: E731  [B, 1, heads, dim] <-> [B, heads, 1, dim]
     updated = []
     for layer, (keys, values) in zip(backbone.transformer_layers, caches):
         attention = layer._self_attention_layer
         h = layer._self_attention_layer_norm(x)
-        start = [0, index, 0, 0]
-        keys = keras.ops.slice_update(keys, start, attention._key_dense(h))
-        values = keras.ops.slice_update(values, start, attention._value_dense(h))
-        query = attention._query_dense(h)  # [B, 1, heads, head_dim]
-        scores = tf.einsum("bqnd,btnd->bnqt", tf.cast(query, tf.float32), tf.cast(keys, tf.float32))
+        start = [0, 0, index, 0]
+        keys = keras.ops.slice_update(keys, start, heads_first(attention._key_dense(h)))
+        values = keras.ops.slice_update(values, start, heads_first(attention._value_dense(h)))
+        query = heads_first(attention._query_dense(h))  # [B, heads, 1, head_dim]
+        scores = tf.einsum("bnqd,bntd->bnqt", tf.cast(query, tf.float32), tf.cast(keys, tf.float32))
         scores = tf.where(visible, scores * attention._inverse_sqrt_key_dim, tf.float32.min)
         weights = tf.cast(tf.nn.softmax(scores, axis=-1), values.dtype)
-        x = x + attention._output_dense(tf.einsum("bnqt,btnd->bqnd", weights, values))
+        x = x + attention._output_dense(heads_first(tf.einsum("bnqt,bntd->bnqd", weights, values)))
         h = layer._feedforward_layer_norm(x)
         x = x + layer._feedforward_output_dense(layer._feedforward_intermediate_dense(h))
         updated.append((keys, values))
