@@ -14,3 +14,7 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A pooling (BFC) allocator for host memory: TensorFlow's default CPU allocator hands large buffers back to the
+# OS and page-faults them in again every step (LM PPO update ~20% faster here, a third of the system time gone;
+# results unchanged).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
