@@ -3,6 +3,8 @@
 Random-init GPT-2, random 16-token prompts, 32-token responses sampled to full length (no EOS), 4 PPO
 epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s, update tokens/s and
 seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
+The phases are TRL's: generation; scoring (policy, reference and value forward passes, rewards, GAE: TRL
+does these in its rollout phase, after generating); update (the PPO epochs).
 The value model is separate by default, as in the reference (--value-model shared: a head on the policy).
 
     python benchmarks/lm_throughput.py [--size tiny|small] [--batch 16] [--iterations 3] [--no-jit]
@@ -50,29 +52,35 @@ def main() -> None:
         value_model=args.value_model), eos_id=None, seed=0)
     rng = np.random.default_rng(0)
     score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
-    generation, update, total = [], [], []
+    generation, scoring, update, total = [], [], [], []
     for i in range(args.iterations + 1):
         prompts = rng.integers(0, size.vocabulary_size, size=(args.batch, PROMPT)).astype(np.int32)
         start = time.perf_counter()
-        sequences = learner.generate(prompts)
+        sequences = tf.constant(learner.generate(prompts))
         generated = time.perf_counter()
-        learner._update(tf.constant(sequences), tf.ones([args.batch, RESPONSE]),
-                        tf.constant(score(prompts, sequences), tf.float32), PROMPT)["loss/policy"].numpy()
+        mask, scores = tf.ones([args.batch, RESPONSE]), tf.constant(score(prompts, sequences), tf.float32)
+        prepared, _ = learner._prepare(sequences, mask, scores, PROMPT)
+        prepared[0].numpy()
+        scored = time.perf_counter()
+        learner._optimize(sequences, mask, *prepared, PROMPT)["loss/policy"].numpy()
         done = time.perf_counter()
         if i == 0:
             print(f"compile (first call, incl. tracing): generation {generated - start:.2f} s, "
-                  f"update {done - generated:.2f} s", flush=True)
+                  f"scoring {scored - generated:.2f} s, update {done - scored:.2f} s", flush=True)
             continue
         generation.append(generated - start)
-        update.append(done - generated)
+        scoring.append(scored - generated)
+        update.append(done - scored)
         total.append(done - start)
-    gen_s, upd_s, it_s = statistics.median(generation), statistics.median(update), statistics.median(total)
+    gen_s, score_s, upd_s, it_s = (statistics.median(x) for x in (generation, scoring, update, total))
     print(f"size={args.size} batch={args.batch} jit={args.jit} value_model={args.value_model} prompt={PROMPT} "
           f"response={RESPONSE} epochs={EPOCHS}")
     print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
-    print(f"update tokens/s:     {args.batch * (PROMPT + RESPONSE) * EPOCHS / upd_s:,.0f}  "
-          f"(batch x (prompt + response) x epochs / update seconds)")
-    print(f"seconds per PPO iteration: {it_s:.3f} (generation {gen_s:.3f}, update {upd_s:.3f})")
+    update_tokens = args.batch * (PROMPT + RESPONSE) * EPOCHS
+    print(f"update tokens/s:     {update_tokens / upd_s:,.0f}  (batch x (prompt + response) x epochs / seconds "
+          f"of the epochs; with scoring: {update_tokens / (upd_s + score_s):,.0f})")
+    print(f"seconds per PPO iteration: {it_s:.3f} (generation {gen_s:.3f}, scoring {score_s:.3f}, "
+          f"update {upd_s:.3f})")
 
 
 if __name__ == "__main__":

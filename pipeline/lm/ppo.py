@@ -7,7 +7,8 @@ One iteration, in TRL's order:
   4. (optional) whiten rewards; 5. GAE over tokens; 6. whiten advantages;
   7. epochs x minibatches of clipped policy and value losses, gradients clipped on their global norm;
   8. adapt the KL coefficient toward its target.
-The update (2-7) is one tf.function with graph loops, traced once; sampling is XLA-compiled by default.
+Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
+sampling is XLA-compiled by default.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class LMPPOLearner:
         # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here.
         self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
             ("score", self._score), ("loss_and_grads", self._loss_and_grads))}
-        self._update = tf.function(self._update_fn, autograph=False)
+        self._prepare = tf.function(self._prepare_fn, autograph=False)
+        self._optimize = tf.function(self._optimize_fn, autograph=False)
 
     def checkpoint(self) -> tf.train.Checkpoint:
         parts = dict(policy=self.policy, value_head=self.value_head, optimizer=self.optimizer,
@@ -89,8 +91,7 @@ class LMPPOLearner:
         scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
         if s.missing_eos_penalty is not None and self.eos_id is not None:
             scores = (scores - s.missing_eos_penalty * ~(responses == self.eos_id).any(axis=1)).astype(np.float32)
-        stats = {k: float(v) for k, v in self._update(tf.constant(sequences), tf.constant(mask),
-                                                      tf.constant(scores), prompt_length).items()}
+        stats = {k: float(v) for k, v in self.update(sequences, mask, scores, prompt_length).items()}
         if s.kl_target is not None:
             self.kl_coef.assign(token_ppo.adaptive_kl_coef(
                 float(self.kl_coef), stats["objective/kl"], s.kl_target, s.kl_horizon, len(sequences)))
@@ -98,6 +99,14 @@ class LMPPOLearner:
         stats["objective/scores"] = float(scores.mean())
         self.iteration.assign_add(1)
         return stats, sequences
+
+    def update(self, sequences, mask, scores, prompt_length: int) -> dict:
+        """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: stat tensors."""
+        sequences, mask, scores = (tf.convert_to_tensor(sequences, tf.int32), tf.convert_to_tensor(mask, tf.float32),
+                                   tf.convert_to_tensor(scores, tf.float32))
+        prepared, stats = self._prepare(sequences, mask, scores, prompt_length)
+        stats.update(self._optimize(sequences, mask, *prepared, prompt_length))
+        return stats
 
     def _sampling_logits(self, lm, sequences, prompt_length: int):
         """Logits of the sampling distribution at each response position, and the hidden states."""
@@ -146,7 +155,8 @@ class LMPPOLearner:
                           token_ppo.masked_mean(entropy, mask)])
         return grads, stats, deviation
 
-    def _update_fn(self, sequences, mask, scores, prompt_length: int):
+    def _prepare_fn(self, sequences, mask, scores, prompt_length: int):
+        """((old log-probs, old values, advantages, returns), KL and reward stats), all before any update."""
         s = self.settings
         # 2. Old log-probs, values and reference log-probs, before any update.
         old_log_probs, old_values, _, ref_log_probs = self._compiled["score"](sequences, prompt_length)
@@ -158,7 +168,15 @@ class LMPPOLearner:
             rewards = token_ppo.masked_whiten(rewards, mask, shift_mean=False)
         advantages, returns = token_ppo.token_gae(old_values, rewards, mask, s.gamma, s.gae_lambda)
         advantages = token_ppo.masked_whiten(advantages, mask) * mask
-        # 7. Epochs x minibatches.
+        sequence_kl = tf.reduce_sum(kl, axis=1)
+        stats = {"objective/kl": tf.reduce_mean(sequence_kl), "objective/kl_coef": self.kl_coef + 0.0,
+                 "objective/non_score_reward": tf.reduce_mean(tf.reduce_sum(non_score, axis=1)),
+                 "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl)}
+        return (old_log_probs, old_values, advantages, returns), stats
+
+    def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, prompt_length: int):
+        """7. Epochs x minibatches of clipped policy and value losses; mean stats."""
+        s = self.settings
         batch = tf.shape(sequences)[0]
         size = batch // s.num_minibatches
         steps = s.num_epochs * s.num_minibatches
@@ -192,9 +210,5 @@ class LMPPOLearner:
             (tf.constant(0), tf.range(batch), tf.zeros([7]), tf.constant(0.0)),
             shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([7]), tf.TensorShape([])))
         stats = dict(zip(STAT_NAMES, tf.unstack(totals / float(steps))))
-        sequence_kl = tf.reduce_sum(kl, axis=1)
-        stats.update({"objective/kl": tf.reduce_mean(sequence_kl), "objective/kl_coef": self.kl_coef + 0.0,
-                      "objective/non_score_reward": tf.reduce_mean(tf.reduce_sum(non_score, axis=1)),
-                      "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl),
-                      "policy/first_ratio_max_deviation": first_ratio_deviation})
+        stats["policy/first_ratio_max_deviation"] = first_ratio_deviation
         return stats
