@@ -23,8 +23,12 @@ from pipeline.stages.reward import Rewards
 log = logging.getLogger(__name__)
 
 
+def _checkpoint_dir(run_dir: RunDir) -> str:
+    return str(run_dir.checkpoints / "ppo")
+
+
 def latest_checkpoint(run_dir: RunDir):
-    return tf.train.latest_checkpoint(str(run_dir.checkpoints / "ppo"))
+    return tf.train.latest_checkpoint(_checkpoint_dir(run_dir))
 
 
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True
@@ -32,7 +36,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations."""
     p = cfg.ppo
     learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed)
-    manager = tf.train.CheckpointManager(learner.checkpoint(), str(run_dir.checkpoints / "ppo"), max_to_keep=2)
+    manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
     if manager.latest_checkpoint:
         learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
         log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
@@ -58,7 +62,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             if (iteration + 1) % p.checkpoint_every == 0:
                 manager.save(checkpoint_number=iteration + 1)
         if (manager.latest_checkpoint is None
-                             or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
+                or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
             manager.save(checkpoint_number=int(learner.iteration))
     progress.close()
     return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
