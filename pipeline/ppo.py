@@ -53,9 +53,10 @@ class PPOLearner(tf.Module):
         obs_spec, self.action_spec = specs(spaces)
         self.time_step_spec = ts.time_step_spec(obs_spec)
         actor, value = build_actor_and_value(cfg.model, obs_spec, self.action_spec, seed=cfg.env.seed)
+        # The agent gets no optimizer: only its `train`, which we do not call, would use one.
         self.optimizer = tf.keras.optimizers.Adam(learning_rate=t.learning_rate, epsilon=t.adam_epsilon)
         self.agent = ppo_clip_agent.PPOClipAgent(
-            self.time_step_spec, self.action_spec, optimizer=self.optimizer, actor_net=actor, value_net=value,
+            self.time_step_spec, self.action_spec, optimizer=None, actor_net=actor, value_net=value,
             greedy_eval=True, importance_ratio_clipping=t.clip_ratio, lambda_value=t.gae_lambda,
             discount_factor=t.gamma, entropy_regularization=t.entropy_coef, value_pred_loss_coef=t.value_coef,
             num_epochs=t.num_epochs, use_gae=True, normalize_rewards=False,
@@ -69,8 +70,7 @@ class PPOLearner(tf.Module):
         self.counters = TrainCounters()
         obs_sig = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
         # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
-        # Concrete functions: a rollout calls them once per step, and tf.function's dispatch costs ~1 ms a call.
-        self.act = _concrete(self._act, obs_sig)
+        # Concrete functions: evaluation calls `greedy` once per step, and tf.function's dispatch adds to each call.
         self.greedy = _concrete(self._greedy, obs_sig)
         self.value = _concrete(self._value, obs_sig)
         self.train_on_rollout = tf.function(self._train_on_rollout, autograph=False)
@@ -91,8 +91,8 @@ class PPOLearner(tf.Module):
             observations, tf.fill([tf.shape(observations)[0]], ts.StepType.MID), value_state=())
         return values
 
-    def _act(self, observations):
-        """A sampled action and its log-probability: what a rollout stores."""
+    def sample(self, observations):
+        """A sampled action and its log-probability: what a rollout stores (traced into the collector's loop)."""
         dist = self.distribution(observations)
         actions = dist.sample(seed=tf.cast(self.generator.make_seeds(1)[:, 0], tf.int32))
         return actions, common.log_probability(dist, actions, self.action_spec)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from pipeline import envs, summaries
 from pipeline.config import Config
@@ -37,6 +36,6 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
                "eval.mean_length": float(lengths.mean()), "eval.episodes": int(len(returns))}
     step = int(learner.counters.env_steps)
     with summaries.stage_writer(run_dir, "evaluate"):
-        summaries.scalars({k.replace("eval.", "eval/"): v for k, v in metrics.items()}, step=step)
-        tf.summary.histogram("eval/returns", returns, step=step)
+        summaries.write({k.replace("eval.", "eval/"): v for k, v in metrics.items()}, {"eval/returns": returns},
+                        step=step)
     return metrics

@@ -43,8 +43,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     if not train:
         return learner, {}
     progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
-    with summaries.stage_writer(run_dir, "ppo") as writer:
-        write = summaries.CompiledWriter(writer)
+    with summaries.stage_writer(run_dir, "ppo"):
         while int(learner.iteration) < p.iterations:
             iteration = int(learner.iteration)
             # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
@@ -57,10 +56,11 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             if rewards.learned:
                 stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, sequences[:, prompts.shape[1]:])))
             stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
-            write(stats, {}, step=iteration + 1)
+            summaries.scalars(stats, step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0:
                 manager.save(checkpoint_number=iteration + 1)
+                tf.summary.flush()  # the curves up to a checkpoint survive a kill
         if (manager.latest_checkpoint is None
                 or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
             manager.save(checkpoint_number=int(learner.iteration))

@@ -52,8 +52,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
     batch = cfg.env.num_envs * t.rollout_steps
     progress = Progress(t.total_env_steps, int(counters.env_steps))
     loop_start, wall_before = time.monotonic(), float(counters.wall_seconds)
-    with summaries.stage_writer(run_dir, "train") as writer:
-        write = summaries.CompiledWriter(writer)
+    with summaries.stage_writer(run_dir, "train"):
         while int(counters.env_steps) < t.total_env_steps:
             iter_start = time.monotonic()
             # 1. Learning-rate schedule, by the fraction of the budget already used.
@@ -73,8 +72,8 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             counters.wall_seconds.assign(wall_before + time.monotonic() - loop_start)
             env_steps = int(counters.env_steps)
             if int(counters.iteration) % t.log_every == 0:
-                write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s, rollout,
-                                  counters), step=env_steps)
+                summaries.write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s,
+                                            rollout, counters), step=env_steps)
             progress.update(env_steps, _recent_mean(counters, 100))
             # 6. Stop early once solved; checkpoint.
             if _solved(cfg, learner):
@@ -82,6 +81,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
                 log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, env_steps)
             if int(counters.iteration) % t.checkpoint_every == 0 or bool(counters.solved):
                 manager.save(checkpoint_number=env_steps)
+                tf.summary.flush()  # the curves up to a checkpoint survive a kill
             if bool(counters.solved):
                 break
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(counters.env_steps)}"):
