@@ -53,10 +53,9 @@ class PPOLearner(tf.Module):
         obs_spec, self.action_spec = specs(spaces)
         self.time_step_spec = ts.time_step_spec(obs_spec)
         actor, value = build_actor_and_value(cfg.model, obs_spec, self.action_spec, seed=cfg.env.seed)
-        # The agent gets no optimizer: only its `train`, which we do not call, would use one.
         self.optimizer = tf.keras.optimizers.Adam(learning_rate=t.learning_rate, epsilon=t.adam_epsilon)
         self.agent = ppo_clip_agent.PPOClipAgent(
-            self.time_step_spec, self.action_spec, optimizer=None, actor_net=actor, value_net=value,
+            self.time_step_spec, self.action_spec, optimizer=self.optimizer, actor_net=actor, value_net=value,
             greedy_eval=True, importance_ratio_clipping=t.clip_ratio, lambda_value=t.gae_lambda,
             discount_factor=t.gamma, entropy_regularization=t.entropy_coef, value_pred_loss_coef=t.value_coef,
             num_epochs=t.num_epochs, use_gae=True, normalize_rewards=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import tensorflow as tf
 
 
 @dataclasses.dataclass
@@ -31,38 +32,68 @@ class Rollout:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("episode")}
 
 
+# The per-step arrays of a Rollout, in the order the compiled loop returns them.
+_STEP_FIELDS = ("observations", "actions", "log_probs", "rewards", "terminated", "truncated", "final_observations")
+
+
 class Collector:
+    """The whole rollout is one compiled call: a graph loop that samples actions and steps the Python
+    environment through `tf.numpy_function` (TF-Agents' drivers do the same). A call per step from Python
+    would pay TensorFlow's function-call overhead (~0.4 ms here) every step, as much as stepping 16 CartPoles."""
+
     def __init__(self, env, learner, reward_scale: float, seeds: list[int]):
         self.env, self.learner, self.reward_scale = env, learner, reward_scale
         self.discrete = learner.spaces.discrete
-        self.observations, _ = env.reset(seed=seeds)
+        observations, _ = env.reset(seed=seeds)
+        self.observations = observations.astype(np.float32)
         self._returns = np.zeros(env.num_envs)
         self._lengths = np.zeros(env.num_envs, dtype=np.int64)
+        self._finished_returns, self._finished_lengths = [], []
+        self._compiled = {}  # rollout length -> concrete function
 
     def collect(self, steps: int) -> Rollout:
-        n, obs_shape = self.env.num_envs, self.observations.shape[1:]
-        observations = np.zeros((steps, n, *obs_shape), np.float32)
-        actions = np.zeros((steps, n, *self.learner.spaces.action_shape),
-                           np.int64 if self.discrete else np.float32)
-        log_probs, rewards = np.zeros((steps, n), np.float32), np.zeros((steps, n), np.float32)
-        terminated, truncated = np.zeros((steps, n), bool), np.zeros((steps, n), bool)
-        final_observations = np.zeros_like(observations)
-        finished_returns, finished_lengths = [], []
-        for t in range(steps):
-            observations[t] = self.observations
-            action, log_prob = (x.numpy() for x in self.learner.act(self.observations))
-            actions[t], log_probs[t] = action, log_prob
-            if not self.discrete:
-                action = np.clip(action, self.env.single_action_space.low, self.env.single_action_space.high)
-            self.observations, reward, terminated[t], truncated[t], info = self.env.step(action)
-            rewards[t] = reward * self.reward_scale
-            self._returns += reward
-            self._lengths += 1
-            for i in np.flatnonzero(terminated[t] | truncated[t]):
-                finished_returns.append(float(self._returns[i]))
-                finished_lengths.append(int(self._lengths[i]))
-                self._returns[i], self._lengths[i] = 0.0, 0
-                if truncated[t, i] and not terminated[t, i]:
-                    final_observations[t, i] = info["final_obs"][i]
-        return Rollout(observations, actions, log_probs, rewards, terminated, truncated, final_observations,
-                       self.observations.astype(np.float32), finished_returns, finished_lengths)
+        if steps not in self._compiled:
+            self._compiled[steps] = self._compile(steps)
+        self._finished_returns, self._finished_lengths = [], []
+        *arrays, self.observations = (x.numpy() for x in self._compiled[steps](self.observations))
+        return Rollout(*arrays, self.observations, self._finished_returns, self._finished_lengths)
+
+    def _compile(self, steps: int):
+        n = self.env.num_envs
+        obs_shape = self.observations.shape[1:]
+        dtypes = (tf.float32, tf.int64 if self.discrete else tf.float32, tf.float32, tf.float32, tf.bool, tf.bool,
+                  tf.float32)
+
+        def rollout(observations):
+            def step(t, observations, arrays):
+                actions, log_probs = self.learner.sample(observations)
+                next_observations, rewards, terminated, truncated, final_observations = tf.numpy_function(
+                    self._env_step, [actions], [tf.float32, tf.float32, tf.bool, tf.bool, tf.float32],
+                    stateful=True)
+                next_observations.set_shape(observations.shape)
+                values = (observations, actions, log_probs, rewards, terminated, truncated, final_observations)
+                return t + 1, next_observations, tuple(a.write(t, v) for a, v in zip(arrays, values))
+
+            arrays = tuple(tf.TensorArray(dtype, size=steps) for dtype in dtypes)
+            _, last, arrays = tf.while_loop(lambda t, *_: t < steps, step, (tf.constant(0), observations, arrays))
+            return tuple(a.stack() for a in arrays) + (last,)
+
+        signature = tf.TensorSpec([n, *obs_shape], tf.float32)
+        return tf.function(rollout, input_signature=[signature], autograph=False).get_concrete_function()
+
+    def _env_step(self, actions: np.ndarray):
+        """One environment step, called from inside the compiled loop; keeps the episode bookkeeping."""
+        if not self.discrete:
+            actions = np.clip(actions, self.env.single_action_space.low, self.env.single_action_space.high)
+        observations, rewards, terminated, truncated, info = self.env.step(actions)
+        self._returns += rewards
+        self._lengths += 1
+        final_observations = np.zeros((self.env.num_envs, *self.observations.shape[1:]), np.float32)
+        for i in np.flatnonzero(terminated | truncated):
+            self._finished_returns.append(float(self._returns[i]))
+            self._finished_lengths.append(int(self._lengths[i]))
+            self._returns[i], self._lengths[i] = 0.0, 0
+            if truncated[i] and not terminated[i]:
+                final_observations[i] = info["final_obs"][i]
+        return (observations.astype(np.float32), (rewards * self.reward_scale).astype(np.float32),
+                terminated.astype(bool), truncated.astype(bool), final_observations)
