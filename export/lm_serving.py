@@ -57,7 +57,10 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults) -> k
         generated = tf.range(tf.shape(sequences)[1])[None, :] >= lengths[:, None]
         ended = tf.cumsum(tf.cast(generated & tf.equal(sequences, eos_id), tf.int32), axis=1) > 0
         completion = tf.ragged.boolean_mask(sequences, generated & ~ended)
-        return {"completions": tokenizer.detokenize(completion)}
+        # Byte-level BPE can stop inside a multi-byte character. TF Serving's REST API returns strings as JSON
+        # text, so invalid UTF-8 is dropped here, as keras-hub's detokenize drops it when decoding in Python.
+        text = tf.strings.unicode_transcode(tokenizer.detokenize(completion), "UTF-8", "UTF-8", errors="ignore")
+        return {"completions": text}
 
     def log_probs(texts):
         tokens = tokenizer.tokenize(texts)[:, :max_length]

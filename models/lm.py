@@ -92,6 +92,23 @@ def token_log_probs(logits, tokens, temperature: float = 1.0, top_k: int = 0, to
     return tf.gather(log_probs, tokens, axis=-1, batch_dims=len(tokens.shape))
 
 
+def draw(logits, seed):
+    """One token per row from softmax(logits) [B, V], by inverse CDF: one uniform number per row.
+
+    tf.random.stateless_categorical draws a uniform number per vocabulary entry and takes two logs of each
+    (Gumbel-max): ~1 ms of a ~6 ms small-model decoding step on this CPU, for the same distribution. A token whose
+    probability is 0 (FILTERED_LOGIT) is never drawn: the first position where the CDF passes the target has
+    positive mass, and a target that rounding pushes past the total falls back to the last such token.
+    """
+    probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    cdf = tf.cumsum(probs, axis=-1)
+    target = tf.random.stateless_uniform([tf.shape(logits)[0], 1], seed) * cdf[:, -1:]
+    drawn = tf.reduce_sum(tf.cast(cdf <= target, tf.int32), axis=-1)
+    vocabulary = tf.shape(logits)[-1]
+    last_possible = vocabulary - 1 - tf.argmax(tf.reverse(probs > 0.0, axis=[-1]), axis=-1, output_type=tf.int32)
+    return tf.minimum(drawn, last_possible)
+
+
 def response_mask(responses, eos_id: int | None):
     """1 for real response tokens: everything up to and including the first EOS, 0 after it."""
     if eos_id is None:
@@ -130,8 +147,7 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
 
     def step(index, token_ids, caches, next_logits, done):
         step_seed = tf.random.experimental.stateless_fold_in(seed, index)
-        drawn = tf.random.stateless_categorical(sampling_logits(next_logits, positive, top_k, top_p), 1,
-                                                step_seed, dtype=token_ids.dtype)[:, 0]
+        drawn = tf.cast(draw(sampling_logits(next_logits, positive, top_k, top_p), step_seed), token_ids.dtype)
         greedy = tf.argmax(next_logits, axis=-1, output_type=token_ids.dtype)
         generated = index >= prompt_lengths
         token = tf.where(generated, tf.where(temperature > 0.0, drawn, greedy), token_ids[:, index])

@@ -100,6 +100,20 @@ def test_sampling_logits_keep_the_top_k_and_the_top_p_nucleus():
     np.testing.assert_allclose(np.exp(log_probs), [0.625, 0.375], rtol=1e-6)
 
 
+def test_draw_follows_the_softmax_and_never_draws_a_filtered_token():
+    probs = np.array([0.1, 0.0, 0.6, 0.0, 0.3])  # 0.0: filtered, as sampling_logits leaves them
+    logits = tf.constant(np.where(probs > 0, np.log(np.maximum(probs, 1e-30)), lm_lib.FILTERED_LOGIT)[None].repeat(
+        4000, axis=0), tf.float32)
+    drawn = lm_lib.draw(logits, tf.constant([3, 4], tf.int64)).numpy()
+    counts = np.bincount(drawn, minlength=5) / len(drawn)
+    assert counts[1] == counts[3] == 0
+    np.testing.assert_allclose(counts, probs, atol=0.03)  # 4000 draws: standard error <= 0.008
+    # Filtered tokens at both ends of the vocabulary, where a CDF search would fall on them first.
+    ends_filtered = tf.constant([[lm_lib.FILTERED_LOGIT, 0.0, lm_lib.FILTERED_LOGIT, 0.0, lm_lib.FILTERED_LOGIT]])
+    drawn = [int(lm_lib.draw(ends_filtered, tf.constant([seed, 0], tf.int64))[0]) for seed in range(50)]
+    assert set(drawn) == {1, 3}
+
+
 def test_top_k_sampling_draws_only_kept_tokens_and_top_1_is_greedy():
     policy = lm_lib.build_causal_lm(SIZE, seed=3)
     prompt = tf.constant(prompts(np.random.default_rng(2), batch=8), tf.int32)
