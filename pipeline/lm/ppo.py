@@ -50,7 +50,7 @@ class LMPPOLearner:
         # The forward and forward+backward passes are XLA clusters (jit_update); the loop around them is not:
         # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here.
         self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
-            ("score", self._score), ("loss_and_grads", self._loss_and_grads))}
+            ("score", self._score), ("train_step", self._train_step))}
         self._prepare = tf.function(self._prepare_fn, autograph=False)
         self._optimize = tf.function(self._optimize_fn, autograph=False)
 
@@ -155,6 +155,26 @@ class LMPPOLearner:
                           token_ppo.masked_mean(entropy, mask)])
         return grads, stats, deviation
 
+    def _train_step(self, sequences, old_log_probs, advantages, old_values, returns, mask, prompt_length: int):
+        """One optimizer step on a minibatch: micro-batch gradients averaged (gradient accumulation), clipped,
+        into Adam. One XLA cluster: Keras' Adam alone is ~20 small ops per variable otherwise, and the
+        gradients never leave the cluster. Returns the mean stats and the largest first-ratio deviation."""
+        s = self.settings
+        micro = tf.shape(sequences)[0] // s.gradient_accumulation_steps
+        grads, stats, deviation = None, 0.0, 0.0
+        for k in range(s.gradient_accumulation_steps):
+            part = lambda x: x[k * micro:(k + 1) * micro]  # noqa: E731
+            micro_grads, micro_stats, micro_deviation = self._loss_and_grads(
+                part(sequences), part(old_log_probs), part(advantages), part(old_values), part(returns), part(mask),
+                prompt_length)
+            micro_grads = [tf.convert_to_tensor(g) for g in micro_grads]  # embeddings' IndexedSlices do not add up
+            grads = micro_grads if grads is None else [a + b for a, b in zip(grads, micro_grads)]
+            stats, deviation = stats + micro_stats, tf.maximum(deviation, micro_deviation)
+        steps = float(s.gradient_accumulation_steps)
+        grads, _ = tf.clip_by_global_norm([g / steps for g in grads], s.max_grad_norm)  # on the averaged gradients
+        self.optimizer.apply_gradients(zip(grads, self.variables))
+        return stats / steps, deviation
+
     def _prepare_fn(self, sequences, mask, scores, prompt_length: int):
         """((old log-probs, old values, advantages, returns), KL and reward stats), all before any update."""
         s = self.settings
@@ -185,23 +205,8 @@ class LMPPOLearner:
             order = tf.cond(step % s.num_minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
-            # Gradient accumulation: micro-batches' gradients averaged, then one optimizer step.
-            micro = size // s.gradient_accumulation_steps
-            grads, stats, deviation = None, 0.0, 0.0
-            for k in range(s.gradient_accumulation_steps):
-                part = lambda x: tf.gather(x, idx[k * micro:(k + 1) * micro])  # noqa: E731
-                micro_grads, micro_stats, micro_deviation = self._compiled["loss_and_grads"](
-                    part(sequences), part(old_log_probs), part(advantages), part(old_values), part(returns),
-                    part(mask), prompt_length)
-                if s.gradient_accumulation_steps > 1:  # embeddings' IndexedSlices do not add up
-                    micro_grads = [tf.convert_to_tensor(g) for g in micro_grads]
-                grads = micro_grads if grads is None else [a + b for a, b in zip(grads, micro_grads)]
-                stats, deviation = stats + micro_stats, tf.maximum(deviation, micro_deviation)
-            if s.gradient_accumulation_steps > 1:
-                grads = [g / s.gradient_accumulation_steps for g in grads]
-                stats = stats / s.gradient_accumulation_steps
-            grads, _ = tf.clip_by_global_norm(grads, s.max_grad_norm)  # on the averaged gradients
-            self.optimizer.apply_gradients(zip(grads, self.variables))
+            stats, deviation = self._compiled["train_step"](*(tf.gather(x, idx) for x in (
+                sequences, old_log_probs, advantages, old_values, returns, mask)), prompt_length)
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
             return step + 1, order, totals + stats, first_ratio_deviation
 
