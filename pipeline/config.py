@@ -190,7 +190,7 @@ class LMPPOConfig:
                                                   low=0.0)
     checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)
     jit_generation: bool = _field(True, "XLA-compile the sampling loop (~2.5x tokens/s here).")
-    jit_update: bool = _field(True, "XLA-compile the forward and backward passes of the update (~1.5x here).")
+    jit_update: bool = _field(True, "XLA-compile the scoring passes and each optimizer step (~1.5x here).")
 
 
 @dataclasses.dataclass

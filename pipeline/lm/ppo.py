@@ -47,7 +47,7 @@ class LMPPOLearner:
         self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
-        # The forward and forward+backward passes are XLA clusters (jit_update); the loop around them is not:
+        # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
         # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here.
         self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
             ("score", self._score), ("train_step", self._train_step))}
