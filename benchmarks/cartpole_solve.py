@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline  # noqa: E402,F401
-from pipeline import config, envs  # noqa: E402
+from pipeline import config, devices, envs  # noqa: E402
 from pipeline.ppo import PPOLearner  # noqa: E402
 from pipeline.rundir import RunDir  # noqa: E402
 from pipeline.stages import train  # noqa: E402
@@ -42,7 +42,8 @@ def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:
     rest = statistics.median(update_s[1:]) if len(update_s) > 1 else 0.0
     batch = cfg.env.num_envs * cfg.train.rollout_steps
     collect_total = sum(batch / fps for fps in collect_fps)
-    return {"seed": seed, "solved": metrics["train.solved"], "env_steps": metrics["train.env_steps"],
+    return {"device": devices.describe(learner.variables_to_train), "seed": seed, "solved": metrics["train.solved"],
+            "env_steps": metrics["train.env_steps"],
             "wall_s": wall, "build_s": build_s, "first_update_s": update_s[0], "trace_s": update_s[0] - rest,
             "update_s": rest, "collect_fps": statistics.median(collect_fps), "iterations": len(update_s),
             "collect_total_s": collect_total, "update_total_s": sum(update_s),
@@ -65,6 +66,7 @@ def main() -> None:
         print(f"{r['seed']:>4} {str(r['solved']):>6} {r['env_steps']:>9} {r['wall_s']:>7.2f} {r['build_s']:>7.2f} "
               f"{r['trace_s']:>7.2f} {1000 * r['update_s']:>9.1f} {r['collect_fps']:>15,.0f} {r['iterations']:>5} "
               f"{r['collect_total_s']:>9.2f} {r['update_total_s']:>8.2f} {r['other_s']:>7.2f}", flush=True)
+    print(rows[0]["device"])
     solved = [r for r in rows if r["solved"]]
     print(f"solved {len(solved)}/{len(rows)} seeds")
     if solved:

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import lm as lm_lib  # noqa: E402
+from pipeline import devices  # noqa: E402
 from pipeline.config import LMPPOConfig  # noqa: E402
 from pipeline.lm.ppo import LMPPOLearner  # noqa: E402
 
@@ -74,7 +75,7 @@ def main() -> None:
         total.append(done - start)
     gen_s, score_s, upd_s, it_s = (statistics.median(x) for x in (generation, scoring, update, total))
     print(f"size={args.size} batch={args.batch} jit={args.jit} value_model={args.value_model} prompt={PROMPT} "
-          f"response={RESPONSE} epochs={EPOCHS}")
+          f"response={RESPONSE} epochs={EPOCHS}; {devices.describe(learner.variables)}")
     print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
     update_tokens = args.batch * (PROMPT + RESPONSE) * EPOCHS
     print(f"update tokens/s:     {update_tokens / upd_s:,.0f}  (batch x (prompt + response) x epochs / seconds "

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import summaries
+from pipeline import devices, summaries
 from pipeline.config import LMConfig
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.progress import Progress
@@ -42,6 +42,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
         log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
     if not train:
         return learner, {}
+    log.info("ppo: %s", devices.describe(learner.variables))
     progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
     with summaries.stage_writer(run_dir, "ppo"):
         while int(learner.iteration) < p.iterations:

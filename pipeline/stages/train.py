@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import envs, summaries
+from pipeline import devices, envs, summaries
 from pipeline.config import Config
 from pipeline.ppo import PPOLearner
 from pipeline.progress import Progress
@@ -46,6 +46,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
                  " and was solved" if bool(counters.solved) else "")
         return _metrics(counters)
 
+    log.info("train: %s", devices.describe(learner.variables_to_train))
     env = envs.make_vector_env(cfg.env)
     collector = Collector(env, learner, t.reward_scale,
                           seeds=envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=int(counters.iteration)))

@@ -1,0 +1,20 @@
+"""Which device the training runs on, as users ask first ("is my job on the GPU?").
+
+TensorFlow runs an op that reads a resource variable on that variable's device, so the devices holding the
+learner's variables are the devices its compiled train steps run on.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def variable_devices(variables) -> list[str]:
+    """Sorted short device names ("CPU:0", "GPU:0") holding the given variables."""
+    specs = (tf.DeviceSpec.from_string(v.device) for v in variables)
+    return sorted({f"{spec.device_type}:{spec.device_index}" for spec in specs})
+
+
+def describe(variables) -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"variables on {', '.join(variable_devices(variables))}; {len(gpus)} GPU(s) visible"

@@ -1,0 +1,22 @@
+"""The training stages log where the learner's variables live: the GPU when TensorFlow sees one, with no code change."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from pipeline import config, devices, envs
+from pipeline.ppo import PPOLearner
+from pipeline.rollout import Collector
+
+
+def test_learner_variables_and_optimizer_slots_sit_on_the_default_device():
+    expected = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    cfg = config.from_dict({"env": {"num_envs": 2}, "model": {"actor_layers": [8], "value_layers": [8]},
+                            "train": {"rollout_steps": 4, "num_epochs": 1}})
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, envs.spaces_of(env))
+    learner.train_on_rollout(Collector(env, learner, 1.0, envs.episode_seeds(0, 2)).collect(4).arrays())
+    assert devices.variable_devices(learner.variables_to_train) == [expected]
+    assert devices.variable_devices(learner.optimizer.variables) == [expected]
+    assert devices.describe(learner.variables_to_train).startswith(f"variables on {expected}; ")
+
