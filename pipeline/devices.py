@@ -11,7 +11,8 @@ import tensorflow as tf
 
 def variable_devices(variables) -> list[str]:
     """Sorted short device names ("CPU:0", "GPU:0") holding the given variables."""
-    specs = (tf.DeviceSpec.from_string(v.device) for v in variables)
+    # Keras 3 variables (the LM's) hold their tf.Variable in `.value`; TF-Agents' (tf_keras) are tf.Variables.
+    specs = (tf.DeviceSpec.from_string(v.device if hasattr(v, "device") else v.value.device) for v in variables)
     return sorted({f"{spec.device_type}:{spec.device_index}" for spec in specs})
 
 

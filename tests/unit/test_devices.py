@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 from pipeline import config, devices, envs
@@ -9,8 +10,12 @@ from pipeline.ppo import PPOLearner
 from pipeline.rollout import Collector
 
 
+def expected_device() -> str:
+    return "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+
+
 def test_learner_variables_and_optimizer_slots_sit_on_the_default_device():
-    expected = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    expected = expected_device()
     cfg = config.from_dict({"env": {"num_envs": 2}, "model": {"actor_layers": [8], "value_layers": [8]},
                             "train": {"rollout_steps": 4, "num_epochs": 1}})
     env = envs.make_vector_env(cfg.env)
@@ -20,3 +25,10 @@ def test_learner_variables_and_optimizer_slots_sit_on_the_default_device():
     assert devices.variable_devices(learner.optimizer.variables) == [expected]
     assert devices.describe(learner.variables_to_train).startswith(f"variables on {expected}; ")
 
+
+
+def test_keras_3_variables_are_named_too():
+    """The LM learner's variables are Keras 3 ones, which keep their tf.Variable in `.value`."""
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    assert devices.variable_devices(layer.trainable_variables) == [expected_device()]
