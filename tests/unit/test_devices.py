@@ -26,7 +26,6 @@ def test_learner_variables_and_optimizer_slots_sit_on_the_default_device():
     assert devices.describe(learner.variables_to_train).startswith(f"variables on {expected}; ")
 
 
-
 def test_keras_3_variables_are_named_too():
     """The LM learner's variables are Keras 3 ones, which keep their tf.Variable in `.value`."""
     layer = keras.layers.Dense(2)
