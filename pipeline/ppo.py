@@ -9,6 +9,9 @@ losses TF-Agents already has, so it is traced once.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.trajectories import time_step as ts
@@ -36,6 +39,47 @@ class TrainCounters(tf.Module):
         # The most recent finished episodes, oldest first (NaN = empty slot).
         self.recent_returns = tf.Variable(tf.fill([window], float("nan")), name="recent_returns")
         self.recent_lengths = tf.Variable(tf.fill([window], float("nan")), name="recent_lengths")
+
+    def read(self) -> Tally:
+        return Tally(**{f.name: getattr(self, f.name).numpy() for f in dataclasses.fields(Tally)})
+
+    def store(self, tally: Tally) -> None:
+        for f in dataclasses.fields(Tally):
+            getattr(self, f.name).assign(getattr(tally, f.name))
+
+
+@dataclasses.dataclass
+class Tally:
+    """TrainCounters' values as plain Python: the train loop updates these every iteration and stores them into
+    the variables before each checkpoint (a TensorFlow op per counter read or write, every iteration, cost
+    ~1.5 ms an iteration here)."""
+    env_steps: int
+    iteration: int
+    episodes: int
+    wall_seconds: float
+    solved: bool
+    recent_returns: np.ndarray
+    recent_lengths: np.ndarray
+
+    def __post_init__(self):
+        self.env_steps, self.iteration, self.episodes = int(self.env_steps), int(self.iteration), int(self.episodes)
+        self.wall_seconds, self.solved = float(self.wall_seconds), bool(self.solved)
+        self.recent_returns = np.array(self.recent_returns, np.float32)
+        self.recent_lengths = np.array(self.recent_lengths, np.float32)
+
+    def record_episodes(self, returns: list, lengths: list) -> None:
+        if not returns:
+            return
+        window = len(self.recent_returns)
+        self.recent_returns = np.concatenate([self.recent_returns, np.asarray(returns, np.float32)])[-window:]
+        self.recent_lengths = np.concatenate([self.recent_lengths, np.asarray(lengths, np.float32)])[-window:]
+        self.episodes += len(returns)
+
+    def recent_mean(self, n: int, lengths: bool = False, min_count: int = 1) -> float:
+        """Mean of the last n finished episodes; NaN until min_count of them exist."""
+        values = (self.recent_lengths if lengths else self.recent_returns)[-n:]
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) >= min_count else float("nan")
 
 
 class PPOLearner(tf.Module):

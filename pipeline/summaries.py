@@ -10,11 +10,10 @@ import contextlib
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.util import tensor_util
 
 from pipeline.config import Config
 from pipeline.rundir import RunDir
@@ -46,16 +45,20 @@ def write(scalar_values: dict, histogram_values: dict, step: int) -> None:
     for tag, value in scalar_values.items():
         value = float(value)
         if not np.isnan(value):
-            summary.value.add(tag=tag, metadata=_SCALAR_METADATA,
-                              tensor=tensor_util.make_tensor_proto(np.float32(value)))
+            summary.value.add(tag=tag, metadata=_SCALAR_METADATA, tensor=tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE, float_val=[value]))
     for tag, values in histogram_values.items():
-        summary.value.add(tag=tag, metadata=_HISTOGRAM_METADATA,
-                          tensor=tensor_util.make_tensor_proto(histogram_buckets(values)))
+        buckets = histogram_buckets(values)
+        summary.value.add(tag=tag, metadata=_HISTOGRAM_METADATA, tensor=tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_DOUBLE, tensor_content=buckets.tobytes(),
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in buckets.shape])))
     tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 
 HISTOGRAM_BUCKETS = 30
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name="", description="")
+_SCALAR_SHAPE = tensor_shape_pb2.TensorShapeProto()
 # TensorBoard's histogram plugin data: a [buckets, 3] tensor of (left edge, right edge, count) per step.
 _HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(display_name="", description="")
 
@@ -66,7 +69,7 @@ def histogram_buckets(values) -> np.ndarray:
     if values.size == 0:
         return np.zeros((HISTOGRAM_BUCKETS, 3))
     counts, edges = np.histogram(values, bins=HISTOGRAM_BUCKETS)
-    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+    return np.ascontiguousarray(np.stack([edges[:-1], edges[1:], counts], axis=1), np.float64)
 
 
 def text(tag: str, markdown: str, step: int = 0) -> None:

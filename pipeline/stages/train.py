@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from pipeline import devices, envs, summaries
 from pipeline.config import Config
-from pipeline.ppo import PPOLearner
+from pipeline.ppo import PPOLearner, Tally
 from pipeline.progress import Progress
 from pipeline.rollout import Collector
 from pipeline.rundir import RunDir
@@ -39,26 +39,25 @@ def latest_checkpoint(run: RunDir) -> str | None:
 
 def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
     t = cfg.train
-    counters = learner.counters
+    tally = learner.counters.read()
     manager = checkpoint_manager(run_dir, learner)
-    if int(counters.env_steps) >= t.total_env_steps or bool(counters.solved):
-        log.info("train: nothing to do, the checkpoint already has %d env steps%s", int(counters.env_steps),
-                 " and was solved" if bool(counters.solved) else "")
-        return _metrics(counters)
+    if tally.env_steps >= t.total_env_steps or tally.solved:
+        log.info("train: nothing to do, the checkpoint already has %d env steps%s", tally.env_steps,
+                 " and was solved" if tally.solved else "")
+        return _metrics(tally)
 
     log.info("train: %s", devices.describe(learner.variables_to_train))
     env = envs.make_vector_env(cfg.env)
     collector = Collector(env, learner, t.reward_scale,
-                          seeds=envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=int(counters.iteration)))
+                          seeds=envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration))
     batch = cfg.env.num_envs * t.rollout_steps
-    progress = Progress(t.total_env_steps, int(counters.env_steps))
-    loop_start, wall_before = time.monotonic(), float(counters.wall_seconds)
+    progress = Progress(t.total_env_steps, tally.env_steps)
+    loop_start, wall_before = time.monotonic(), tally.wall_seconds
     with summaries.stage_writer(run_dir, "train"):
-        while int(counters.env_steps) < t.total_env_steps:
+        while tally.env_steps < t.total_env_steps:
             iter_start = time.monotonic()
             # 1. Learning-rate schedule, by the fraction of the budget already used.
-            lr = t.learning_rate * (1.0 - int(counters.env_steps) / t.total_env_steps
-                                    if t.lr_schedule == "linear" else 1.0)
+            lr = t.learning_rate * (1.0 - tally.env_steps / t.total_env_steps if t.lr_schedule == "linear" else 1.0)
             learner.set_learning_rate(lr)
             # 2. Rollout with the sampling policy.
             rollout = collector.collect(t.rollout_steps)
@@ -67,77 +66,61 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             with tf.summary.record_if(False):  # TF-Agents' own loss summaries stay out of our logs
                 stats, advantages = learner.train_on_rollout(rollout.arrays())
             # 5. Counters and logs.
-            counters.env_steps.assign_add(batch)
-            counters.iteration.assign_add(1)
-            _record_episodes(counters, rollout.episode_returns, rollout.episode_lengths)
-            counters.wall_seconds.assign(wall_before + time.monotonic() - loop_start)
-            env_steps = int(counters.env_steps)
-            if int(counters.iteration) % t.log_every == 0:
+            tally.env_steps += batch
+            tally.iteration += 1
+            tally.record_episodes(rollout.episode_returns, rollout.episode_lengths)
+            tally.wall_seconds = wall_before + time.monotonic() - loop_start
+            if tally.iteration % t.log_every == 0:
                 summaries.write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s,
-                                            rollout, counters), step=env_steps)
-            progress.update(env_steps, _recent_mean(counters, 100))
+                                            rollout, tally), step=tally.env_steps)
+            progress.update(tally.env_steps, tally.recent_mean(100))
             # 6. Stop early once solved; checkpoint.
-            if _solved(cfg, learner):
-                counters.solved.assign(True)
-                log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, env_steps)
-            if int(counters.iteration) % t.checkpoint_every == 0 or bool(counters.solved):
-                manager.save(checkpoint_number=env_steps)
+            if _solved(cfg, learner, tally):
+                tally.solved = True
+                log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
+            if tally.iteration % t.checkpoint_every == 0 or tally.solved:
+                learner.counters.store(tally)
+                manager.save(checkpoint_number=tally.env_steps)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
-            if bool(counters.solved):
+            if tally.solved:
                 break
-        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(counters.env_steps)}"):
-            manager.save(checkpoint_number=int(counters.env_steps))
+        learner.counters.store(tally)
+        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{tally.env_steps}"):
+            manager.save(checkpoint_number=tally.env_steps)
     progress.close()
     env.close()
-    return _metrics(counters)
+    return _metrics(tally)
 
 
-def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, counters) -> tuple[dict, dict]:
+def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, tally: Tally) -> tuple[dict, dict]:
     """SB3's tag names: rollout/ep_rew_mean, train/approx_kl, time/fps, ..."""
-    scalar_values = {f"train/{k}": v for k, v in stats.items() if k != "entropy"}
+    scalar_values = {f"train/{k}": float(v) for k, v in stats.items() if k != "entropy"}
     scalar_values.update({
-        "train/entropy_loss": -stats["entropy"],
+        "train/entropy_loss": -float(stats["entropy"]),
         "train/learning_rate": lr,
         "time/fps": batch / iter_s,
         "time/collect_fps": batch / max(collect_s, 1e-9),
         "time/update_seconds": iter_s - collect_s,
-        "time/iterations": int(counters.iteration),
-        "rollout/ep_rew_mean": _recent_mean(counters, 100),  # NaN (not written) before the first episode
-        "rollout/ep_len_mean": _recent_mean(counters, 100, lengths=True),
+        "time/iterations": tally.iteration,
+        "rollout/ep_rew_mean": tally.recent_mean(100),  # NaN (not written) before the first episode
+        "rollout/ep_len_mean": tally.recent_mean(100, lengths=True),
     })
     histogram_values = {"train/advantages": advantages, "rollout/actions": rollout.actions,
                         "rollout/episode_returns": np.asarray(rollout.episode_returns, np.float32)}
     return scalar_values, histogram_values
 
 
-def _solved(cfg: Config, learner: PPOLearner) -> bool:
+def _solved(cfg: Config, learner: PPOLearner, tally: Tally) -> bool:
     """The usual criterion: the last 50 training episodes average stop_at_return, and so does a greedy
     evaluation (evaluate.episodes); the evaluation only runs once the training window passes."""
     threshold = cfg.train.stop_at_return
-    if threshold is None or not _recent_mean(learner.counters, SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= threshold:
+    if threshold is None or not tally.recent_mean(SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= threshold:
         return False
     returns, _ = evaluate.greedy_episodes(cfg, learner, cfg.evaluate.episodes, cfg.evaluate.seed)
     return float(returns.mean()) >= threshold
 
 
-def _record_episodes(counters, returns: list, lengths: list) -> None:
-    if not returns:
-        return
-    window = int(counters.recent_returns.shape[0])
-    for var, new in ((counters.recent_returns, returns), (counters.recent_lengths, lengths)):
-        var.assign(np.concatenate([var.numpy(), np.asarray(new, np.float32)])[-window:])
-    counters.episodes.assign_add(len(returns))
-
-
-def _recent_mean(counters, n: int, lengths: bool = False, min_count: int = 1) -> float:
-    """Mean of the last n finished episodes; NaN until min_count of them exist."""
-    values = (counters.recent_lengths if lengths else counters.recent_returns).numpy()[-n:]
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) >= min_count else float("nan")
-
-
-def _metrics(counters) -> dict:
-    return {"train.env_steps": int(counters.env_steps), "train.iterations": int(counters.iteration),
-            "train.episodes": int(counters.episodes), "train.wall_seconds": round(float(counters.wall_seconds), 3),
-            "train.solved": bool(counters.solved),
-            "train.ep_rew_mean": _recent_mean(counters, 100)}
+def _metrics(tally: Tally) -> dict:
+    return {"train.env_steps": tally.env_steps, "train.iterations": tally.iteration,
+            "train.episodes": tally.episodes, "train.wall_seconds": round(tally.wall_seconds, 3),
+            "train.solved": tally.solved, "train.ep_rew_mean": tally.recent_mean(100)}

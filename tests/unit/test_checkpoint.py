@@ -53,3 +53,19 @@ def test_every_variable_is_saved_and_restored(tmp_path):
 def _all_variables(learner) -> list:
     return (list(learner.agent.variables) + list(learner.optimizer.variables) + [learner.optimizer.learning_rate]
             + [learner.generator.state] + list(learner.counters.variables))
+
+
+def test_tally_round_trips_through_the_counters_and_keeps_the_last_window():
+    _, learner = make(seed=0)
+    tally = learner.counters.read()
+    assert (tally.env_steps, tally.episodes, tally.solved) == (0, 0, False)
+    assert np.isnan(tally.recent_mean(100))  # no episode yet
+    tally.record_episodes(list(range(150)), [10] * 150)
+    tally.env_steps, tally.solved = 4096, True
+    assert tally.recent_mean(50) == np.mean(range(100, 150))
+    assert np.isnan(tally.recent_mean(100, min_count=101))
+    learner.counters.store(tally)
+    again = learner.counters.read()
+    assert (again.env_steps, again.episodes, again.solved) == (4096, 150, True)
+    np.testing.assert_array_equal(again.recent_returns, np.arange(50, 150, dtype=np.float32))
+    assert int(learner.counters.env_steps) == 4096
