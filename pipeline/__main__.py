@@ -34,7 +34,9 @@ def main(argv=None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    # Our stages log at INFO; libraries only warnings (TensorFlow's checkpoint and SavedModel code log at INFO).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     try:
         if args.command == "run":
             cfg = config_lib.load(args.config, args.overrides)
