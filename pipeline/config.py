@@ -69,6 +69,10 @@ class TrainConfig:
     reward_scale: float = _field(1.0, "Rewards are multiplied by this for learning (reported returns are raw).",
                                  low=0.0, low_open=True)
     normalize_advantages: bool = _field(True, "Whiten advantages per minibatch.")
+    target_kl: Optional[float] = _field(
+        None, "Stop an iteration's epochs early once a minibatch's approximate KL to the rollout's policy exceeds "
+              "1.5 x this, before its step (Stable-Baselines3's rule); null: always run every epoch.",
+        low=0.0, low_open=True)
     adam_epsilon: float = _field(1e-5, "Adam epsilon (1e-5 as in the PPO reference implementations).",
                                  low=0.0, low_open=True)
     checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)

@@ -22,7 +22,8 @@ from pipeline.config import Config
 from pipeline.envs import Spaces
 from pipeline.rl.advantages import explained_variance, gae
 
-# Statistics `update` returns, averaged over every minibatch step (diagnostics over the final policy).
+# Statistics `update` returns, averaged over the minibatch steps taken (entropy and KL: the final policy), and
+# n_updates.
 UPDATE_STATS = ("policy_gradient_loss", "value_loss", "clip_fraction", "grad_norm", "entropy", "approx_kl")
 
 
@@ -92,6 +93,7 @@ class PPOLearner(tf.Module):
         self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
         self._max_grad_norm, self._normalize_advantages = t.max_grad_norm, t.normalize_advantages
         self._normalize_observations = t.normalize_observations
+        self._target_kl = t.target_kl
         self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
         tf.keras.utils.set_random_seed(cfg.env.seed)
         obs_spec, self.action_spec = specs(spaces)
@@ -105,7 +107,9 @@ class PPOLearner(tf.Module):
             num_epochs=t.num_epochs, use_gae=True, normalize_rewards=False,
             normalize_observations=t.normalize_observations, gradient_clipping=t.max_grad_norm,
             value_clipping=t.value_clip, compute_value_and_advantage_in_train=True,
-            update_normalizers_in_train=False)
+            update_normalizers_in_train=False,
+            # Its own counter: TF-Agents' default is the process-wide global step, shared by every learner.
+            train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"))
         self.agent.initialize()
         self.variables_to_train = actor.trainable_variables + value.trainable_variables
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run
@@ -167,16 +171,12 @@ class PPOLearner(tf.Module):
         return stats, advantages
 
     def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
-        """Epochs x minibatches of clipped-surrogate steps on one flattened rollout."""
+        """Epochs x minibatches of clipped-surrogate steps on one flattened rollout (fewer with target_kl)."""
         batch = tf.shape(observations)[0]
         size = batch // self._minibatches
         steps = self._epochs * self._minibatches
 
-        def minibatch_step(step, order, totals):
-            order = tf.cond(step % self._minibatches == 0,
-                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
-            start = (step % self._minibatches) * size
-            idx = order[start:start + size]
+        def gradient_step(idx):
             mb_adv = tf.gather(advantages, idx)
             if self._normalize_advantages:
                 mean, var = tf.nn.moments(mb_adv, axes=[0])
@@ -194,24 +194,39 @@ class PPOLearner(tf.Module):
                 grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
             self.optimizer.apply_gradients(zip(grads, self.variables_to_train))
             self.agent.train_step_counter.assign_add(1)
-            totals += tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss,
-                                loss.extra.clip_fraction, grad_norm])
-            return step + 1, order, totals
+            return tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss,
+                             loss.extra.clip_fraction, grad_norm])
 
-        _, _, totals = tf.while_loop(lambda step, *_: step < steps, minibatch_step,
-                                     (tf.constant(0), tf.range(batch), tf.zeros([4])),
-                                     shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]),
-                                                       tf.TensorShape([4])))
-        entropy, approx_kl = self._diagnostics(observations, actions, old_log_probs)
+        def minibatch_step(step, order, totals, taken, stop):
+            order = tf.cond(step % self._minibatches == 0,
+                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
+            start = (step % self._minibatches) * size
+            idx = order[start:start + size]
+            if self._target_kl is None:
+                return step + 1, order, totals + gradient_step(idx), taken + 1, stop
+            _, kl = self._entropy_and_kl(tf.gather(observations, idx), tf.gather(actions, idx),
+                                         tf.gather(old_log_probs, idx))
+            stop = kl > 1.5 * self._target_kl
+            totals, taken = tf.cond(stop, lambda: (totals, taken), lambda: (totals + gradient_step(idx), taken + 1))
+            return step + 1, order, totals, taken, stop
+
+        _, _, totals, taken, _ = tf.while_loop(
+            lambda step, order, totals, taken, stop: tf.logical_and(step < steps, tf.logical_not(stop)),
+            minibatch_step, (tf.constant(0), tf.range(batch), tf.zeros([4]), tf.constant(0), tf.constant(False)),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([4]), tf.TensorShape([]),
+                              tf.TensorShape([])))
+        entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
         with tf.control_dependencies([entropy, approx_kl]):
             # After the epochs: the stored log-probs were computed with the old statistics.
             if self._normalize_observations:
                 self.agent.update_observation_normalizer(observations)
-        means = totals / float(steps)
-        return dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
+        means = totals / tf.cast(tf.maximum(taken, 1), tf.float32)
+        stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
+        stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
+        return stats
 
-    def _diagnostics(self, observations, actions, old_log_probs):
-        """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the updated policy."""
+    def _entropy_and_kl(self, observations, actions, old_log_probs):
+        """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the current policy."""
         dist = self.distribution(observations)
         log_ratio = common.log_probability(dist, actions, self.action_spec) - old_log_probs
         approx_kl = tf.reduce_mean(tf.exp(log_ratio) - 1.0 - log_ratio)
