@@ -193,6 +193,8 @@ class LMPPOConfig:
     missing_eos_penalty: Optional[float] = _field(None, "Subtracted from the score of a response with no EOS.",
                                                   low=0.0)
     checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)
+    sample_every: int = _field(10, "Iterations between tables of the batch's first prompts, responses and rewards "
+                               "in TensorBoard's text tab (from the first iteration; 0: never).", low=0)
     jit_generation: bool = _field(True, "XLA-compile the sampling loop (~2.5x tokens/s here).")
     jit_update: bool = _field(True, "XLA-compile the scoring passes and each optimizer step (~1.5x here).")
 

@@ -21,6 +21,7 @@ from pipeline.stages.lm_data import LMData
 from pipeline.stages.reward import Rewards
 
 log = logging.getLogger(__name__)
+SAMPLE_ROWS = 8  # rows of each ppo.sample_every table
 
 
 def _checkpoint_dir(run_dir: RunDir) -> str:
@@ -58,6 +59,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
                 stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, sequences[:, prompts.shape[1]:])))
             stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
             summaries.scalars(stats, step=iteration + 1)
+            if p.sample_every and iteration % p.sample_every == 0:
+                _sample_table(data, rewards, prompts[:SAMPLE_ROWS], sequences[:SAMPLE_ROWS], step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0:
                 manager.save(checkpoint_number=iteration + 1)
@@ -67,3 +70,13 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             manager.save(checkpoint_number=int(learner.iteration))
     progress.close()
     return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
+
+
+def _sample_table(data: LMData, rewards: Rewards, prompts, sequences, step: int) -> None:
+    """What the policy writes now, as TRL's trainer shows it every num_sample_generations: prompt | response |
+    reward (the proxy reward function, before the missing-EOS penalty and the KL term)."""
+    responses = sequences[:, prompts.shape[1]:]
+    scores = np.asarray(rewards.proxy(prompts, responses), np.float64)
+    rows = [(prompt, response, f"{score:.3f}")
+            for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)]
+    summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)

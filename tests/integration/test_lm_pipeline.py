@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline.tb_reader import read_scalars, tags, texts
+from pipeline.tb_reader import accumulator, read_scalars, tags, texts
 from tests.conftest import kill_after_checkpoint, lm_config, run_driver
 
 def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
@@ -24,6 +24,11 @@ def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
         assert tag in ppo_tags, tag
     samples = texts(run / "tb" / "evaluate")["eval/samples"]
     assert samples.startswith("| prompt | SFT | PPO |") and samples.count("\n") >= 5
+    # ppo.sample_every (10): the batch's first 8 prompts, responses and rewards at iterations 1, 11 and 21.
+    assert [event.step for event in accumulator(run / "tb" / "ppo").Tensors("samples")] == [1, 11, 21]
+    table = texts(run / "tb" / "ppo")["samples"].splitlines()
+    assert table[0] == "| prompt | response | reward |" and len(table) == 2 + 8
+    assert all(0.0 <= float(row.rsplit("|", 2)[1]) <= 1.0 for row in table[2:])  # mentions_moon: 0 or 1
 
     again = run_driver("run", run.parent / "lm.yaml", "--run-dir", run)  # safe to re-run: nothing is trained again
     assert again.returncode == 0, again.stderr[-3000:]
