@@ -2,7 +2,8 @@
 
 Stages run in order (environment -> model -> train -> evaluate -> export), talking through typed objects and
 the run directory. Re-running on a run directory resumes from its last checkpoint.
-Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure.
+Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure, 143 stopped by
+SIGTERM (after a checkpoint where the stage has them; re-run to continue).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (sets TensorFlow's environment first)
 from pipeline import config as config_lib
+from pipeline import preemption
 from pipeline.envs import check_environment
 from pipeline.rundir import RunDir
 
@@ -37,6 +39,7 @@ def main(argv=None) -> int:
     # Our stages log at INFO; libraries only warnings (TensorFlow's checkpoint and SavedModel code log at INFO).
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
+    preemption.install()
     try:
         if args.command == "run":
             cfg = config_lib.load(args.config, args.overrides)
@@ -50,6 +53,9 @@ def main(argv=None) -> int:
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except preemption.Preempted as e:
+        log.warning("%s: %s; re-run the same command to continue", args.command, e)
+        return preemption.EXIT_CODE
     except Exception:  # a failed batch job must say why, then exit non-zero
         log.exception("%s failed", args.command)
         return 1

@@ -22,10 +22,12 @@ from pipeline.rundir import RunDir
 @contextlib.contextmanager
 def stage_writer(run: RunDir, stage: str):
     writer = tf.summary.create_file_writer(str(run.tb(stage)))
-    with writer.as_default():
-        yield writer
-    writer.flush()
-    writer.close()
+    try:
+        with writer.as_default():
+            yield writer
+    finally:  # a stage that stops early (an error, SIGTERM) keeps what it logged
+        writer.flush()
+        writer.close()
 
 
 def scalars(values: dict, step: int) -> None:

@@ -67,24 +67,36 @@ def kill_after_checkpoint(args, checkpoint_dir: Path, linger_s: float = 0.0) -> 
     """Starts the driver, SIGKILLs it once a checkpoint appears in checkpoint_dir (after linger_s more
     seconds of work to lose), and returns the latest checkpoint it left."""
     import signal
-    import time
 
     import tensorflow as tf
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while tf.train.latest_checkpoint(str(checkpoint_dir)) is None:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(linger_s)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    signal_driver(args, lambda: tf.train.latest_checkpoint(str(checkpoint_dir)) is not None, signal.SIGKILL, linger_s)
     return tf.train.latest_checkpoint(str(checkpoint_dir))
+
+
+def signal_driver(args, ready, sig, linger_s: float = 0.0) -> tuple[int, str]:
+    """Starts the driver, sends it `sig` once ready() holds and linger_s more seconds have passed; returns its
+    exit code and stderr."""
+    import tempfile
+    import time
+
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 300
+            while not ready():
+                assert proc.poll() is None, "the run ended before the signal"
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(linger_s)
+            proc.send_signal(sig)
+            returncode = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+        stderr.seek(0)
+        return returncode, stderr.read()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import devices, summaries
+from pipeline import devices, preemption, summaries
 from pipeline.config import LMConfig
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.progress import Progress
@@ -62,9 +62,10 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             if p.sample_every and iteration % p.sample_every == 0:
                 _sample_table(data, rewards, prompts[:SAMPLE_ROWS], sequences[:SAMPLE_ROWS], step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
-            if (iteration + 1) % p.checkpoint_every == 0:
+            if (iteration + 1) % p.checkpoint_every == 0 or preemption.requested():
                 manager.save(checkpoint_number=iteration + 1)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
+            preemption.stop_if_requested(f"in ppo at iteration {iteration + 1}, after a checkpoint")
         if (manager.latest_checkpoint is None
                 or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
             manager.save(checkpoint_number=int(learner.iteration))

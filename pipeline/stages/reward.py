@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import reward_model as rm_lib
-from pipeline import summaries
+from pipeline import preemption, summaries
 from pipeline.config import ConfigError, LMConfig
 from pipeline.lm import preferences as prefs_lib
 from pipeline.lm.reward_training import RewardTrainer, reward_function
@@ -75,6 +75,7 @@ def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePai
                "reward.pair_accuracy_init": trainer.evaluate(held_out)[1]}
     step = 0
     for epoch in range(cfg.reward.epochs):
+        preemption.stop_if_requested("in reward (it is not checkpointed part-way: it restarts on re-run)")
         losses = trainer.train_epoch(train, cfg.reward.batch_size, seed=cfg.data.seed + epoch)
         for loss in losses:
             step += 1

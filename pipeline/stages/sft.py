@@ -7,7 +7,7 @@ import logging
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline import summaries
+from pipeline import preemption, summaries
 from pipeline.config import LMConfig
 from pipeline.lm import data as data_lib
 from pipeline.lm.sft import SFTTrainer
@@ -40,6 +40,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
         for epoch in range(cfg.sft.epochs):
             for ids, mask in data_lib.language_model_dataset(data.train_ids, data.train_mask, cfg.sft.batch_size,
                                                              seed=cfg.data.seed + epoch):
+                preemption.stop_if_requested("in sft (it is not checkpointed part-way: it restarts on re-run)")
                 loss = trainer.train_step(ids, mask)
                 step += 1
                 if step % 20 == 0:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import devices, envs, summaries
+from pipeline import devices, envs, preemption, summaries
 from pipeline.config import Config
 from pipeline.ppo import PPOLearner, Tally
 from pipeline.progress import Progress
@@ -78,12 +78,13 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             if _solved(cfg, learner, tally):
                 tally.solved = True
                 log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
-            if tally.iteration % t.checkpoint_every == 0 or tally.solved:
+            if tally.iteration % t.checkpoint_every == 0 or tally.solved or preemption.requested():
                 learner.counters.store(tally)
                 manager.save(checkpoint_number=tally.env_steps)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
             if tally.solved:
                 break
+            preemption.stop_if_requested(f"in train at {tally.env_steps} env steps, after a checkpoint")
         learner.counters.store(tally)
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{tally.env_steps}"):
             manager.save(checkpoint_number=tally.env_steps)

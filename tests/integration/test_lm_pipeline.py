@@ -1,14 +1,16 @@
 """`task: lm` end to end through the driver on a corpus the test writes: data -> sft -> (reward) -> ppo ->
-evaluate, config errors, and a PPO run killed with SIGKILL that resumes."""
+evaluate, config errors, and a PPO run killed with SIGKILL, then stopped with SIGTERM, that resumes each time."""
 
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
+import tensorflow as tf
 
 from pipeline.tb_reader import accumulator, read_scalars, tags, texts
-from tests.conftest import kill_after_checkpoint, lm_config, run_driver
+from tests.conftest import kill_after_checkpoint, lm_config, run_driver, signal_driver
 
 def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
     run = lm_run
@@ -89,14 +91,26 @@ def test_lm_config_errors(tmp_path):
     assert "prefs.jsonl:1: missing key 'rejected'" in result.stderr
 
 
-def test_lm_ppo_resumes_after_sigkill(tmp_path):
+def test_lm_ppo_resumes_after_sigkill_and_after_sigterm(tmp_path):
     cfg, run = lm_config(tmp_path, iterations=60, checkpoint_every=5), tmp_path / "run"
     killed_at = kill_after_checkpoint(["run", cfg, "--run-dir", run], run / "checkpoints" / "ppo")
     saved = int(killed_at.rsplit("-", 1)[1])
     assert 0 < saved < 60
+
+    # Resumed, then stopped by SIGTERM a few iterations on: it checkpoints wherever it stops.
+    kl_steps = lambda: sum(len(f) for f in read_scalars(run / "tb" / "ppo", "objective/kl", per_file=True))  # noqa: E731
+    logged = kl_steps()
+    returncode, stderr = signal_driver(["run", cfg, "--run-dir", run], lambda: kl_steps() >= logged + 2,
+                                       signal.SIGTERM)
+    assert returncode == 143, stderr[-3000:]
+    assert f"iteration {saved})" in stderr and "stopped by SIGTERM in ppo at iteration" in stderr
+    stopped_at = int(tf.train.latest_checkpoint(str(run / "checkpoints" / "ppo")).rsplit("-", 1)[1])
+    assert saved + 2 <= stopped_at < 60 and f"at iteration {stopped_at}," in stderr
+
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "not training again" in result.stderr and f"iteration {saved})" in result.stderr
+    assert "not training again" in result.stderr and f"iteration {stopped_at})" in result.stderr
     assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 60
-    first, second = read_scalars(run / "tb" / "ppo", "objective/kl", per_file=True)
-    assert min(second) == saved + 1 and max(second) == 60  # the curve continues, it does not restart
+    first, second, third = read_scalars(run / "tb" / "ppo", "objective/kl", per_file=True)
+    assert min(second) == saved + 1 and max(second) == stopped_at  # each curve continues, none restarts
+    assert min(third) == stopped_at + 1 and max(third) == 60

@@ -1,0 +1,37 @@
+"""SIGTERM, what Slurm, Kubernetes and most schedulers send a job before they kill it (preemption, time limit).
+
+The driver's handler only notes the signal. Training loops look at the note between steps: a stage that
+resumes from checkpoints saves one first, then the run stops with exit code 143 (128 + SIGTERM), so a
+scheduler can requeue it and the same command continues. Without it, everything since the last periodic
+checkpoint would be lost to the SIGKILL that follows.
+"""
+
+from __future__ import annotations
+
+import signal
+
+EXIT_CODE = 128 + signal.SIGTERM
+_requested = False
+
+
+class Preempted(Exception):
+    """Raised at a step boundary once SIGTERM has arrived; the driver exits with EXIT_CODE."""
+
+
+def install() -> None:
+    signal.signal(signal.SIGTERM, _note)
+
+
+def _note(signum, frame) -> None:
+    global _requested
+    _requested = True
+
+
+def requested() -> bool:
+    return _requested
+
+
+def stop_if_requested(what: str) -> None:
+    """Call where stopping loses nothing more than `what` says (after a checkpoint, or before a restartable stage)."""
+    if _requested:
+        raise Preempted(f"stopped by SIGTERM {what}")
