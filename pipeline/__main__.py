@@ -1,7 +1,9 @@
 """Driver: `python -m pipeline run CONFIG [--run-dir DIR] [--set key.path=value ...]`.
 
-Stages run in order (environment -> model -> train -> evaluate -> export), talking through typed objects and
-the run directory. Re-running on a run directory resumes from its last checkpoint.
+`check CONFIG [--set ...]` validates and prints the resolved config, every key documented; `evaluate RUN_DIR`
+and `export RUN_DIR` work on an existing run. Stages run in order (environment -> model -> train -> evaluate ->
+export), talking through typed objects and the run directory. Re-running on a run directory resumes from its
+last checkpoint.
 Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure, 143 stopped by
 SIGTERM (after a checkpoint where the stage has them; re-run to continue).
 """
@@ -31,6 +33,10 @@ def main(argv=None) -> int:
     run_p.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
     run_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
                        help="override one config value; repeatable")
+    check_p = sub.add_parser("check", help="validate a config (exit 0 or 2) and print it resolved, every key "
+                                           "documented; runs nothing")
+    check_p.add_argument("config")
+    check_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides")
     for name, text in (("evaluate", "evaluate the latest checkpoint of a run directory"),
                        ("export", "export the latest checkpoint of a run directory for TF Serving")):
         p = sub.add_parser(name, help=text)
@@ -41,6 +47,11 @@ def main(argv=None) -> int:
     log.setLevel(logging.INFO)
     preemption.install()
     try:
+        if args.command == "check":
+            cfg = config_lib.load(args.config, args.overrides)
+            _preflight(cfg)
+            print(config_lib.annotated_yaml(cfg), end="")
+            return 0
         if args.command == "run":
             cfg = config_lib.load(args.config, args.overrides)
             _preflight(cfg)

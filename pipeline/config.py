@@ -295,6 +295,33 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
+def annotated_yaml(cfg) -> str:
+    """The resolved config as YAML, every key with its documentation and allowed values as a comment: what
+    `python -m pipeline check` prints. Comments aside, it loads back to the same config."""
+    lines = [f"task: {cfg.task}  # {type(cfg).__doc__}"]
+    for section in dataclasses.fields(cfg):
+        lines.append(f"{section.name}:")
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            text = yaml.safe_dump(getattr(values, f.name), default_flow_style=True).strip()
+            text = text.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"  {f.name}: {text}  # {f.metadata['doc']}{_allowed(f.metadata)}")
+    return "\n".join(lines) + "\n"
+
+
+def _allowed(meta) -> str:
+    parts = []
+    if meta["choices"] is not None:
+        parts.append("one of " + ", ".join(meta["choices"]))
+    if meta["low"] is not None:
+        parts.append(f"{'>' if meta['low_open'] else '>='} {meta['low']}")
+    if meta["high"] is not None:
+        parts.append(f"<= {meta['high']}")
+    if meta["item_low"] is not None:
+        parts.append(f"each >= {meta['item_low']}")
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
 def _names(cls) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
