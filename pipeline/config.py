@@ -304,7 +304,7 @@ def annotated_yaml(cfg) -> str:
         values = getattr(cfg, section.name)
         for f in dataclasses.fields(values):
             text = yaml.safe_dump(getattr(values, f.name), default_flow_style=True).strip()
-            text = text.removesuffix("\n...").removesuffix("...").strip()
+            text = text.removesuffix("\n...")  # the document-end marker YAML puts after a lone scalar
             lines.append(f"  {f.name}: {text}  # {f.metadata['doc']}{_allowed(f.metadata)}")
     return "\n".join(lines) + "\n"
 
