@@ -47,14 +47,13 @@ def main(argv=None) -> int:
     log.setLevel(logging.INFO)
     preemption.install()
     try:
-        if args.command == "check":
+        if args.command in ("check", "run"):
             cfg = config_lib.load(args.config, args.overrides)
             _preflight(cfg)
+        if args.command == "check":
             print(config_lib.annotated_yaml(cfg), end="")
             return 0
         if args.command == "run":
-            cfg = config_lib.load(args.config, args.overrides)
-            _preflight(cfg)
             run_dir = RunDir(Path(args.run_dir or Path("runs") / Path(args.config).stem))
             run_dir.save_config(cfg)
         else:

@@ -176,18 +176,17 @@ class PPOLearner(tf.Module):
         size = batch // self._minibatches
         steps = self._epochs * self._minibatches
 
-        def gradient_step(idx):
-            mb_adv = tf.gather(advantages, idx)
+        def gradient_step(mb):
+            mb_adv = mb["advantages"]
             if self._normalize_advantages:
                 mean, var = tf.nn.moments(mb_adv, axes=[0])
                 mb_adv = (mb_adv - mean) / (tf.sqrt(var) + 1e-8)
             with tf.GradientTape() as tape:
                 loss = self.agent.get_loss(
-                    self._time_steps(tf.gather(observations, idx)), tf.gather(actions, idx),
-                    tf.gather(old_log_probs, idx), tf.gather(returns, idx), mb_adv,
+                    self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"], mb_adv,
                     action_distribution_parameters=(), weights=tf.ones([size]),
                     train_step=self.agent.train_step_counter, debug_summaries=False,
-                    old_value_predictions=tf.gather(old_values, idx), training=True)
+                    old_value_predictions=mb["old_values"], training=True)
             grads = tape.gradient(loss.loss, self.variables_to_train)
             grad_norm = tf.linalg.global_norm(grads)
             if self._max_grad_norm is not None:
@@ -197,17 +196,19 @@ class PPOLearner(tf.Module):
             return tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss,
                              loss.extra.clip_fraction, grad_norm])
 
+        rollout = dict(observations=observations, actions=actions, old_log_probs=old_log_probs,
+                       advantages=advantages, returns=returns, old_values=old_values)
+
         def minibatch_step(step, order, totals, taken, stop):
             order = tf.cond(step % self._minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             start = (step % self._minibatches) * size
-            idx = order[start:start + size]
+            mb = {k: tf.gather(v, order[start:start + size]) for k, v in rollout.items()}
             if self._target_kl is None:
-                return step + 1, order, totals + gradient_step(idx), taken + 1, stop
-            _, kl = self._entropy_and_kl(tf.gather(observations, idx), tf.gather(actions, idx),
-                                         tf.gather(old_log_probs, idx))
+                return step + 1, order, totals + gradient_step(mb), taken + 1, stop
+            _, kl = self._entropy_and_kl(mb["observations"], mb["actions"], mb["old_log_probs"])
             stop = kl > 1.5 * self._target_kl
-            totals, taken = tf.cond(stop, lambda: (totals, taken), lambda: (totals + gradient_step(idx), taken + 1))
+            totals, taken = tf.cond(stop, lambda: (totals, taken), lambda: (totals + gradient_step(mb), taken + 1))
             return step + 1, order, totals, taken, stop
 
         _, _, totals, taken, _ = tf.while_loop(

@@ -71,7 +71,7 @@ def histogram_buckets(values) -> np.ndarray:
     if values.size == 0:
         return np.zeros((HISTOGRAM_BUCKETS, 3))
     counts, edges = np.histogram(values, bins=HISTOGRAM_BUCKETS)
-    return np.ascontiguousarray(np.stack([edges[:-1], edges[1:], counts], axis=1), np.float64)
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)  # float64: what tf.summary.histogram stores
 
 
 def text(tag: str, markdown: str, step: int = 0) -> None:
