@@ -7,6 +7,7 @@ Kept apart from learning (as TF-Agents keeps actors apart from learners): the le
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -106,3 +107,60 @@ class Collector:
             if truncated[i] and not terminated[i]:
                 packed[i, self._obs_size:-3] = np.reshape(info["final_obs"][i], -1)
         return packed
+
+
+class GreedyEpisodes:
+    """Greedy episodes on N environments side by side, each until its first episode ends, as one compiled loop.
+
+    Evaluation steps like collection: a Python call into TensorFlow per step (~0.5 ms here) cost as much as
+    stepping ten CartPoles. One per learner and N (`for_learner`), so the loop is traced once.
+    """
+
+    def __init__(self, learner, num_envs: int, observation_shape: tuple):
+        self.learner, self.num_envs = learner, num_envs
+        self._obs_size = int(np.prod(observation_shape))
+        signature = tf.TensorSpec([num_envs, *observation_shape], tf.float32)
+        self._loop = tf.function(self._episodes, input_signature=[signature], autograph=False).get_concrete_function()
+
+    def run(self, env, observations) -> tuple[np.ndarray, np.ndarray]:
+        """Returns and lengths of each environment's first episode from `observations` (after env.reset)."""
+        self._env = env
+        self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
+        self._running = np.ones(self.num_envs, bool)
+        try:
+            self._loop(np.asarray(observations, np.float32))
+        finally:
+            self._env = None
+        return self._returns, self._lengths
+
+    def _episodes(self, observations):
+        def step(observations, running):
+            packed = tf.numpy_function(self._env_step, [self.learner.greedy(observations)], tf.float32,
+                                       stateful=True)
+            packed.set_shape([self.num_envs, self._obs_size + 1])
+            return tf.reshape(packed[:, :-1], tf.shape(observations)), tf.reduce_any(packed[:, -1] > 0)
+
+        return tf.while_loop(lambda observations, running: running, step, (observations, tf.constant(True)))[0]
+
+    def _env_step(self, actions: np.ndarray) -> np.ndarray:
+        """[next observation | still in its first episode] per environment."""
+        if not self.learner.spaces.discrete:
+            space = self._env.single_action_space
+            actions = np.clip(actions, space.low, space.high)
+        observations, rewards, terminated, truncated, _ = self._env.step(actions)
+        self._returns += np.where(self._running, rewards, 0.0)
+        self._lengths += self._running
+        self._running &= ~(terminated | truncated)
+        packed = np.empty((self.num_envs, self._obs_size + 1), np.float32)
+        packed[:, :-1] = observations.reshape(self.num_envs, -1)
+        packed[:, -1] = self._running
+        return packed
+
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_learner(cls, learner, num_envs: int) -> GreedyEpisodes:
+        runners = cls._cache.setdefault(learner, {})
+        if num_envs not in runners:
+            runners[num_envs] = cls(learner, num_envs, learner.spaces.observation_shape)
+        return runners[num_envs]

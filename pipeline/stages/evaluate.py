@@ -7,6 +7,7 @@ import numpy as np
 from pipeline import envs, summaries
 from pipeline.config import Config
 from pipeline.ppo import PPOLearner
+from pipeline.rollout import GreedyEpisodes
 from pipeline.rundir import RunDir
 
 
@@ -14,19 +15,10 @@ def greedy_episodes(cfg: Config, learner: PPOLearner, episodes: int, seed: int) 
     """Runs `episodes` environments side by side until each has finished its first episode."""
     env = envs.make_vector_env(cfg.env, num_envs=episodes)
     obs, _ = env.reset(seed=envs.episode_seeds(seed, episodes))
-    returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
-    running = np.ones(episodes, bool)
-    space = env.single_action_space
-    while running.any():
-        action = learner.greedy(obs).numpy()
-        if not learner.spaces.discrete:
-            action = np.clip(action, space.low, space.high)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        returns += np.where(running, reward, 0.0)
-        lengths += running
-        running &= ~(terminated | truncated)
-    env.close()
-    return returns, lengths
+    try:
+        return GreedyEpisodes.for_learner(learner, episodes).run(env, obs)
+    finally:
+        env.close()
 
 
 def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:

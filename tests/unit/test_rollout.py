@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline import config, envs
 from pipeline.ppo import PPOLearner
-from pipeline.rollout import Collector
+from pipeline.rollout import Collector, GreedyEpisodes
 
 
 def make(max_episode_steps=None, num_envs=3):
@@ -59,3 +60,32 @@ def test_seeded_collection_is_repeatable():
         results.append((rollout.actions, rollout.observations, rollout.log_probs, rollout.final_observations))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
+    """Each environment's first episode only: returns and lengths equal a plain Python loop's, with episodes
+    of different lengths (CartPole's untrained policy fails at different steps) and clipped Box actions."""
+    cfg = config.from_dict({"env": {"id": env_id, "num_envs": 4, "max_episode_steps": 30},
+                            "model": {"actor_layers": [8], "value_layers": [8]}})
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, envs.spaces_of(env))
+    expected_returns, expected_lengths = np.zeros(4), np.zeros(4, np.int64)
+    obs, _ = env.reset(seed=envs.episode_seeds(3, 4))
+    running = np.ones(4, bool)
+    while running.any():
+        action = learner.greedy(obs).numpy()
+        if env_id == "Pendulum-v1":
+            action = np.clip(action, -2.0, 2.0)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        expected_returns += np.where(running, reward, 0.0)
+        expected_lengths += running
+        running &= ~(terminated | truncated)
+
+    obs, _ = env.reset(seed=envs.episode_seeds(3, 4))
+    runner = GreedyEpisodes.for_learner(learner, 4)
+    returns, lengths = runner.run(env, obs)
+    np.testing.assert_array_equal(returns, expected_returns)
+    np.testing.assert_array_equal(lengths, expected_lengths)
+    assert lengths.max() <= 30 and (env_id != "CartPole-v1" or len(set(lengths)) > 1)
+    assert GreedyEpisodes.for_learner(learner, 4) is runner  # traced once per learner and size
