@@ -7,7 +7,6 @@ Kept apart from learning (as TF-Agents keeps actors apart from learners): the le
 from __future__ import annotations
 
 import dataclasses
-import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -113,17 +112,20 @@ class GreedyEpisodes:
     """Greedy episodes on N environments side by side, each until its first episode ends, as one compiled loop.
 
     Evaluation steps like collection: a Python call into TensorFlow per step (~0.5 ms here) cost as much as
-    stepping ten CartPoles. One per learner and N (`for_learner`), so the loop is traced once.
+    stepping ten CartPoles. The loop is traced on the first run; keep one object for repeated evaluations.
     """
 
-    def __init__(self, learner, num_envs: int, observation_shape: tuple):
+    def __init__(self, learner, num_envs: int):
         self.learner, self.num_envs = learner, num_envs
-        self._obs_size = int(np.prod(observation_shape))
-        signature = tf.TensorSpec([num_envs, *observation_shape], tf.float32)
-        self._loop = tf.function(self._episodes, input_signature=[signature], autograph=False).get_concrete_function()
+        self._obs_size = int(np.prod(learner.spaces.observation_shape))
+        self._loop = None
 
     def run(self, env, observations) -> tuple[np.ndarray, np.ndarray]:
         """Returns and lengths of each environment's first episode from `observations` (after env.reset)."""
+        if self._loop is None:
+            signature = tf.TensorSpec([self.num_envs, *self.learner.spaces.observation_shape], tf.float32)
+            self._loop = tf.function(self._episodes, input_signature=[signature],
+                                     autograph=False).get_concrete_function()
         self._env = env
         self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
         self._running = np.ones(self.num_envs, bool)
@@ -155,12 +157,3 @@ class GreedyEpisodes:
         packed[:, :-1] = observations.reshape(self.num_envs, -1)
         packed[:, -1] = self._running
         return packed
-
-    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def for_learner(cls, learner, num_envs: int) -> GreedyEpisodes:
-        runners = cls._cache.setdefault(learner, {})
-        if num_envs not in runners:
-            runners[num_envs] = cls(learner, num_envs, learner.spaces.observation_shape)
-        return runners[num_envs]

@@ -11,18 +11,18 @@ from pipeline.rollout import GreedyEpisodes
 from pipeline.rundir import RunDir
 
 
-def greedy_episodes(cfg: Config, learner: PPOLearner, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Runs `episodes` environments side by side until each has finished its first episode."""
-    env = envs.make_vector_env(cfg.env, num_envs=episodes)
-    obs, _ = env.reset(seed=envs.episode_seeds(seed, episodes))
+def greedy_episodes(cfg: Config, runner: GreedyEpisodes, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths of `runner.num_envs` greedy episodes, run side by side."""
+    env = envs.make_vector_env(cfg.env, num_envs=runner.num_envs)
+    obs, _ = env.reset(seed=envs.episode_seeds(seed, runner.num_envs))
     try:
-        return GreedyEpisodes.for_learner(learner, episodes).run(env, obs)
+        return runner.run(env, obs)
     finally:
         env.close()
 
 
 def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
-    returns, lengths = greedy_episodes(cfg, learner, cfg.evaluate.episodes, cfg.evaluate.seed)
+    returns, lengths = greedy_episodes(cfg, GreedyEpisodes(learner, cfg.evaluate.episodes), cfg.evaluate.seed)
     metrics = {"eval.mean_return": float(returns.mean()), "eval.std_return": float(returns.std()),
                "eval.min_return": float(returns.min()), "eval.max_return": float(returns.max()),
                "eval.mean_length": float(lengths.mean()), "eval.episodes": int(len(returns))}

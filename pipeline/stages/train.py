@@ -12,7 +12,7 @@ from pipeline import devices, envs, preemption, summaries
 from pipeline.config import Config
 from pipeline.ppo import PPOLearner, Tally
 from pipeline.progress import Progress
-from pipeline.rollout import Collector
+from pipeline.rollout import Collector, GreedyEpisodes
 from pipeline.rundir import RunDir
 from pipeline.stages import evaluate
 
@@ -50,6 +50,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
     env = envs.make_vector_env(cfg.env)
     collector = Collector(env, learner, t.reward_scale,
                           seeds=envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration))
+    evaluator = GreedyEpisodes(learner, cfg.evaluate.episodes)  # for stop_at_return
     batch = cfg.env.num_envs * t.rollout_steps
     progress = Progress(t.total_env_steps, tally.env_steps)
     loop_start, wall_before = time.monotonic(), tally.wall_seconds
@@ -75,7 +76,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
                                             rollout, tally), step=tally.env_steps)
             progress.update(tally.env_steps, tally.recent_mean(100))
             # 6. Stop early once solved; checkpoint.
-            if _solved(cfg, learner, tally):
+            if _solved(cfg, evaluator, tally):
                 tally.solved = True
                 log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
             if tally.iteration % t.checkpoint_every == 0 or tally.solved or preemption.requested():
@@ -111,13 +112,13 @@ def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, tally: 
     return scalar_values, histogram_values
 
 
-def _solved(cfg: Config, learner: PPOLearner, tally: Tally) -> bool:
+def _solved(cfg: Config, evaluator: GreedyEpisodes, tally: Tally) -> bool:
     """The usual criterion: the last 50 training episodes average stop_at_return, and so does a greedy
     evaluation (evaluate.episodes); the evaluation only runs once the training window passes."""
     threshold = cfg.train.stop_at_return
     if threshold is None or not tally.recent_mean(SOLVED_WINDOW, min_count=SOLVED_WINDOW) >= threshold:
         return False
-    returns, _ = evaluate.greedy_episodes(cfg, learner, cfg.evaluate.episodes, cfg.evaluate.seed)
+    returns, _ = evaluate.greedy_episodes(cfg, evaluator, cfg.evaluate.seed)
     return float(returns.mean()) >= threshold
 
 

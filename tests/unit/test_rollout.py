@@ -83,9 +83,7 @@ def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
         running &= ~(terminated | truncated)
 
     obs, _ = env.reset(seed=envs.episode_seeds(3, 4))
-    runner = GreedyEpisodes.for_learner(learner, 4)
-    returns, lengths = runner.run(env, obs)
+    returns, lengths = GreedyEpisodes(learner, 4).run(env, obs)
     np.testing.assert_array_equal(returns, expected_returns)
     np.testing.assert_array_equal(lengths, expected_lengths)
     assert lengths.max() <= 30 and (env_id != "CartPole-v1" or len(set(lengths)) > 1)
-    assert GreedyEpisodes.for_learner(learner, 4) is runner  # traced once per learner and size
