@@ -32,7 +32,7 @@ def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:
         run_dir = RunDir(Path(tmp))
         start = time.monotonic()
         env = envs.make_vector_env(cfg.env)
-        learner = PPOLearner(cfg, envs.spaces_of(env))  # traces act/value/greedy
+        learner = PPOLearner(cfg, envs.spaces_of(env))
         env.close()
         build_s = time.monotonic() - start
         metrics = train.run(cfg, run_dir, learner)
@@ -73,7 +73,7 @@ def main() -> None:
         print(f"median env steps to solved: {statistics.median(r['env_steps'] for r in solved):,.0f}")
         print(f"median wall seconds to solved: {statistics.median(r['wall_s'] for r in solved):.2f}")
     print(f"median tracing (first update minus a typical one) s: {statistics.median(r['trace_s'] for r in rows):.2f}")
-    print(f"median learner build (act/value/greedy tracing) s: {statistics.median(r['build_s'] for r in rows):.2f}")
+    print(f"median learner build (networks, agent, optimizer slots) s: {statistics.median(r['build_s'] for r in rows):.2f}")
 
 
 if __name__ == "__main__":
