@@ -167,11 +167,13 @@ class PPOLearner(tf.Module):
         flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0)) for k, v in rollout.items()
                 if k in ("observations", "actions", "log_probs", "final_observations")}
         time_env = tf.shape(rollout["rewards"])
-        # Values with the parameters and normaliser the rollout was collected with (nothing changed since).
-        flat["values"] = self._value(flat["observations"])
-        final_values = tf.reshape(self._value(flat["final_observations"]), time_env)
-        advantages, returns = gae(tf.reshape(flat["values"], time_env), self._value(rollout["next_observations"]),
-                                  rollout["rewards"], rollout["terminated"], rollout["truncated"], final_values,
+        # Values with the parameters and normaliser the rollout was collected with (nothing changed since), in one
+        # pass over every step's observation, the final observations and the observations after the last step.
+        steps, envs = tf.shape(flat["observations"])[0], tf.shape(rollout["next_observations"])[0]
+        flat["values"], final_values, next_values = tf.split(self._value(tf.concat(
+            [flat["observations"], flat["final_observations"], rollout["next_observations"]], 0)), [steps, steps, envs])
+        advantages, returns = gae(tf.reshape(flat["values"], time_env), next_values, rollout["rewards"],
+                                  rollout["terminated"], rollout["truncated"], tf.reshape(final_values, time_env),
                                   self._gamma, self._gae_lambda)
         advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
         stats = self._update(flat["observations"], flat["actions"], flat["log_probs"], advantages, returns,
