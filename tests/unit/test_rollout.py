@@ -20,7 +20,7 @@ def make(max_episode_steps=None, num_envs=3):
 
 def test_truncation_bootstraps_from_the_final_observation_not_the_next_episode():
     cfg, env, learner = make(max_episode_steps=5)
-    rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 3)).collect(12)
+    rollout = Collector(env, learner, 0.5, envs.episode_seeds(0, 3)).collect(12)
     truncated = rollout.truncated & ~rollout.terminated
     assert truncated.sum() >= 3, "the 5-step time limit must truncate episodes in 12 steps"
     assert rollout.episode_lengths and max(rollout.episode_lengths) <= 5
@@ -29,7 +29,10 @@ def test_truncation_bootstraps_from_the_final_observation_not_the_next_episode()
     obs, _ = replay.reset(seed=envs.episode_seeds(0, 3))
     for t in range(12):
         np.testing.assert_allclose(obs, rollout.observations[t], rtol=1e-6)
-        obs, _, _, trunc, info = replay.step(rollout.actions[t])
+        obs, reward, term, trunc, info = replay.step(rollout.actions[t])
+        np.testing.assert_array_equal(rollout.rewards[t], (reward * 0.5).astype(np.float32))  # reward_scale
+        np.testing.assert_array_equal(rollout.terminated[t], term)
+        np.testing.assert_array_equal(rollout.truncated[t], trunc)
         for i in range(3):
             if truncated[t, i]:
                 np.testing.assert_allclose(rollout.final_observations[t, i], info["final_obs"][i], rtol=1e-6)
@@ -64,26 +67,28 @@ def test_seeded_collection_is_repeatable():
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
-    """Each environment's first episode only: returns and lengths equal a plain Python loop's, with episodes
-    of different lengths (CartPole's untrained policy fails at different steps) and clipped Box actions."""
+    """Each environment's first episode only: returns and lengths equal a plain Python loop's, run after run
+    (the train loop reuses one object), with episodes of different lengths (an untrained CartPole policy fails
+    at different steps) and Box actions."""
     cfg = config.from_dict({"env": {"id": env_id, "num_envs": 4, "max_episode_steps": 30},
                             "model": {"actor_layers": [8], "value_layers": [8]}})
     env = envs.make_vector_env(cfg.env)
     learner = PPOLearner(cfg, envs.spaces_of(env))
-    expected_returns, expected_lengths = np.zeros(4), np.zeros(4, np.int64)
-    obs, _ = env.reset(seed=envs.episode_seeds(3, 4))
-    running = np.ones(4, bool)
-    while running.any():
-        action = learner.greedy(obs).numpy()
-        if env_id == "Pendulum-v1":
-            action = np.clip(action, -2.0, 2.0)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        expected_returns += np.where(running, reward, 0.0)
-        expected_lengths += running
-        running &= ~(terminated | truncated)
+    runner = GreedyEpisodes(learner, 4)  # traced inside its loop first, as in training
+    compiled = []
+    for seed in (3, 4, 3):
+        obs, _ = env.reset(seed=envs.episode_seeds(seed, 4))
+        compiled.append(runner.run(env, obs))
 
-    obs, _ = env.reset(seed=envs.episode_seeds(3, 4))
-    returns, lengths = GreedyEpisodes(learner, 4).run(env, obs)
-    np.testing.assert_array_equal(returns, expected_returns)
-    np.testing.assert_array_equal(lengths, expected_lengths)
-    assert lengths.max() <= 30 and (env_id != "CartPole-v1" or len(set(lengths)) > 1)
+    for seed, (returns, lengths) in zip((3, 4, 3), compiled):
+        expected_returns, expected_lengths = np.zeros(4), np.zeros(4, np.int64)
+        obs, _ = env.reset(seed=envs.episode_seeds(seed, 4))
+        running = np.ones(4, bool)
+        while running.any():
+            obs, reward, terminated, truncated, _ = env.step(learner.greedy(obs).numpy())
+            expected_returns += np.where(running, reward, 0.0)
+            expected_lengths += running
+            running &= ~(terminated | truncated)
+        np.testing.assert_array_equal(returns, expected_returns)
+        np.testing.assert_array_equal(lengths, expected_lengths)
+        assert lengths.max() <= 30 and (env_id != "CartPole-v1" or len(set(lengths)) > 1)
