@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
@@ -30,6 +31,13 @@ class Rollout:
     def arrays(self) -> dict:
         """The tensors the learner trains on (everything but the episode lists)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("episode")}
+
+
+def _env_actions(env, actions: np.ndarray) -> np.ndarray:
+    """What the policy chose, as the environment accepts it: Box actions clipped to their bounds (a Gaussian
+    policy's samples are unbounded), Discrete ones as they are."""
+    space = env.single_action_space
+    return np.clip(actions, space.low, space.high) if isinstance(space, gym.spaces.Box) else actions
 
 
 class Collector:
@@ -87,9 +95,7 @@ class Collector:
 
         Returns [next observation | final observation | reward x reward_scale, terminated, truncated] per
         environment, float32 (the final observation is the truncated episode's real last one, zeros elsewhere)."""
-        if not self.discrete:
-            actions = np.clip(actions, self.env.single_action_space.low, self.env.single_action_space.high)
-        observations, rewards, terminated, truncated, info = self.env.step(actions)
+        observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
         self._returns += rewards
         self._lengths += 1
         n = self.env.num_envs
@@ -147,10 +153,7 @@ class GreedyEpisodes:
 
     def _env_step(self, actions: np.ndarray) -> np.ndarray:
         """[next observation | still in its first episode] per environment."""
-        if not self.learner.spaces.discrete:
-            space = self._env.single_action_space
-            actions = np.clip(actions, space.low, space.high)
-        observations, rewards, terminated, truncated, _ = self._env.step(actions)
+        observations, rewards, terminated, truncated, _ = self._env.step(_env_actions(self._env, actions))
         self._returns += np.where(self._running, rewards, 0.0)
         self._lengths += self._running
         self._running &= ~(terminated | truncated)
