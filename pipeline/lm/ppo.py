@@ -81,14 +81,18 @@ class LMPPOLearner:
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
-    def step(self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict:
-        """Samples, scores with score_fn(prompt_ids, responses) -> one float each, and updates. Returns stats."""
+    def step(self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+             ) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Samples, scores with score_fn(prompt_ids, responses) -> one float each, and updates.
+
+        Returns the stats, the [B, P + R] sampled sequences and score_fn's [B] scores (before the missing-EOS
+        penalty and the KL term)."""
         s = self.settings
         sequences = self.generate(prompt_ids)
         prompt_length = np.shape(prompt_ids)[1]
         responses = sequences[:, prompt_length:]
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
-        scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
+        raw_scores = scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
         if s.missing_eos_penalty is not None and self.eos_id is not None:
             scores = (scores - s.missing_eos_penalty * ~(responses == self.eos_id).any(axis=1)).astype(np.float32)
         stats = {k: float(v) for k, v in self.update(sequences, mask, scores, prompt_length).items()}
@@ -98,7 +102,7 @@ class LMPPOLearner:
         stats["val/num_eos_tokens"] = float((responses == self.eos_id).sum()) if self.eos_id is not None else 0.0
         stats["objective/scores"] = float(scores.mean())
         self.iteration.assign_add(1)
-        return stats, sequences
+        return stats, sequences, raw_scores
 
     def update(self, sequences, mask, scores, prompt_length: int) -> dict:
         """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: stat tensors."""

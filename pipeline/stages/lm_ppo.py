@@ -53,14 +53,15 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             prompts = data.train_prompts[rng.choice(len(data.train_prompts), p.batch_size,
                                                     replace=len(data.train_prompts) < p.batch_size)]
             start = time.perf_counter()
-            stats, sequences = learner.step(prompts, rewards.proxy)
+            stats, sequences, scores = learner.step(prompts, rewards.proxy)
             seconds = time.perf_counter() - start
             if rewards.learned:
                 stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, sequences[:, prompts.shape[1]:])))
             stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
             summaries.scalars(stats, step=iteration + 1)
             if p.sample_every and iteration % p.sample_every == 0:
-                _sample_table(data, rewards, prompts[:SAMPLE_ROWS], sequences[:SAMPLE_ROWS], step=iteration + 1)
+                _sample_table(data, prompts[:SAMPLE_ROWS], sequences[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
+                              step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0 or preemption.requested():
                 manager.save(checkpoint_number=iteration + 1)
@@ -73,11 +74,10 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
 
 
-def _sample_table(data: LMData, rewards: Rewards, prompts, sequences, step: int) -> None:
+def _sample_table(data: LMData, prompts, sequences, scores, step: int) -> None:
     """What the policy writes now, as TRL's trainer shows it every num_sample_generations: prompt | response |
-    reward (the proxy reward function, before the missing-EOS penalty and the KL term)."""
+    reward (the proxy reward PPO was given, before the missing-EOS penalty and the KL term)."""
     responses = sequences[:, prompts.shape[1]:]
-    scores = np.asarray(rewards.proxy(prompts, responses), np.float64)
     rows = [(prompt, response, f"{score:.3f}")
             for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)]
     summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)

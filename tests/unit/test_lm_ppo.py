@@ -36,7 +36,7 @@ def prompts(rng, batch=32):
     (False, {"value_model": "separate", "gradient_accumulation_steps": 2, "precision": "mixed_bfloat16"})])
 def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit, options):
     learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit, **options)
-    stats, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
+    stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
     assert stats["objective/kl"] == 0.0
     assert stats["policy/first_ratio_max_deviation"] == 0.0
     assert stats["objective/non_score_reward"] == 0.0
@@ -48,7 +48,7 @@ def test_ppo_learns_to_emit_the_rewarded_token():
     rates = [learner.step(prompts(rng), target_token_rate)[0]["objective/scores"] for _ in range(30)]
     assert np.mean(rates[:3]) < 0.15  # about 1/16 at the start
     assert np.mean(rates[-5:]) > 0.6, rates
-    stats, _ = learner.step(prompts(rng), target_token_rate)
+    stats, _, _ = learner.step(prompts(rng), target_token_rate)
     assert stats["objective/kl"] > 0.0  # the policy moved away from the frozen reference
 
 
@@ -57,7 +57,7 @@ def test_adaptive_kl_coefficient_moves_toward_its_target():
     rng = np.random.default_rng(1)
     coefs = []
     for _ in range(6):
-        stats, _ = learner.step(prompts(rng), target_token_rate)
+        stats, _, _ = learner.step(prompts(rng), target_token_rate)
         coefs.append(float(learner.kl_coef))
     # The KL grows past the small target as the policy learns, so the coefficient must rise.
     assert stats["objective/kl"] > 0.01 and coefs[-1] > 0.01 and coefs == sorted(coefs)
@@ -81,10 +81,12 @@ def test_response_mask_and_missing_eos_penalty():
     assert lm_lib.response_mask(tf.constant([[1, 1]]), eos_id=None).numpy().tolist() == [[1, 1]]
     learner = make(eos_id=TARGET, missing_eos_penalty=1.0)
     rng = np.random.default_rng(0)
-    stats, sequences = learner.step(prompts(rng), lambda p, r: np.zeros(len(r)))
+    stats, sequences, scores = learner.step(prompts(rng), lambda p, r: np.arange(len(r), dtype=float))
     responses = sequences[:, 4:]
     missing = (~(responses == TARGET).any(axis=1)).mean()
-    assert stats["objective/scores"] == pytest.approx(-missing)
+    assert 0 < missing < 1
+    assert stats["objective/scores"] == pytest.approx(np.arange(len(responses)).mean() - missing)
+    np.testing.assert_array_equal(scores, np.arange(len(responses)))  # what score_fn said, before the penalty
 
 
 def test_sampling_logits_keep_the_top_k_and_the_top_p_nucleus():
@@ -167,5 +169,5 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
     logits, _ = lm_lib.forward(learner.policy, tf.constant(prompts(np.random.default_rng(0), batch=2)))
     assert logits.dtype == tf.bfloat16
     assert {tf.as_dtype(v.dtype) for v in learner.variables} == {tf.float32}
-    stats, _ = learner.step(prompts(np.random.default_rng(6)), target_token_rate)
+    stats, _, _ = learner.step(prompts(np.random.default_rng(6)), target_token_rate)
     assert np.isfinite(stats["loss/policy"]) and np.isfinite(stats["loss/value"])
