@@ -53,8 +53,9 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults) -> k
         seed = tf.where(seed < 0, tf.random.uniform([], 0, tf.int64.max, tf.int64), seed)
         sequences = lm_lib.sample(lm, ids, max_new_tokens, tf.maximum(temperature, 0.0), tf.stack([seed, 0]),
                                   defaults.top_k, defaults.top_p, prompt_lengths=lengths, eos_id=eos_id)
-        # A completion: the tokens after its own prompt, up to (not including) its first EOS.
-        generated = tf.range(tf.shape(sequences)[1])[None, :] >= lengths[:, None]
+        # A completion: its max_new_tokens after its own prompt, up to (not including) its first EOS.
+        positions = tf.range(tf.shape(sequences)[1])[None, :]
+        generated = (positions >= lengths[:, None]) & (positions < lengths[:, None] + max_new_tokens)
         ended = tf.cumsum(tf.cast(generated & tf.equal(sequences, eos_id), tf.int32), axis=1) > 0
         completion = tf.ragged.boolean_mask(sequences, generated & ~ended)
         # Byte-level BPE can stop inside a multi-byte character. TF Serving's REST API returns strings as JSON

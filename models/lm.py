@@ -1,8 +1,8 @@
 """Causal-LM policy for RLHF: a keras-hub GPT-2 (Keras 3) with a scalar value head, and KV-cache sampling.
 
-Built from constructors (no presets: nothing is downloaded). Sampling and scoring share one function for the
-token distribution (`token_log_probs`), so the distribution a token was drawn from is exactly the one PPO
-scores it under: at iteration 0 the policy/reference KL is 0 and the first ratio is 1, exactly.
+Built from constructors (no presets: nothing is downloaded). Sampling and scoring share one definition of the
+token distribution (`sampling_logits`: temperature, top-k, top-p), so the distribution a token was drawn from is
+the one PPO scores it under: at iteration 0 the policy/reference KL is 0 and the first ratio is 1, to rounding.
 """
 
 from __future__ import annotations
@@ -86,10 +86,31 @@ def sampling_logits(logits, temperature, top_k: int = 0, top_p: float = 1.0):
     return logits
 
 
-def token_log_probs(logits, tokens, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-    """log p(token) under the sampling distribution (`sampling_logits`)."""
-    log_probs = tf.nn.log_softmax(sampling_logits(logits, temperature, top_k, top_p), axis=-1)
-    return tf.gather(log_probs, tokens, axis=-1, batch_dims=len(tokens.shape))
+def kept_tokens(logits, tokens, temperature, top_k: int = 0, top_p: float = 1.0):
+    """[..., V] bool: the tokens `sampling_logits` keeps, and the drawn `tokens` [...] whatever it says.
+
+    PPO fixes this set when it scores a batch and keeps it for every update on that batch: the policy, the
+    reference and the updated policy are all scored on it (`token_log_probs(..., kept=)`), so every sampled
+    token has a finite log-probability under each (a drawn token is in the set even where the scoring pass's
+    logits, computed by other kernels than the sampler's, put it a rounding error outside the filter).
+    """
+    kept = sampling_logits(logits, temperature, top_k, top_p) > FILTERED_LOGIT
+    return kept | tf.one_hot(tokens, tf.shape(logits)[-1], on_value=True, off_value=False)
+
+
+def token_log_probs(logits, tokens, temperature: float = 1.0, kept=None):
+    """log p(token) under softmax(logits / temperature), renormalised over `kept` ([..., V] bool) when given."""
+    return log_probs_and_entropy(logits, tokens, temperature, kept)[0]
+
+
+def log_probs_and_entropy(logits, tokens, temperature: float = 1.0, kept=None):
+    """(log p(token), entropy) of softmax(logits / temperature), renormalised over `kept` when given."""
+    logits = tf.cast(logits, tf.float32) / temperature
+    if kept is not None:
+        logits = tf.where(kept, logits, FILTERED_LOGIT)
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    entropy = -tf.reduce_sum(tf.exp(log_probs) * log_probs, axis=-1)  # a filtered token: 0 * (-1e9) = 0
+    return tf.gather(log_probs, tokens, axis=-1, batch_dims=len(tokens.shape)), entropy
 
 
 def draw(logits, seed):
@@ -123,9 +144,11 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     """Samples after the prompts with the KV cache; returns [B, P + max_new_tokens] token ids.
 
     prompt_ids: [B, P]; rows shorter than P are right-padded and `prompt_lengths` [B] says where each ends (the
-    loop starts at the shortest and keeps each row's own prompt tokens until it ends, as keras-hub does).
+    loop starts at the shortest and keeps each row's own prompt tokens until it ends, as keras-hub does). Every
+    row gets max_new_tokens of its own: a short prompt's row stops after them (keras-hub's generate fills each row
+    to the longest prompt + max_new_tokens, so a short prompt got more), its later positions left as they are.
     temperature: a positive value samples from `sampling_logits`; 0 is greedy. `seed`: stateless, shape [2].
-    With eos_id, stops once every row has sampled it (later positions are left as they are).
+    With eos_id, a row also stops once it has sampled EOS; the loop ends when every row has stopped.
     """
     batch, width = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
     if prompt_lengths is None:
@@ -149,10 +172,11 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
         step_seed = tf.random.experimental.stateless_fold_in(seed, index)
         drawn = tf.cast(draw(sampling_logits(next_logits, positive, top_k, top_p), step_seed), token_ids.dtype)
         greedy = tf.argmax(next_logits, axis=-1, output_type=token_ids.dtype)
-        generated = index >= prompt_lengths
+        generated = (index >= prompt_lengths) & ~done
         token = tf.where(generated, tf.where(temperature > 0.0, drawn, greedy), token_ids[:, index])
         token_ids = tf.tensor_scatter_nd_update(
             token_ids, tf.stack([tf.range(batch), tf.fill([batch], index)], axis=1), token)
+        done = done | (index + 1 >= prompt_lengths + max_new_tokens)
         if eos_id is not None:
             done = done | (generated & tf.equal(token, eos_id))
         logits, caches = _cached_step(lm, token[:, None], caches, index)

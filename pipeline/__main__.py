@@ -4,8 +4,9 @@
 and `export RUN_DIR` work on an existing run. Stages run in order (environment -> model -> train -> evaluate ->
 export), talking through typed objects and the run directory. Re-running on a run directory resumes from its
 last checkpoint.
-Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure, 143 stopped by
-SIGTERM (after a checkpoint where the stage has them; re-run to continue).
+Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure (among them a
+reward function or environment returning bad numbers, or a non-finite loss: stopped before the next checkpoint
+or export), 143 stopped by SIGTERM (after a checkpoint where the stage has them; re-run to continue).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (sets TensorFlow's environment first)
 from pipeline import config as config_lib
-from pipeline import preemption
+from pipeline import guards, preemption
 from pipeline.envs import check_environment
 from pipeline.rundir import RunDir
 
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except guards.RunError as e:  # bad numbers from a reward function, an environment or an update: no traceback
+        log.error("%s failed: %s", args.command, e)
+        return 1
     except preemption.Preempted as e:
         log.warning("%s: %s; re-run the same command to continue", args.command, e)
         return preemption.EXIT_CODE

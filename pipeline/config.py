@@ -57,21 +57,23 @@ class TrainConfig:
                               choices=["constant", "linear"])
     clip_ratio: float = _field(0.2, "PPO's epsilon: the probability ratio is clipped to [1-eps, 1+eps].",
                                low=0.0, low_open=True, high=1.0)
-    value_clip: Optional[float] = _field(None, "Clip value updates to +-this around the rollout's values; null: off.",
-                                         low=0.0, low_open=True)
+    value_clip: Optional[float] = _field(None, "Clip value predictions to +-this around the rollout's values in the "
+                                         "value loss (SB3's clip_range_vf); null: off.", low=0.0, low_open=True)
     gamma: float = _field(0.99, "Discount factor.", low=0.0, high=1.0)
     gae_lambda: float = _field(0.95, "GAE lambda (1 = Monte Carlo returns, 0 = one-step TD).", low=0.0, high=1.0)
     entropy_coef: float = _field(0.0, "Weight of the entropy bonus.", low=0.0)
-    value_coef: float = _field(0.5, "Weight of the value loss.", low=0.0)
+    value_coef: float = _field(0.5, "Weight of the value loss, the mean squared error with no 1/2 (SB3's vf_coef; the "
+                               "same convention as ppo.value_coef).", low=0.0, low_open=True)
     max_grad_norm: Optional[float] = _field(0.5, "Global gradient-norm clip; null disables it.",
                                             low=0.0, low_open=True)
     normalize_observations: bool = _field(True, "Running mean/std observation normaliser, saved inside the policy.")
     reward_scale: float = _field(1.0, "Rewards are multiplied by this for learning (reported returns are raw).",
                                  low=0.0, low_open=True)
-    normalize_advantages: bool = _field(True, "Whiten advantages per minibatch.")
+    normalize_advantages: bool = _field(True, "Whiten advantages over each rollout, before minibatches are cut "
+                                        "(TF-Agents and TRL; SB3 and CleanRL whiten each minibatch).")
     target_kl: Optional[float] = _field(
-        None, "Stop an iteration's epochs early once a minibatch's approximate KL to the rollout's policy exceeds "
-              "1.5 x this, before its step (Stable-Baselines3's rule); null: always run every epoch.",
+        None, "Early stop: end an iteration's epochs once a minibatch's approximate KL (k3) to the rollout's policy "
+              "exceeds 1.5 x this, before its step (Stable-Baselines3's rule); null: always run every epoch.",
         low=0.0, low_open=True)
     adam_epsilon: float = _field(1e-5, "Adam epsilon (1e-5 as in the PPO reference implementations).",
                                  low=0.0, low_open=True)
@@ -120,6 +122,8 @@ class LMModelConfig:
     num_heads: int = _field(2, "Attention heads (must divide hidden_dim).", low=1)
     hidden_dim: int = _field(64, "Width of the residual stream.", low=1)
     intermediate_dim: int = _field(256, "Width of each feed-forward block (GPT-2: 4 x hidden_dim).", low=1)
+    max_sequence_length: int = _field(64, "Positions the model has: data.sequence_length and data.prompt_tokens + "
+                                      "ppo.max_new_tokens must fit (fixed for a run directory).", low=2)
     precision: str = _field("float32", "Keras dtype policy: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
                             "weights; fast on recent GPUs, slow on CPUs without bfloat16 units).",
                             choices=["float32", "mixed_bfloat16"])
@@ -165,29 +169,36 @@ class LMPPOConfig:
     max_new_tokens: int = _field(24, "Tokens sampled per response (an EOS ends it earlier).", low=1)
     temperature: float = _field(1.0, "Sampling temperature; scoring uses the same distribution.",
                                 low=0.0, low_open=True)
-    top_k: int = _field(0, "Sample from the k likeliest tokens only (0: all); PPO scores under the same filter.",
+    top_k: int = _field(0, "Sample from the k likeliest tokens only (0: all, as TRL's PPO samples); PPO scores the "
+                        "policy and the reference on each position's kept set, fixed when the batch is sampled.",
                         low=0)
-    top_p: float = _field(1.0, "Sample from the smallest set holding this much probability (1: all).",
-                          low=0.0, low_open=True, high=1.0)
+    top_p: float = _field(1.0, "Sample from the smallest set holding this much probability (1: all); scored as "
+                          "top_k.", low=0.0, low_open=True, high=1.0)
     learning_rate: float = _field(1e-4, "Adam learning rate of the policy and value head.", low=0.0, low_open=True)
     num_epochs: int = _field(4, "Passes over each batch.", low=1)
     num_minibatches: int = _field(1, "Minibatches per epoch; must divide batch_size.", low=1)
-    gradient_accumulation_steps: int = _field(1, "Micro-batches per minibatch, gradients averaged before one "
-                                              "optimizer step (memory, not maths); must divide the minibatch.", low=1)
+    gradient_accumulation_steps: int = _field(1, "Micro-batches per minibatch, gradients summed before one "
+                                              "optimizer step, every token weighing the same (memory, not maths); "
+                                              "must divide the minibatch.", low=1)
     value_model: str = _field("shared", "shared: a value head on the policy's trunk; separate: a copy of the SFT "
                               "model with its own head (TRL's layout; twice the compute).",
                               choices=["shared", "separate"])
     clip_ratio: float = _field(0.2, "Policy ratio clip.", low=0.0, low_open=True, high=1.0)
-    clip_value: float = _field(0.2, "Value clip around the rollout's values.", low=0.0, low_open=True)
-    value_coef: float = _field(0.1, "Weight of the value loss (TRL's vf_coef).", low=0.0)
+    value_clip: float = _field(0.2, "Clip value predictions to +-this around the rollout's values in the value loss "
+                               "(TRL's cliprange_value).", low=0.0, low_open=True)
+    value_coef: float = _field(0.05, "Weight of the value loss, the mean squared error with no 1/2 (as "
+                               "train.value_coef; TRL's loss has a 1/2, so its vf_coef 0.1 is 0.05 here).",
+                               low=0.0, low_open=True)
     gamma: float = _field(1.0, "Discount over tokens.", low=0.0, high=1.0)
     gae_lambda: float = _field(0.95, "GAE lambda over tokens.", low=0.0, high=1.0)
     kl_coef: float = _field(0.05, "KL penalty coefficient (the start value when adaptive).", low=0.0)
     kl_estimator: str = _field("k1", "Per-token KL estimator: k1 (log ratio) or k3 (never negative).",
                                choices=["k1", "k3"])
-    kl_target: Optional[float] = _field(None, "Set: adapt kl_coef toward this KL per sequence (Ziegler et al.).",
+    adaptive_kl_target: Optional[float] = _field(
+        None, "Set: adapt kl_coef after each iteration toward this KL to the reference, per sequence (Ziegler et al.; "
+              "not an early stop like train.target_kl); null: kl_coef stays fixed.", low=0.0, low_open=True)
+    adaptive_kl_horizon: float = _field(10_000.0, "With adaptive_kl_target: the adaptation's horizon, in sequences.",
                                         low=0.0, low_open=True)
-    kl_horizon: float = _field(10_000.0, "Adaptive KL horizon, in sequences.", low=0.0, low_open=True)
     whiten_rewards: bool = _field(False, "Whiten per-token rewards over each batch.")
     max_grad_norm: float = _field(1.0, "Global gradient-norm clip.", low=0.0, low_open=True)
     missing_eos_penalty: Optional[float] = _field(None, "Subtracted from the score of a response with no EOS.",
@@ -218,7 +229,8 @@ class _Root:
 class Config(_Root):
     """task: gym (the default): PPO on a gymnasium environment."""
     task = "gym"
-    resume_locked = ("env", "model")  # a checkpoint only fits the environment and networks it was made with
+    # A checkpoint only fits the environment and networks it was made with (and the normaliser, if any).
+    resume_locked = ("env", "model", "train.normalize_observations")
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -230,7 +242,7 @@ class Config(_Root):
 class LMConfig(_Root):
     """task: lm: PPO fine-tuning of a causal language model (data -> sft -> ppo -> evaluate -> export)."""
     task = "lm"
-    resume_locked = ("data", "model")
+    resume_locked = ("data", "model", "ppo.value_model")  # the tokenizer, the networks and their checkpoints
     data: LMDataConfig = dataclasses.field(default_factory=LMDataConfig)
     model: LMModelConfig = dataclasses.field(default_factory=LMModelConfig)
     sft: SFTConfig = dataclasses.field(default_factory=SFTConfig)
@@ -388,6 +400,16 @@ def _check_cross_field(cfg) -> None:
             raise ConfigError(f"ppo.gradient_accumulation_steps: {cfg.ppo.gradient_accumulation_steps} does not "
                               f"divide the minibatch ppo.batch_size / ppo.num_minibatches = {minibatch}; "
                               f"allowed values: its divisors")
+        positions = cfg.model.max_sequence_length
+        if cfg.data.sequence_length > positions:
+            raise ConfigError(f"data.sequence_length: {cfg.data.sequence_length} does not fit "
+                              f"model.max_sequence_length {positions}; allowed values: 4 to {positions} (or raise "
+                              f"model.max_sequence_length, in a new run directory)")
+        if cfg.data.prompt_tokens + cfg.ppo.max_new_tokens > positions:
+            raise ConfigError(f"ppo.max_new_tokens: {cfg.ppo.max_new_tokens} does not fit: data.prompt_tokens "
+                              f"({cfg.data.prompt_tokens}) + ppo.max_new_tokens must be <= model.max_sequence_length "
+                              f"({positions}); allowed values: 1 to {positions - cfg.data.prompt_tokens} (or raise "
+                              f"model.max_sequence_length, in a new run directory)")
         if cfg.model.hidden_dim % cfg.model.num_heads:
             raise ConfigError(f"model.num_heads: {cfg.model.num_heads} does not divide model.hidden_dim "
                               f"{cfg.model.hidden_dim}; allowed values: its divisors")

@@ -19,9 +19,11 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
 from models.actor_critic import build_actor_and_value, specs
+from pipeline import guards
 from pipeline.config import Config
 from pipeline.envs import Spaces
 from pipeline.rl.advantages import explained_variance, gae
+from pipeline.rl.estimators import k3, whiten
 
 # Statistics `update` returns, averaged over the minibatch steps taken (entropy and KL: the final policy), and
 # n_updates.
@@ -95,6 +97,7 @@ class PPOLearner(tf.Module):
         self._max_grad_norm, self._normalize_advantages = t.max_grad_norm, t.normalize_advantages
         self._normalize_observations = t.normalize_observations
         self._target_kl = t.target_kl
+        self._value_coef = t.value_coef
         self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
         tf.keras.utils.set_random_seed(cfg.env.seed)
         obs_spec, self.action_spec = specs(spaces)
@@ -118,7 +121,7 @@ class PPOLearner(tf.Module):
         self.counters = TrainCounters()
         self._observation_spec = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
         # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
-        self.train_on_rollout = tf.function(self._train_on_rollout, autograph=False)
+        self._compiled_train = tf.function(self._train_on_rollout, autograph=False)
 
     # Traced on first use (~0.06 s each): training itself needs neither.
     @functools.cached_property
@@ -158,12 +161,20 @@ class PPOLearner(tf.Module):
 
     # === Learning ===
 
-    def _train_on_rollout(self, rollout):
+    def train_on_rollout(self, rollout: dict) -> tuple[dict, tf.Tensor]:
         """GAE over the (time, env) rollout, then epochs x minibatches of clipped-surrogate steps.
 
-        `rollout` is a dict of the pipeline.rollout.Rollout arrays. Returns the update statistics plus
-        explained_variance and the advantages (for a histogram).
+        `rollout` is a dict of the pipeline.rollout.Rollout arrays. Returns the update statistics (tensors) plus
+        explained_variance, and the advantages (for a histogram). Raises guards.NonFiniteError if a loss, gradient
+        or weight was not finite (the update stops at that step; nothing is saved).
         """
+        stats, advantages = self._compiled_train(rollout)
+        finite = stats.pop("finite")
+        guards.check(finite, "train", "loss, gradient or weight",
+                     f"at gradient step {int(self.agent.train_step_counter)}")
+        return stats, advantages
+
+    def _train_on_rollout(self, rollout):
         flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0)) for k, v in rollout.items()
                 if k in ("observations", "actions", "log_probs", "final_observations")}
         time_env = tf.shape(rollout["rewards"])
@@ -182,20 +193,19 @@ class PPOLearner(tf.Module):
         return stats, advantages
 
     def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
-        """Epochs x minibatches of clipped-surrogate steps on one flattened rollout (fewer with target_kl)."""
+        """Epochs x minibatches of clipped-surrogate steps on one flattened rollout (fewer with target_kl, or at a
+        non-finite loss or gradient)."""
         batch = tf.shape(observations)[0]
         size = batch // self._minibatches
         steps = self._epochs * self._minibatches
+        if self._normalize_advantages:  # over the rollout, not per minibatch (pipeline/rl/estimators.py)
+            advantages = whiten(advantages)
 
         def gradient_step(mb):
-            mb_adv = mb["advantages"]
-            if self._normalize_advantages:
-                mean, var = tf.nn.moments(mb_adv, axes=[0])
-                mb_adv = (mb_adv - mean) / (tf.sqrt(var) + 1e-8)
             with tf.GradientTape() as tape:
                 loss = self.agent.get_loss(
-                    self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"], mb_adv,
-                    action_distribution_parameters=(), weights=tf.ones([size]),
+                    self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"],
+                    mb["advantages"], action_distribution_parameters=(), weights=tf.ones([size]),
                     train_step=self.agent.train_step_counter, debug_summaries=False,
                     old_value_predictions=mb["old_values"], training=True)
             grads = tape.gradient(loss.loss, self.variables_to_train)
@@ -204,29 +214,37 @@ class PPOLearner(tf.Module):
                 grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
             self.optimizer.apply_gradients(zip(grads, self.variables_to_train))
             self.agent.train_step_counter.assign_add(1)
-            return tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss,
-                             loss.extra.clip_fraction, grad_norm])
+            # TF-Agents' value_estimation_loss is weighted by value_coef; logged unweighted, as SB3 and TRL log it.
+            stats = tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss / self._value_coef,
+                              loss.extra.clip_fraction, grad_norm])
+            return stats, tf.math.is_finite(loss.loss) & tf.math.is_finite(grad_norm)
 
         rollout = dict(observations=observations, actions=actions, old_log_probs=old_log_probs,
                        advantages=advantages, returns=returns, old_values=old_values)
 
-        def minibatch_step(step, order, totals, taken, stop):
+        def minibatch_step(step, order, totals, taken, stop, finite):
             order = tf.cond(step % self._minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             start = (step % self._minibatches) * size
             mb = {k: tf.gather(v, order[start:start + size]) for k, v in rollout.items()}
             if self._target_kl is None:
-                return step + 1, order, totals + gradient_step(mb), taken + 1, stop
+                stats, finite = gradient_step(mb)
+                return step + 1, order, totals + stats, taken + 1, stop, finite
             _, kl = self._entropy_and_kl(mb["observations"], mb["actions"], mb["old_log_probs"])
             stop = kl > 1.5 * self._target_kl
-            totals, taken = tf.cond(stop, lambda: (totals, taken), lambda: (totals + gradient_step(mb), taken + 1))
-            return step + 1, order, totals, taken, stop
 
-        _, _, totals, taken, _ = tf.while_loop(
-            lambda step, order, totals, taken, stop: tf.logical_and(step < steps, tf.logical_not(stop)),
-            minibatch_step, (tf.constant(0), tf.range(batch), tf.zeros([4]), tf.constant(0), tf.constant(False)),
+            def take_step():
+                stats, ok = gradient_step(mb)
+                return totals + stats, taken + 1, ok
+
+            totals, taken, finite = tf.cond(stop, lambda: (totals, taken, finite), take_step)
+            return step + 1, order, totals, taken, stop, finite
+
+        _, _, totals, taken, _, finite = tf.while_loop(
+            lambda step, order, totals, taken, stop, finite: (step < steps) & ~stop & finite, minibatch_step,
+            (tf.constant(0), tf.range(batch), tf.zeros([4]), tf.constant(0), tf.constant(False), tf.constant(True)),
             shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([4]), tf.TensorShape([]),
-                              tf.TensorShape([])))
+                              tf.TensorShape([]), tf.TensorShape([])))
         entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
         with tf.control_dependencies([entropy, approx_kl]):
             # After the epochs: the stored log-probs were computed with the old statistics.
@@ -235,13 +253,14 @@ class PPOLearner(tf.Module):
         means = totals / tf.cast(tf.maximum(taken, 1), tf.float32)
         stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
         stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
+        stats["finite"] = finite & guards.all_finite(self.variables_to_train)
         return stats
 
     def _entropy_and_kl(self, observations, actions, old_log_probs):
         """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the current policy."""
         dist = self.distribution(observations)
         log_ratio = common.log_probability(dist, actions, self.action_spec) - old_log_probs
-        approx_kl = tf.reduce_mean(tf.exp(log_ratio) - 1.0 - log_ratio)
+        approx_kl = tf.reduce_mean(k3(log_ratio))
         entropy = tf.reduce_mean(common.entropy(dist, self.action_spec))
         return entropy, approx_kl
 

@@ -12,6 +12,8 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
+from pipeline.guards import NonFiniteError
+
 
 @dataclasses.dataclass
 class Rollout:
@@ -40,6 +42,33 @@ def _env_actions(env, actions: np.ndarray) -> np.ndarray:
     return np.clip(actions, space.low, space.high) if isinstance(space, gym.spaces.Box) else actions
 
 
+def check_env_outputs(env, stage: str, observations, rewards=None) -> None:
+    """Raises NonFiniteError, naming the environment, what it returned and where, if an observation or reward is
+    NaN or infinite: the policy and the value targets must never see one."""
+    for what, values in (("observation", observations), ("reward", rewards)):
+        if values is None:
+            continue
+        values = np.asarray(values, np.float64).reshape(len(values), -1)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = np.argwhere(~finite)
+            name = env.spec.id if env.spec is not None else type(env).__name__
+            raise NonFiniteError(f"{stage}: environment {name} returned a non-finite {what} "
+                                 f"({values[tuple(bad[0])]}) in its sub-environment {bad[0][0]}; stopped before "
+                                 f"training on it: the latest checkpoint is the last good one")
+
+
+def _run_reraising(owner, fn, *args):
+    """Calls a compiled loop whose numpy_function may fail; re-raises the original error, not TensorFlow's wrapper."""
+    owner._error = None
+    try:
+        return fn(*args)
+    except tf.errors.OpError:
+        if owner._error is not None:
+            raise owner._error from None
+        raise
+
+
 class Collector:
     """The whole rollout is one compiled call: a graph loop that samples actions and steps the Python
     environment through `tf.numpy_function` (TF-Agents' drivers do the same). A call per step from Python
@@ -49,6 +78,7 @@ class Collector:
         self.env, self.learner, self.reward_scale = env, learner, reward_scale
         self.discrete = learner.spaces.discrete
         observations, _ = env.reset(seed=seeds)
+        check_env_outputs(env, "train", observations)
         self.observations = observations.astype(np.float32)
         self._obs_size = int(np.prod(self.observations.shape[1:]))
         self._returns = np.zeros(env.num_envs)
@@ -61,7 +91,8 @@ class Collector:
             self._compiled[steps] = self._compile(steps)
         self._finished_returns, self._finished_lengths = [], []
         # The loop returns Rollout's per-step arrays in field order, then the observations after the last step.
-        *arrays, self.observations = (x.numpy() for x in self._compiled[steps](self.observations))
+        outputs = _run_reraising(self, self._compiled[steps], self.observations)
+        *arrays, self.observations = (x.numpy() for x in outputs)
         return Rollout(*arrays, self.observations, self._finished_returns, self._finished_lengths)
 
     def _compile(self, steps: int):
@@ -74,7 +105,7 @@ class Collector:
             def step(t, observations, arrays):
                 actions, log_probs = self.learner.sample(observations)
                 # One packed output: each output of a numpy_function costs ~15 us of conversion in TF's Python.
-                packed = tf.numpy_function(self._env_step, [actions], tf.float32, stateful=True)
+                packed = tf.numpy_function(self._env_step, [actions, log_probs], tf.float32, stateful=True)
                 packed.set_shape([n, 2 * obs_size + 3])
                 next_observations, final_observations, flags = tf.split(packed, [obs_size, obs_size, 3], axis=1)
                 next_observations = tf.reshape(next_observations, observations.shape)
@@ -90,12 +121,21 @@ class Collector:
         signature = tf.TensorSpec([n, *obs_shape], tf.float32)
         return tf.function(rollout, input_signature=[signature], autograph=False).get_concrete_function()
 
-    def _env_step(self, actions: np.ndarray) -> np.ndarray:
+    def _env_step(self, actions: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
         """One environment step, called from inside the compiled loop; keeps the episode bookkeeping.
 
         Returns [next observation | final observation | reward x reward_scale, terminated, truncated] per
         environment, float32 (the final observation is the truncated episode's real last one, zeros elsewhere)."""
-        observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
+        try:
+            if not np.isfinite(log_probs).all():  # NaN logits draw any index: never hand it to the environment
+                raise NonFiniteError("train: the policy's log-probabilities of its sampled actions are not finite "
+                                     "(its weights or observation normaliser overflowed); stopped before stepping "
+                                     "the environment: the latest checkpoint is the last good one")
+            observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
+            check_env_outputs(self.env, "train", observations, rewards)
+        except NonFiniteError as e:
+            self._error = e  # re-raised by collect(), out of TensorFlow's wrapper
+            raise
         self._returns += rewards
         self._lengths += 1
         n = self.env.num_envs
@@ -136,8 +176,9 @@ class GreedyEpisodes:
         self._env = env
         self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
         self._running = np.ones(self.num_envs, bool)
+        check_env_outputs(env, "evaluate", observations)
         try:
-            self._loop(np.asarray(observations, np.float32))
+            _run_reraising(self, self._loop, np.asarray(observations, np.float32))
         finally:
             self._env = None
         return self._returns, self._lengths
@@ -154,6 +195,11 @@ class GreedyEpisodes:
     def _env_step(self, actions: np.ndarray) -> np.ndarray:
         """[next observation | still in its first episode] per environment."""
         observations, rewards, terminated, truncated, _ = self._env.step(_env_actions(self._env, actions))
+        try:
+            check_env_outputs(self._env, "evaluate", observations, rewards)
+        except NonFiniteError as e:
+            self._error = e
+            raise
         self._returns += np.where(self._running, rewards, 0.0)
         self._lengths += self._running
         self._running &= ~(terminated | truncated)

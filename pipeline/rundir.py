@@ -55,20 +55,29 @@ class RunDir:
         return config_lib.load(self.config_path)
 
     def save_config(self, cfg: config_lib.Config) -> None:
-        """Refuses to resume with a different environment or model: the checkpoint would not fit them."""
+        """Refuses to resume with what the checkpoints cannot fit (`resume_locked`: the environment or data, the
+        model, ...), before any work starts."""
         if self.config_path.exists():
             old = config_lib.load(self.config_path)
             if old.task != cfg.task:
                 raise config_lib.ConfigError(f"task: {cfg.task} differs from the run directory's {old.task}; "
                                              f"use a new --run-dir")
-            for section in cfg.resume_locked:
-                if getattr(old, section) != getattr(cfg, section):
+            for path in cfg.resume_locked:
+                before, now = _get(old, path), _get(cfg, path)
+                if before != now:
                     raise config_lib.ConfigError(
-                        f"{section}: differs from the run directory's {self.config_path} "
-                        f"({getattr(old, section)} vs {getattr(cfg, section)}); a checkpoint cannot resume with a "
-                        f"different {section}: use a new --run-dir")
+                        f"{path}: {now} differs from the run directory's {before} ({self.config_path}); its "
+                        f"checkpoints cannot resume with a different {path}: use a new --run-dir")
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.config_path, config_lib.to_yaml(cfg))
+
+
+def _get(cfg, path: str):
+    """A section (`model`) or one key (`train.normalize_observations`) of a config."""
+    value = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -56,10 +56,10 @@ def lm_config(tmp_path, reward=None, **ppo):
     return path
 
 
-def run_driver(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
-    """The driver exactly as a scheduled job runs it: a separate process, from the repository root."""
+def run_driver(*args, timeout=600, cwd=REPO, **kwargs) -> subprocess.CompletedProcess:
+    """The driver exactly as a scheduled job runs it: a separate process, from the repository root (or cwd)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

@@ -4,11 +4,18 @@ One iteration, in TRL's order:
   1. sample responses with the KV cache;
   2. score them: policy and reference log-probs, values (one forward pass each);
   3. rewards: the scorer's score on the last real token, minus kl_coef * KL on every token;
-  4. (optional) whiten rewards; 5. GAE over tokens; 6. whiten advantages;
+  4. (optional) whiten rewards; 5. GAE over tokens; 6. whiten advantages (over the batch);
   7. epochs x minibatches of clipped policy and value losses, gradients clipped on their global norm;
   8. adapt the KL coefficient toward its target.
 Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
 sampling is XLA-compiled by default.
+
+With top-k / top-p the policy is the filtered distribution tokens are drawn from. The kept set of each response
+position is fixed when the batch is scored (step 2) and used for the whole update: the policy before and after
+each gradient step and the reference are all scored on it, renormalised. So every log-probability of a sampled
+token is finite, the first ratio is 1, the KL penalty compares the two models over the tokens the policy could
+draw, and the gradient at the rollout's parameters is the filtered policy's own (the set is piecewise constant in
+the parameters). TRL samples unfiltered in PPO (top_k 0, top_p 1: this config's defaults).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from models import lm as lm_lib
+from pipeline import guards
 from pipeline.config import LMPPOConfig
-from pipeline.rl import token_ppo
+from pipeline.rl import estimators, token_ppo
 
 # Metric names as TRL's PPO trainer logs them.
 STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/clipfrac", "val/ratio",
@@ -39,6 +47,7 @@ class LMPPOLearner:
         self.reference = lm_lib.copy_lm(policy_lm, trainable=False)
         self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
         self.value_head = lm_lib.build_value_head(policy_lm.backbone.hidden_dim)
+        self._filtered = bool(s.top_k) or s.top_p < 1.0
         self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
                           + (self.value_trunk.trainable_variables if self.value_trunk is not None else []))
         self.optimizer = keras.optimizers.Adam(learning_rate=s.learning_rate)
@@ -64,7 +73,7 @@ class LMPPOLearner:
     def log_probs(self, sequences, prompt_length: int):
         """Response log-probs under the policy and under the reference (for evaluation)."""
         sequences = tf.convert_to_tensor(sequences, tf.int32)
-        policy, _, _, reference = self._compiled["score"](sequences, prompt_length)
+        policy, _, reference, _ = self._compiled["score"](sequences, prompt_length)
         return policy.numpy(), reference.numpy()
 
     # === 1. Sampling ===
@@ -86,138 +95,155 @@ class LMPPOLearner:
         """Samples, scores with score_fn(prompt_ids, responses) -> one float each, and updates.
 
         Returns the stats, the [B, P + R] sampled sequences and score_fn's [B] scores (before the missing-EOS
-        penalty and the KL term)."""
+        penalty and the KL term). Raises guards.NonFiniteError, before changing the KL coefficient or the
+        iteration count, if a loss, gradient or weight is not finite."""
         s = self.settings
         sequences = self.generate(prompt_ids)
         prompt_length = np.shape(prompt_ids)[1]
         responses = sequences[:, prompt_length:]
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         raw_scores = scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
-        if s.missing_eos_penalty is not None and self.eos_id is not None:
-            scores = (scores - s.missing_eos_penalty * ~(responses == self.eos_id).any(axis=1)).astype(np.float32)
-        stats = {k: float(v) for k, v in self.update(sequences, mask, scores, prompt_length).items()}
-        if s.kl_target is not None:
+        # A response's own EOS, inside its mask: not the EOS-valued fill `sample` leaves after every row stopped.
+        ended = ((responses == self.eos_id) & (mask > 0)).any(axis=1) if self.eos_id is not None else None
+        if s.missing_eos_penalty is not None and ended is not None:
+            scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)
+        stats = self.update(sequences, mask, scores, prompt_length)
+        if s.adaptive_kl_target is not None:
             self.kl_coef.assign(token_ppo.adaptive_kl_coef(
-                float(self.kl_coef), stats["objective/kl"], s.kl_target, s.kl_horizon, len(sequences)))
-        stats["val/num_eos_tokens"] = float((responses == self.eos_id).sum()) if self.eos_id is not None else 0.0
+                float(self.kl_coef), stats["objective/kl"], s.adaptive_kl_target, s.adaptive_kl_horizon,
+                len(sequences)))
+        stats["val/num_eos_tokens"] = float(ended.sum()) if ended is not None else 0.0
         stats["objective/scores"] = float(scores.mean())
         self.iteration.assign_add(1)
         return stats, sequences, raw_scores
 
     def update(self, sequences, mask, scores, prompt_length: int) -> dict:
-        """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: stat tensors."""
+        """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: the stats."""
         sequences, mask, scores = (tf.convert_to_tensor(sequences, tf.int32), tf.convert_to_tensor(mask, tf.float32),
                                    tf.convert_to_tensor(scores, tf.float32))
         prepared, stats = self._prepare(sequences, mask, scores, prompt_length)
         stats.update(self._optimize(sequences, mask, *prepared, prompt_length))
-        return stats
+        finite = bool(stats.pop("finite"))
+        guards.check(finite, "ppo", "loss, gradient or weight", f"in iteration {int(self.iteration) + 1}")
+        return {k: float(v) for k, v in stats.items()}
 
-    def _sampling_logits(self, lm, sequences, prompt_length: int):
-        """Logits of the sampling distribution at each response position, and the hidden states."""
-        s = self.settings
+    def _response_logits(self, lm, sequences, prompt_length: int):
+        """Raw logits at each response position (what predicts each response token), and the hidden states."""
         hidden = lm_lib.hidden_states(lm, sequences)
         # The LM head only where a response token is predicted: a third of its work is the prompt's otherwise.
-        logits = lm.backbone.token_embedding(hidden[:, prompt_length - 1:-1], reverse=True)
-        return lm_lib.sampling_logits(logits, s.temperature, s.top_k, s.top_p), hidden
+        return lm.backbone.token_embedding(hidden[:, prompt_length - 1:-1], reverse=True), hidden
 
-    def _policy_outputs(self, sequences, prompt_length: int):
-        """Response log-probs, values and per-token entropies under the policy (the sampling distribution)."""
-        logits, hidden = self._sampling_logits(self.policy, sequences, prompt_length)
-        if self.value_trunk is not None:
-            hidden = lm_lib.hidden_states(self.value_trunk, sequences)
-        log_probs = lm_lib.token_log_probs(logits, sequences[:, prompt_length:])
-        probs = tf.nn.softmax(logits)
-        entropy = tf.reduce_logsumexp(logits, -1) - tf.reduce_sum(probs * logits, -1)
-        values = tf.cast(self.value_head(hidden)[:, prompt_length - 1:-1, 0], tf.float32)
-        return log_probs, values, entropy, logits
+    def _values(self, sequences, policy_hidden, prompt_length: int):
+        hidden = policy_hidden if self.value_trunk is None else lm_lib.hidden_states(self.value_trunk, sequences)
+        return tf.cast(self.value_head(hidden)[:, prompt_length - 1:-1, 0], tf.float32)
+
+    def _policy_outputs(self, sequences, prompt_length: int, kept):
+        """Response log-probs, values and per-token entropies under the policy's sampling distribution (renormalised
+        over the batch's kept sets when sampling is filtered)."""
+        logits, hidden = self._response_logits(self.policy, sequences, prompt_length)
+        log_probs, entropy = lm_lib.log_probs_and_entropy(logits, sequences[:, prompt_length:],
+                                                          self.settings.temperature, kept)
+        return log_probs, self._values(sequences, hidden, prompt_length), entropy
 
     def _score(self, sequences, prompt_length: int):
-        """Policy outputs and reference log-probs before an update.
+        """(policy log-probs, values, reference log-probs, kept sets) before an update.
 
-        The reference is scored on the policy's kept set (top-k / top-p), renormalised: the KL penalty then
-        compares two distributions over the tokens the policy could have drawn, finite, and 0 at iteration 0.
+        Filtered sampling: the kept sets are the policy's top-k / top-p sets, plus each drawn token; the
+        reference is scored on them, renormalised, not under a filter of its own (a token the policy kept but
+        the reference would have cut would otherwise get a log-probability of ~ -1e9). None when unfiltered.
         """
-        log_probs, values, entropy, policy_logits = self._policy_outputs(sequences, prompt_length)
-        reference_logits, _ = self._sampling_logits(self.reference, sequences, prompt_length)
-        if self.settings.top_k or self.settings.top_p < 1.0:
-            reference_logits = tf.where(policy_logits > lm_lib.FILTERED_LOGIT, reference_logits,
-                                        lm_lib.FILTERED_LOGIT)
-        return log_probs, values, entropy, lm_lib.token_log_probs(reference_logits, sequences[:, prompt_length:])
+        s = self.settings
+        tokens = sequences[:, prompt_length:]
+        logits, hidden = self._response_logits(self.policy, sequences, prompt_length)
+        kept = lm_lib.kept_tokens(logits, tokens, s.temperature, s.top_k, s.top_p) if self._filtered else None
+        log_probs = lm_lib.token_log_probs(logits, tokens, s.temperature, kept)
+        reference_logits, _ = self._response_logits(self.reference, sequences, prompt_length)
+        reference_log_probs = lm_lib.token_log_probs(reference_logits, tokens, s.temperature, kept)
+        return log_probs, self._values(sequences, hidden, prompt_length), reference_log_probs, kept
 
-    def _loss_and_grads(self, sequences, old_log_probs, advantages, old_values, returns, mask, prompt_length: int):
+    def _loss_and_grads(self, sequences, old_log_probs, advantages, old_values, returns, mask, kept, count,
+                        prompt_length: int):
+        """Gradients and stats of this (micro-)batch's share of the minibatch loss: sums over its tokens divided
+        by the minibatch's token count, so micro-batches add up to the minibatch's mean."""
         s = self.settings
         with tf.GradientTape() as tape:
-            log_probs, values, entropy, _ = self._policy_outputs(sequences, prompt_length)
+            log_probs, values, entropy = self._policy_outputs(sequences, prompt_length, kept)
             pg_loss, clipfrac, approxkl, ratio = token_ppo.policy_loss(log_probs, old_log_probs, advantages, mask,
-                                                                       s.clip_ratio)
-            vf_loss, vf_clipfrac = token_ppo.value_loss(values, old_values, returns, mask, s.clip_value)
+                                                                       s.clip_ratio, count)
+            vf_loss, vf_clipfrac = token_ppo.value_loss(values, old_values, returns, mask, s.value_clip, count)
             loss = pg_loss + s.value_coef * vf_loss
         grads = tape.gradient(loss, self.variables)
-        # Sampling and scoring use one distribution, so before the first update every ratio is exactly 1.
+        # Sampling and scoring use one distribution, so before the first update every ratio is 1.
         deviation = tf.reduce_max(tf.abs(tf.exp(log_probs - old_log_probs) - 1.0) * mask)
         stats = tf.stack([approxkl, clipfrac, pg_loss, vf_loss, vf_clipfrac, ratio,
-                          token_ppo.masked_mean(entropy, mask)])
+                          estimators.masked_mean(entropy, mask, count)])
         return grads, stats, deviation
 
-    def _train_step(self, sequences, old_log_probs, advantages, old_values, returns, mask, prompt_length: int):
-        """One optimizer step on a minibatch: micro-batch gradients averaged (gradient accumulation), clipped,
-        into Adam. One XLA cluster: Keras' Adam alone is ~20 small ops per variable otherwise, and the
-        gradients never leave the cluster. Returns the mean stats and the largest first-ratio deviation."""
+    def _train_step(self, sequences, old_log_probs, advantages, old_values, returns, mask, kept, prompt_length: int):
+        """One optimizer step on a minibatch: micro-batch gradients summed (gradient accumulation), clipped, into
+        Adam. One XLA cluster: Keras' Adam alone is ~20 small ops per variable otherwise, and the gradients never
+        leave the cluster. Returns the minibatch's mean stats, the largest first-ratio deviation and whether the
+        loss and gradients were finite."""
         s = self.settings
         micro = tf.shape(sequences)[0] // s.gradient_accumulation_steps
+        count = tf.maximum(tf.reduce_sum(mask), 1.0)  # every token of the minibatch weighs the same
         grads, stats, deviation = None, 0.0, 0.0
         for k in range(s.gradient_accumulation_steps):
-            part = lambda x: x[k * micro:(k + 1) * micro]  # noqa: E731
+            part = lambda x: None if x is None else x[k * micro:(k + 1) * micro]  # noqa: E731
             micro_grads, micro_stats, micro_deviation = self._loss_and_grads(
-                part(sequences), part(old_log_probs), part(advantages), part(old_values), part(returns), part(mask),
+                *(part(x) for x in (sequences, old_log_probs, advantages, old_values, returns, mask, kept)), count,
                 prompt_length)
             micro_grads = [tf.convert_to_tensor(g) for g in micro_grads]  # embeddings' IndexedSlices do not add up
             grads = micro_grads if grads is None else [a + b for a, b in zip(grads, micro_grads)]
             stats, deviation = stats + micro_stats, tf.maximum(deviation, micro_deviation)
-        steps = float(s.gradient_accumulation_steps)
-        grads, _ = tf.clip_by_global_norm([g / steps for g in grads], s.max_grad_norm)  # on the averaged gradients
+        grads, norm = tf.clip_by_global_norm(grads, s.max_grad_norm)
+        finite = tf.math.is_finite(norm) & tf.reduce_all(tf.math.is_finite(stats))
         self.optimizer.apply_gradients(zip(grads, self.variables))
-        return stats / steps, deviation
+        return stats, deviation, finite
 
     def _prepare_fn(self, sequences, mask, scores, prompt_length: int):
-        """((old log-probs, old values, advantages, returns), KL and reward stats), all before any update."""
+        """((old log-probs, old values, advantages, returns, kept sets), KL and reward stats), before any update."""
         s = self.settings
         # 2. Old log-probs, values and reference log-probs, before any update.
-        old_log_probs, old_values, _, ref_log_probs = self._compiled["score"](sequences, prompt_length)
+        old_log_probs, old_values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_length)
         # 3. Rewards: the score at the last real token, the KL penalty on every token.
         kl = token_ppo.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
         rewards, non_score = token_ppo.token_rewards(scores, kl, self.kl_coef, mask)
-        # 4-6. Optional reward whitening, GAE over tokens, advantage whitening.
+        # 4-6. Optional reward whitening, GAE over tokens, advantage whitening over the batch.
         if s.whiten_rewards:
-            rewards = token_ppo.masked_whiten(rewards, mask, shift_mean=False)
+            rewards = estimators.whiten(rewards, mask, shift_mean=False)
         advantages, returns = token_ppo.token_gae(old_values, rewards, mask, s.gamma, s.gae_lambda)
-        advantages = token_ppo.masked_whiten(advantages, mask) * mask
+        advantages = estimators.whiten(advantages, mask) * mask
         sequence_kl = tf.reduce_sum(kl, axis=1)
         stats = {"objective/kl": tf.reduce_mean(sequence_kl), "objective/kl_coef": self.kl_coef + 0.0,
                  "objective/non_score_reward": tf.reduce_mean(tf.reduce_sum(non_score, axis=1)),
                  "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl)}
-        return (old_log_probs, old_values, advantages, returns), stats
+        return (old_log_probs, old_values, advantages, returns, kept), stats
 
-    def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, prompt_length: int):
-        """7. Epochs x minibatches of clipped policy and value losses; mean stats."""
+    def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, kept, prompt_length: int):
+        """7. Epochs x minibatches of clipped policy and value losses; mean stats, and `finite`: every step's loss
+        and gradients and the final weights were finite (the loop stops at the first step that was not)."""
         s = self.settings
         batch = tf.shape(sequences)[0]
         size = batch // s.num_minibatches
         steps = s.num_epochs * s.num_minibatches
+        rollout = (sequences, old_log_probs, advantages, old_values, returns, mask, kept)
 
-        def minibatch_step(step, order, totals, first_ratio_deviation):
+        def minibatch_step(step, order, totals, first_ratio_deviation, finite):
             order = tf.cond(step % s.num_minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
-            stats, deviation = self._compiled["train_step"](*(tf.gather(x, idx) for x in (
-                sequences, old_log_probs, advantages, old_values, returns, mask)), prompt_length)
+            stats, deviation, step_finite = self._compiled["train_step"](
+                *(None if x is None else tf.gather(x, idx) for x in rollout), prompt_length)
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
-            return step + 1, order, totals + stats, first_ratio_deviation
+            return step + 1, order, totals + stats, first_ratio_deviation, step_finite
 
-        _, _, totals, first_ratio_deviation = tf.while_loop(
-            lambda step, *_: step < steps, minibatch_step,
-            (tf.constant(0), tf.range(batch), tf.zeros([7]), tf.constant(0.0)),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([7]), tf.TensorShape([])))
-        stats = dict(zip(STAT_NAMES, tf.unstack(totals / float(steps))))
+        taken, _, totals, first_ratio_deviation, finite = tf.while_loop(
+            lambda step, order, totals, deviation, finite: (step < steps) & finite, minibatch_step,
+            (tf.constant(0), tf.range(batch), tf.zeros([7]), tf.constant(0.0), tf.constant(True)),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([7]), tf.TensorShape([]),
+                              tf.TensorShape([])))
+        stats = dict(zip(STAT_NAMES, tf.unstack(totals / tf.cast(tf.maximum(taken, 1), tf.float32))))
         stats["policy/first_ratio_max_deviation"] = first_ratio_deviation
+        stats["finite"] = finite & guards.all_finite(self.variables)
         return stats

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import reward_model as rm_lib
+from pipeline import guards
 from pipeline.lm.preferences import PreferencePairs
 
 
@@ -50,6 +51,7 @@ class RewardTrainer:
         self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         self.optimizer.build(model.trainable_variables)
         self._max_grad_norm = max_grad_norm
+        self._steps = 0
         self.train_step = tf.function(self._train_step, autograph=False, jit_compile=jit_compile)
         self.rewards = reward_function(model, jit_compile)
 
@@ -64,13 +66,21 @@ class RewardTrainer:
         with tf.GradientTape() as tape:
             chosen, rejected = self._pair_rewards(chosen_ids, chosen_mask, rejected_ids, rejected_mask)
             loss = bradley_terry_loss(chosen, rejected)
-        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), self._max_grad_norm)
+        grads, norm = tf.clip_by_global_norm(tape.gradient(loss, variables), self._max_grad_norm)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return loss
+        return loss, tf.math.is_finite(loss) & tf.math.is_finite(norm)
 
     def train_epoch(self, pairs: PreferencePairs, batch_size: int, seed: int) -> list[float]:
-        """One pass over shuffled batches; returns each step's loss."""
-        return [float(self.train_step(*batch)) for batch in preference_dataset(pairs, batch_size, seed)]
+        """One pass over shuffled batches; returns each step's loss. Raises guards.NonFiniteError on a non-finite
+        loss or gradient, and after the pass on a non-finite weight."""
+        losses = []
+        for batch in preference_dataset(pairs, batch_size, seed):
+            loss, finite = self.train_step(*batch)
+            self._steps += 1
+            guards.check(finite, "reward", "loss or gradient", f"at step {self._steps}")
+            losses.append(float(loss))
+        guards.check(guards.all_finite(self.model.trainable_variables), "reward", "weight", f"after step {self._steps}")
+        return losses
 
     def evaluate(self, pairs: PreferencePairs) -> tuple[float, float]:
         """(Bradley-Terry loss, pair accuracy) on pairs, e.g. the held-out split."""

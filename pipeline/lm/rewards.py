@@ -9,12 +9,57 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Sequence
 
+import numpy as np
+
+from pipeline.guards import NonFiniteError, RunError
+
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
 
 def vader_sentiment(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     """VADER's compound sentiment of each completion, in [-1, 1] (vaderSentiment's lexicon ships in the wheel)."""
     return [_vader().polarity_scores(text)["compound"] for text in completions]
+
+
+class RewardError(RunError):
+    """A reward function returned something other than one finite number per completion."""
+
+
+class NonFiniteRewardError(RewardError, NonFiniteError):
+    pass
+
+
+def checked_scores(spec: str, scores, count: int) -> np.ndarray:
+    """float32 [count] scores, or an error naming the function and what is wrong: the count, the shape, or the
+    first score that is not a finite number. Called on every batch, before the scores reach an update."""
+    rule = f"it must return one finite number per completion ({count} here)"
+    if scores is None:
+        raise RewardError(f"reward function {spec} returned None for {count} completions; {rule}")
+    try:
+        array = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RewardError(f"reward function {spec} returned {type(scores).__name__} values that are not numbers "
+                          f"(first: {_first(scores)!r}); {rule}") from None
+    if array.ndim == 0:
+        raise RewardError(f"reward function {spec} returned a single number for {count} completions; {rule}")
+    if array.ndim != 1:
+        raise RewardError(f"reward function {spec} returned an array of shape {array.shape} for {count} "
+                          f"completions; {rule}, shape ({count},)")
+    if len(array) != count:
+        raise RewardError(f"reward function {spec} returned {len(array)} score{'s' if len(array) != 1 else ''} for "
+                          f"{count} completions; {rule}")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise NonFiniteRewardError(f"reward function {spec} returned {array[bad[0]]} for completion {bad[0]} "
+                                   f"({bad.size} of {count} scores not finite); {rule}")
+    return array.astype(np.float32)
+
+
+def _first(values):
+    try:
+        return next(iter(values))
+    except TypeError:
+        return values
 
 
 def load_reward_function(spec: str) -> RewardFn:

@@ -9,19 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from pipeline.rl.advantages import gae
-
-
-def masked_mean(x, mask, axis=None):
-    mask = tf.cast(mask, x.dtype)
-    return tf.reduce_sum(x * mask, axis=axis) / tf.maximum(tf.reduce_sum(mask, axis=axis), 1.0)
-
-
-def masked_whiten(x, mask, shift_mean: bool = True):
-    """(x - mean) / std over the masked entries; with shift_mean=False the mean is added back (TRL's rewards)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean(tf.square(x - mean), mask)
-    whitened = (x - mean) * tf.math.rsqrt(var + 1e-8)
-    return whitened if shift_mean else whitened + mean
+from pipeline.rl.estimators import k3, masked_mean
 
 
 def kl_per_token(logprobs, ref_logprobs, estimator: str = "k1"):
@@ -34,7 +22,7 @@ def kl_per_token(logprobs, ref_logprobs, estimator: str = "k1"):
     if estimator == "k1":
         return log_ratio
     if estimator == "k3":
-        return tf.exp(-log_ratio) - 1.0 + log_ratio
+        return k3(-log_ratio)
     raise ValueError(f"estimator {estimator!r}: allowed k1, k3")
 
 
@@ -62,24 +50,28 @@ def token_gae(values, rewards, mask, gamma: float, lam: float):
     return tf.transpose(advantages) * mask, tf.transpose(returns) * mask
 
 
-def policy_loss(logprobs, old_logprobs, advantages, mask, clip_ratio: float):
-    """Clipped surrogate; returns (loss, clipfrac, approxkl) with approxkl = mean of 0.5 (log ratio)^2 (TRL)."""
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip_ratio: float, count=None):
+    """Clipped surrogate; returns (loss, clipfrac, approxkl, mean ratio), each a mean over the masked tokens
+    (divided by `count` when given: see masked_mean). approxkl: k3 of KL(old || new), as the gym learner logs it
+    (TRL logs 0.5 * mean (log ratio)^2, equal to second order)."""
     log_ratio = logprobs - old_logprobs
     ratio = tf.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
-    loss = masked_mean(tf.maximum(unclipped, clipped), mask)
-    clipfrac = masked_mean(tf.cast(clipped > unclipped, logprobs.dtype), mask)
-    approxkl = 0.5 * masked_mean(tf.square(log_ratio), mask)
-    return loss, clipfrac, approxkl, masked_mean(ratio, mask)
+    loss = masked_mean(tf.maximum(unclipped, clipped), mask, count)
+    clipfrac = masked_mean(tf.cast(clipped > unclipped, logprobs.dtype), mask, count)
+    return loss, clipfrac, masked_mean(k3(log_ratio), mask, count), masked_mean(ratio, mask, count)
 
 
-def value_loss(values, old_values, returns, mask, clip_value: float):
-    """0.5 * max((v - R)^2, (clip(v, v_old +- eps) - R)^2); returns (loss, vf_clipfrac)."""
-    clipped = old_values + tf.clip_by_value(values - old_values, -clip_value, clip_value)
+def value_loss(values, old_values, returns, mask, value_clip: float, count=None):
+    """Mean of max((v - R)^2, (clip(v, v_old +- eps) - R)^2) over the masked tokens; returns (loss, vf_clipfrac).
+
+    No 1/2: the gym learner's (TF-Agents', Stable-Baselines3's) convention, so value_coef weighs the same in both
+    learners (TRL's loss has a 1/2: its vf_coef 0.1 is value_coef 0.05 here)."""
+    clipped = old_values + tf.clip_by_value(values - old_values, -value_clip, value_clip)
     unclipped_error, clipped_error = tf.square(values - returns), tf.square(clipped - returns)
-    loss = 0.5 * masked_mean(tf.maximum(unclipped_error, clipped_error), mask)
-    return loss, masked_mean(tf.cast(clipped_error > unclipped_error, values.dtype), mask)
+    loss = masked_mean(tf.maximum(unclipped_error, clipped_error), mask, count)
+    return loss, masked_mean(tf.cast(clipped_error > unclipped_error, values.dtype), mask, count)
 
 
 def adaptive_kl_coef(kl_coef: float, current_kl: float, target: float, horizon: float, n_steps: int) -> float:

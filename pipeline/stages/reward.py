@@ -21,6 +21,7 @@ from models import reward_model as rm_lib
 from pipeline import preemption, summaries
 from pipeline.config import ConfigError, LMConfig
 from pipeline.lm import preferences as prefs_lib
+from pipeline.lm.rewards import checked_scores
 from pipeline.lm.reward_training import RewardTrainer, reward_function
 from pipeline.rundir import RunDir
 from pipeline.stages.lm_data import LMData
@@ -37,20 +38,22 @@ class Rewards:
     learned: bool  # False: proxy is gold
 
 
-def function_scorer(data: LMData, reward_fn) -> Scorer:
-    """Token ids -> the reward function's (prompts, completions) strings -> scores."""
+def function_scorer(data: LMData, reward_fn, spec: str) -> Scorer:
+    """Token ids -> the reward function's (prompts, completions) strings -> scores, checked (one finite number
+    per completion) before anything trains on them."""
     def score(prompt_ids, responses):
-        return np.asarray(reward_fn(data.decode(prompt_ids), data.decode(responses)), np.float32)
+        return checked_scores(spec, reward_fn(data.decode(prompt_ids), data.decode(responses)), len(responses))
     return score
 
 
 def model_scorer(model_rewards, eos_id: int | None) -> Scorer:
     """The reward model's score of prompt + response, read at the response's EOS (or its last token)."""
-    return lambda prompt_ids, responses: model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id))
+    return lambda prompt_ids, responses: checked_scores(
+        "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses))
 
 
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn) -> tuple[Rewards, dict]:
-    gold = function_scorer(data, reward_fn)
+    gold = function_scorer(data, reward_fn, cfg.reward.function)
     if cfg.reward.kind == "scorer":
         return Rewards(proxy=gold, gold=gold, learned=False), {}
     model = rm_lib.from_sft(sft_lm, seed=cfg.data.seed)

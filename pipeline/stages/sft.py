@@ -21,8 +21,7 @@ def build_model(cfg: LMConfig, data: LMData):
     size = lm_lib.LMSize(vocabulary_size=data.tokenizer.vocabulary_size(), num_layers=cfg.model.num_layers,
                          num_heads=cfg.model.num_heads, hidden_dim=cfg.model.hidden_dim,
                          intermediate_dim=cfg.model.intermediate_dim,
-                         max_sequence_length=max(cfg.data.sequence_length,
-                                                 cfg.data.prompt_tokens + cfg.ppo.max_new_tokens))
+                         max_sequence_length=cfg.model.max_sequence_length)
     return lm_lib.build_causal_lm(size, seed=cfg.data.seed, precision=cfg.model.precision)
 
 
@@ -49,5 +48,6 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
             tf.summary.scalar("sft/val_perplexity", perplexity, step=step)
             log.info("sft: epoch %d, validation perplexity %.2f", epoch + 1, perplexity)
     metrics.update({"sft.val_perplexity": trainer.perplexity(data.val_ids, data.val_mask), "sft.steps": step})
+    trainer.check_weights()
     manager.save()
     return lm, metrics

@@ -157,9 +157,14 @@ def test_loaded_like_tf_serving(served):
     assert served["logits"].shape == (N_OBSERVATIONS, 2)
 
 
-def test_served_greedy_actions_equal_the_policy(served, in_process):
-    np.testing.assert_array_equal(served["action"], in_process["action"])
-    # Greedy is the argmax of the served logits too: the outputs agree with one another.
+def test_served_greedy_actions_are_the_policys(served, in_process):
+    # The export and this process run other kernels: at a near-tie of the two logits the argmax may differ, and
+    # nowhere else (the logits themselves agree to TOLERANCE, below).
+    differ = served["action"] != in_process["action"]
+    margins = np.abs(in_process["logits"][:, 0] - in_process["logits"][:, 1])
+    assert (margins[differ] <= 2 * TOLERANCE).all(), margins[differ]
+    assert differ.mean() < 0.1 and len(set(in_process["action"].tolist())) == 2  # both actions occur
+    # Greedy is the argmax of the served logits: the outputs agree with one another (one graph, one kernel).
     np.testing.assert_array_equal(served["action"], served["logits"].argmax(-1))
 
 

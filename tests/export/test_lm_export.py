@@ -1,8 +1,9 @@
 """The LM export, asked the way TF Serving would ask it: prompt strings in, completions out, with only stock ops.
 
 A fresh process that cannot import the project loads the SavedModel with XLA disabled through the Session
-loader, and answers REST-style requests. Its greedy completions must equal the ones the restored policy
-decodes in this process, token for token, prompts of different lengths in one batch.
+loader, and answers REST-style requests. Its greedy completions, prompts of different lengths in one batch,
+must be greedy decodes of the policy restored in this process, up to near-ties (tests/greedy.py: the export and
+this process run other kernels, so an exact token-for-token match is not a property of a correct export).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.export.fresh_process import serve
+from tests.greedy import near_greedy_path_exists
 
 PROMPTS = ["the cat", "my friend likes", "a", "the bird finds the", ""]
 MODEL_NAME, VERSION = "lm_policy", 1
@@ -50,7 +52,15 @@ def in_process(lm_run):
     text_ids = [int(t) for t in data.tokenizer(PROMPTS[1])]
     logits, _ = lm_lib.forward(learner.policy, tf.constant([text_ids]))
     log_probs = lm_lib.token_log_probs(logits[:, :-1], tf.constant([text_ids[1:]])).numpy()[0]
-    return {"completions": completions, "text_ids": text_ids, "log_probs": log_probs}
+
+    def writes_greedily(prompt: str, text: str) -> bool:
+        ids = [int(t) for t in data.tokenizer(prompt)] or [data.eos_id]
+        next_logits = lambda seq: lm_lib.forward(learner.policy, tf.constant([seq]))[0][0, -1].numpy()  # noqa: E731
+        return near_greedy_path_exists(next_logits, ids, text, lambda t: data.decode([t])[0] if t else "",
+                                       data.eos_id, cfg.ppo.max_new_tokens)
+
+    return {"completions": completions, "text_ids": text_ids, "log_probs": log_probs,
+            "writes_greedily": writes_greedily}
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +89,15 @@ def test_loaded_like_tf_serving_with_stock_ops_only(served):
     assert not xla_ops, f"the graph needs XLA ops, which TF Serving refuses by default: {xla_ops}"
 
 
-def test_served_greedy_completions_equal_the_policy(served, in_process):
-    assert list(served["greedy"]["completions"]) == in_process["completions"]
+def test_served_greedy_completions_are_greedy_decodes_of_the_policy(served, in_process):
+    for prompt, completion in zip(PROMPTS, served["greedy"]["completions"]):
+        assert in_process["writes_greedily"](prompt, str(completion)), (prompt, completion)
     assert any(in_process["completions"])  # not all empty: the comparison means something
+    # The check can fail: another completion, or the right one with a token dropped, is not a greedy decode.
+    completion = next(str(c) for c in served["greedy"]["completions"] if len(c) > 2)
+    prompt = PROMPTS[list(served["greedy"]["completions"]).index(completion)]
+    assert not in_process["writes_greedily"](prompt, completion[:-2] + completion[-1])
+    assert not in_process["writes_greedily"](prompt, " a tree.")
 
 
 def test_sampling_follows_the_seed_and_max_new_tokens(served, in_process):

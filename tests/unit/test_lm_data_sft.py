@@ -68,3 +68,15 @@ def test_sft_lowers_validation_perplexity(tmp_path):
             trainer.train_step(ids, mask)
     after = trainer.perplexity(val_ids, val_mask)
     assert before > 100 and after < 6, (before, after)  # a near-uniform guess, then the grammar learnt
+
+
+def test_sft_stops_on_a_non_finite_loss_or_gradient():
+    from pipeline.guards import NonFiniteError
+
+    lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16,
+                                              intermediate_dim=32, max_sequence_length=8))
+    trainer = SFTTrainer(lm, learning_rate=1e30, jit_compile=False)
+    ids, mask = np.arange(16, dtype=np.int32).reshape(2, 8) % 32, np.ones((2, 8), np.int32)
+    with pytest.raises(NonFiniteError, match="sft"):
+        for _ in range(5):
+            trainer.train_step(ids, mask)

@@ -9,6 +9,7 @@ import tensorflow as tf
 from models import lm as lm_lib
 from pipeline.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
+from tests.greedy import assert_near_greedy
 
 SIZE = lm_lib.LMSize(vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
                      max_sequence_length=16)
@@ -34,12 +35,15 @@ def prompts(rng, batch=32):
 @pytest.mark.parametrize("jit, options", [
     (True, {}), (False, {}), (False, {"top_k": 4, "top_p": 0.8}),
     (False, {"value_model": "separate", "gradient_accumulation_steps": 2, "precision": "mixed_bfloat16"})])
-def test_kl_is_exactly_zero_and_first_ratio_exactly_one_before_any_update(jit, options):
+def test_kl_is_zero_and_first_ratio_one_before_any_update(jit, options):
     learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit, **options)
     stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
+    # Policy and reference: one computation on equal weights, so equal bits.
     assert stats["objective/kl"] == 0.0
-    assert stats["policy/first_ratio_max_deviation"] == 0.0
     assert stats["objective/non_score_reward"] == 0.0
+    # The first step's log-probs come from a minibatch (another batch size, another kernel maybe): equal to
+    # rounding. A scoring distribution other than the sampling one (temperature, filter) is off by far more.
+    assert stats["policy/first_ratio_max_deviation"] < 1e-5
 
 
 def test_ppo_learns_to_emit_the_rewarded_token():
@@ -53,7 +57,7 @@ def test_ppo_learns_to_emit_the_rewarded_token():
 
 
 def test_adaptive_kl_coefficient_moves_toward_its_target():
-    learner = make(kl_target=0.01, kl_horizon=100)
+    learner = make(adaptive_kl_target=0.01, adaptive_kl_horizon=100)
     rng = np.random.default_rng(1)
     coefs = []
     for _ in range(6):
@@ -66,13 +70,18 @@ def test_adaptive_kl_coefficient_moves_toward_its_target():
 def test_kv_cache_sampling_matches_full_forward_decoding():
     policy = lm_lib.build_causal_lm(SIZE, seed=3)
     prompt = tf.constant(prompts(np.random.default_rng(2), batch=4), tf.int32)
-    # A tiny temperature makes sampling greedy; greedy decoding by full forward passes must agree.
-    cached = lm_lib.sample(policy, prompt, 8, temperature=1e-6, seed=tf.constant([1, 2], tf.int64)).numpy()
-    tokens = prompt.numpy()
-    for _ in range(8):
-        logits, _ = lm_lib.forward(policy, tf.constant(tokens))
-        tokens = np.concatenate([tokens, np.argmax(logits[:, -1].numpy(), axis=-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(cached, tokens)
+    # Greedy (temperature 0) and a tiny temperature: every token is the best under full forward passes (to a
+    # near-tie: the two paths run other kernels), and the cached decode's log-probs are the full forward's.
+    for temperature in (0.0, 1e-6):
+        cached = lm_lib.sample(policy, prompt, 8, temperature=temperature, seed=tf.constant([1, 2], tf.int64)).numpy()
+        logits = lm_lib.forward(policy, tf.constant(cached))[0].numpy()
+        for row, row_logits in zip(cached, logits):
+            assert_near_greedy(row_logits, row, start=4)
+    # A stale cache position would fail that: the same decode with each step's logits one position late does.
+    shifted = np.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
+    with pytest.raises(AssertionError):
+        for row, row_logits in zip(cached, shifted):
+            assert_near_greedy(row_logits, row, start=4)
 
 
 def test_response_mask_and_missing_eos_penalty():
@@ -98,7 +107,9 @@ def test_sampling_logits_keep_the_top_k_and_the_top_p_nucleus():
     assert kept(lm_lib.sampling_logits(logits, 1.0, top_p=0.85)) == [[0, 1, 1, 1]]
     assert kept(lm_lib.sampling_logits(logits, 1.0, top_p=0.3)) == [[0, 1, 0, 0]]  # never empty
     # Kept tokens renormalise: top-2 of (0.5, 0.3) -> 0.625, 0.375.
-    log_probs = lm_lib.token_log_probs(tf.concat([logits, logits], 0), tf.constant([1, 3]), 1.0, top_k=2).numpy()
+    both, tokens = tf.concat([logits, logits], 0), tf.constant([1, 3])
+    kept = lm_lib.kept_tokens(both, tokens, 1.0, top_k=2)
+    log_probs = lm_lib.token_log_probs(both, tokens, 1.0, kept=kept).numpy()
     np.testing.assert_allclose(np.exp(log_probs), [0.625, 0.375], rtol=1e-6)
 
 
@@ -135,19 +146,11 @@ def test_right_padded_prompts_of_different_lengths_decode_as_if_alone():
     seed = tf.constant([0, 0], tf.int64)
     together = lm_lib.sample(policy, padded, 4, 0.0, seed, prompt_lengths=tf.constant([5, 2, 3])).numpy()
     for row, out in zip(rows, together):
-        alone = lm_lib.sample(policy, tf.constant([row]), 4, 0.0, seed).numpy()[0]
-        np.testing.assert_array_equal(out[:len(row) + 4], alone)
-
-
-def test_gradient_accumulation_takes_the_same_step_as_the_whole_minibatch():
-    rng_prompts = prompts(np.random.default_rng(4), batch=16)
-    after = []
-    for steps in (1, 2):
-        learner = make(num_epochs=1, num_minibatches=2, gradient_accumulation_steps=steps)
-        learner.step(rng_prompts, target_token_rate)  # no EOS: every micro-batch holds as many tokens
-        after.append([v.numpy() for v in learner.variables])
-    for whole, accumulated in zip(*after):
-        np.testing.assert_allclose(accumulated, whole, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(out[:len(row)], row)  # each row keeps its own prompt
+        assert not out[len(row) + 4:].any()  # and gets 4 new tokens, not 4 past the longest prompt
+        # Its continuation is its own prompt's greedy decode: the padding after a short prompt is not attended to.
+        own = out[:len(row) + 4]
+        assert_near_greedy(lm_lib.forward(policy, tf.constant([own]))[0].numpy()[0], own, start=len(row))
 
 
 def test_separate_value_model_trains_its_own_trunk_and_checkpoints_it(tmp_path):
@@ -171,3 +174,86 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
     assert {tf.as_dtype(v.dtype) for v in learner.variables} == {tf.float32}
     stats, _, _ = learner.step(prompts(np.random.default_rng(6)), target_token_rate)
     assert np.isfinite(stats["loss/policy"]) and np.isfinite(stats["loss/value"])
+
+
+# === Filtered sampling (top-k / top-p) over many updates ===
+
+def test_reference_is_scored_on_the_policys_kept_set_by_hand():
+    """Policy logits [3, 2, 1, 0], reference [3, 0, 2, 1], top-k 2, token 1 sampled: the kept set is the policy's
+    {0, 1}; log p = 2 - log(e^3 + e^2), log q = 0 - log(e^3 + e^0), so k1 = 1.7353 (the reference's own top-2,
+    {0, 2}, does not hold token 1: scored under its own filter it would be ~1e9)."""
+    from pipeline.rl import token_ppo
+
+    policy, reference, token = tf.constant([[3.0, 2.0, 1.0, 0.0]]), tf.constant([[3.0, 0.0, 2.0, 1.0]]), tf.constant([1])
+    kept = lm_lib.kept_tokens(policy, token, temperature=1.0, top_k=2)
+    np.testing.assert_array_equal(kept.numpy(), [[True, True, False, False]])
+    log_p = lm_lib.token_log_probs(policy, token, kept=kept)
+    log_q = lm_lib.token_log_probs(reference, token, kept=kept)
+    expected = (2 - np.log(np.exp(3) + np.exp(2))) - (0 - np.log(np.exp(3) + 1))
+    assert float(token_ppo.kl_per_token(log_p, log_q, "k1")[0]) == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(1.7353, abs=1e-4)
+    # The sampled token always belongs to the kept set, even where rounding put it just outside the filter.
+    kept = lm_lib.kept_tokens(policy, tf.constant([3]), temperature=1.0, top_k=2)
+    np.testing.assert_array_equal(kept.numpy(), [[True, True, False, True]])
+
+
+@pytest.mark.parametrize("filters", [{"top_k": 3}, {"top_p": 0.7}, {"top_k": 4, "top_p": 0.8}])
+def test_kl_and_policy_stats_stay_finite_over_many_updates_with_top_k_and_top_p(filters):
+    """The policy drifts from the reference and from its own earlier kept sets: every statistic stays finite and
+    of the size of the policy's actual change (before the fix: objective/kl ~1e9 once a kept token left the
+    reference's own filter, policy/approxkl ~1e16 once a sampled token left the updated policy's)."""
+    learner = make(learning_rate=1e-2, **filters)
+    rng = np.random.default_rng(7)
+    history = [learner.step(prompts(rng), target_token_rate)[0] for _ in range(25)]
+    for stats in history:
+        assert all(np.isfinite(v) for v in stats.values()), stats
+        assert abs(stats["objective/kl"]) < 100 and stats["policy/approxkl"] < 10, stats
+    assert history[-1]["objective/scores"] > 0.3  # it learnt: the statistics are of a policy that moved
+    assert max(s["objective/kl"] for s in history) > 0.1
+
+
+# === Token counts: gradient accumulation with EOS, EOS statistics ===
+
+def test_gradient_accumulation_with_eos_takes_the_same_step_as_the_whole_minibatch():
+    """Rows end at their EOS, so micro-batches hold different numbers of tokens: each token must weigh the same
+    (sum over the minibatch's tokens / its token count), whatever the micro-batch it falls in."""
+    rng_prompts = prompts(np.random.default_rng(4), batch=16)
+    after, lengths = [], None
+    for steps in (1, 4):
+        learner = make(eos_id=3, num_epochs=2, num_minibatches=1, gradient_accumulation_steps=steps)
+        stats, sequences, _ = learner.step(rng_prompts, target_token_rate)
+        mask = lm_lib.response_mask(tf.constant(sequences[:, 4:]), 3).numpy()
+        lengths = mask.sum(axis=1) if lengths is None else lengths
+        np.testing.assert_array_equal(mask.sum(axis=1), lengths)  # the same samples each time
+        after.append(([v.numpy() for v in learner.variables], stats))
+    assert len(set(lengths.tolist())) > 2, lengths  # responses of several lengths: the test means something
+    (whole, whole_stats), *accumulated = after
+    for variables, stats in accumulated:
+        for a, b in zip(variables, whole):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        for key in ("loss/policy", "loss/value", "policy/approxkl", "objective/entropy"):
+            assert stats[key] == pytest.approx(whole_stats[key], rel=1e-4, abs=1e-7), key
+
+
+def test_eos_statistics_count_real_eos_tokens_not_the_fill_after_them():
+    """`sample` stops once every row has its EOS and leaves zeros after; with EOS id 0 those zeros are not EOS
+    tokens, and neither is an EOS a row sampled after its first."""
+    learner = make(eos_id=0)
+    sampled = np.array([[1, 2, 3, 4, 6, 0, 7, 0, 0, 0, 0, 0],    # EOS, then a token and an EOS after it
+                        [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0],    # EOS first, then the fill
+                        [1, 2, 3, 4, 6, 7, 8, 9, 0, 0, 0, 0]])
+    learner.generate = lambda prompt_ids, use_reference=False: sampled
+    stats, _, _ = learner.step(sampled[:, :4], lambda p, r: np.zeros(len(r), np.float32))
+    assert stats["val/num_eos_tokens"] == 3
+
+
+# === Non-finite numbers stop training before anything is saved ===
+
+def test_a_non_finite_update_raises_instead_of_training_on():
+    from pipeline.guards import NonFiniteError
+
+    learner = make(learning_rate=1e30, num_epochs=2)
+    rng = np.random.default_rng(0)
+    with pytest.raises(NonFiniteError, match="ppo"):
+        for _ in range(3):
+            learner.step(prompts(rng), target_token_rate)

@@ -172,3 +172,17 @@ def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_train
     restored, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, mentions_moon)
     assert metrics == {}  # nothing trained again
     np.testing.assert_allclose(restored.proxy(prompt, responses), proxy, atol=1e-5)  # normalisation restored too
+
+
+def test_reward_model_training_stops_on_a_non_finite_loss_or_gradient():
+    from pipeline.guards import NonFiniteError
+    from pipeline.lm.reward_training import RewardTrainer
+
+    lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16,
+                                              intermediate_dim=32, max_sequence_length=6))
+    trainer = RewardTrainer(rm_lib.from_sft(lm), learning_rate=1e30, jit_compile=False)
+    ids = np.arange(48, dtype=np.int32).reshape(8, 6) % 32
+    pairs = prefs_lib.PreferencePairs(ids, np.ones_like(ids), ids[::-1].copy(), np.ones_like(ids))
+    with pytest.raises(NonFiniteError, match="reward"):
+        for epoch in range(5):
+            trainer.train_epoch(pairs, batch_size=4, seed=epoch)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.rl import token_ppo
+from pipeline.rl import estimators, token_ppo
 
 MASK = tf.constant([[1.0, 1.0, 1.0, 0.0]])
 
@@ -46,7 +46,8 @@ def test_policy_loss_by_hand():
         logprobs, tf.zeros([1, 3]), tf.constant([[1.0, 1.0, -1.0]]), tf.ones([1, 3]), clip_ratio=0.2)
     assert float(loss) == pytest.approx((-1.2 - 0.5 + 1.0) / 3, rel=1e-5)
     assert float(clipfrac) == pytest.approx(1 / 3, rel=1e-6)
-    assert float(approxkl) == pytest.approx(0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2) / 3, rel=1e-5)
+    # k3 of each log ratio: (r - 1) - log r.
+    assert float(approxkl) == pytest.approx(((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 3, rel=1e-5)
     assert float(ratio) == pytest.approx((1.5 + 0.5 + 1.0) / 3, rel=1e-6)
 
 
@@ -59,18 +60,39 @@ def test_ratio_is_exactly_one_and_loss_is_minus_mean_advantage_before_any_update
 
 
 def test_value_loss_by_hand():
+    # v = 2, v_old = 1, R = 3: clipped to 1.5, errors 1 and 2.25 -> 2.25; v = 0, v_old = 1, R = 0: clipped to
+    # 0.5, errors 0 and 0.25 -> 0.25. Mean, with no 1/2 (train.value_coef's convention).
     loss, clipfrac = token_ppo.value_loss(tf.constant([[2.0, 0.0]]), tf.constant([[1.0, 1.0]]),
-                                          tf.constant([[3.0, 0.0]]), tf.ones([1, 2]), clip_value=0.5)
-    assert float(loss) == pytest.approx(0.5 * (2.25 + 0.25) / 2, rel=1e-6)
+                                          tf.constant([[3.0, 0.0]]), tf.ones([1, 2]), value_clip=0.5)
+    assert float(loss) == pytest.approx((2.25 + 0.25) / 2, rel=1e-6)
     assert float(clipfrac) == 1.0
 
 
 def test_masked_whiten():
     x = tf.constant([[1.0, 2.0, 3.0, 100.0]])
-    white = token_ppo.masked_whiten(x, MASK)
+    white = estimators.whiten(x, MASK)
     np.testing.assert_allclose(white.numpy()[0, :3], [-1.2247449, 0.0, 1.2247449], rtol=1e-5)
-    shifted = token_ppo.masked_whiten(x, MASK, shift_mean=False)
+    shifted = estimators.whiten(x, MASK, shift_mean=False)
     np.testing.assert_allclose(shifted.numpy()[0, :3], [0.7752551, 2.0, 3.2247449], rtol=1e-5)
+    np.testing.assert_allclose(estimators.whiten(x[:, :3]).numpy(), white.numpy()[:, :3], rtol=1e-6)  # no mask
+
+
+def test_losses_over_micro_batches_add_up_to_the_minibatch_mean():
+    """Micro-batches hold different token counts (rows end at their EOS): each part divided by the minibatch's
+    count adds up to the minibatch's mean; the mean of the parts' own means does not."""
+    logprobs, old = tf.constant([[-1.0, -2.0, -0.5], [-0.3, -1.1, -2.2]]), tf.constant([[-1.2, -1.9, -0.7],
+                                                                                           [-0.2, -1.0, -2.5]])
+    advantages, mask = tf.constant([[1.0, -0.5, 2.0], [0.3, 0.7, -1.0]]), tf.constant([[1.0, 0.0, 0.0],
+                                                                                       [1.0, 1.0, 1.0]])
+    whole = token_ppo.policy_loss(logprobs, old, advantages, mask, 0.2)
+    count = tf.reduce_sum(mask)
+    parts = [token_ppo.policy_loss(logprobs[i:i + 1], old[i:i + 1], advantages[i:i + 1], mask[i:i + 1], 0.2, count)
+             for i in range(2)]
+    for k in range(4):
+        assert float(parts[0][k] + parts[1][k]) == pytest.approx(float(whole[k]), rel=1e-6)
+    own_means = [token_ppo.policy_loss(logprobs[i:i + 1], old[i:i + 1], advantages[i:i + 1], mask[i:i + 1], 0.2)[0]
+                 for i in range(2)]
+    assert float(own_means[0] + own_means[1]) / 2 != pytest.approx(float(whole[0]), rel=1e-3)
 
 
 def test_adaptive_kl_coefficient_moves_toward_target():
