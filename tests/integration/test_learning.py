@@ -1,6 +1,8 @@
 """PPO learns: the shipped configs, run by the driver as a batch job would, reach their returns (seeded).
 
-Marked slow (`make test-fast` skips them); CI runs them.
+Marked slow (`make test-fast` skips them); CI runs them. A seed's run is not the same on every CPU (float
+rounding differs between kernels, and the runs diverge from there: ../BUILD.md), so each test asserts an outcome
+with a margin over what the seeds measured here need, not one machine's number of env steps.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ def train(tmp_path, config: str, *overrides: str) -> dict:
 
 @pytest.mark.slow
 def test_cartpole_is_solved(tmp_path):
-    metrics = train(tmp_path, "cartpole.yaml", "train.stop_at_return=475")
+    # Seeds 0-19 solved in 28k-83k env steps (median 52k) on one machine, 19 of 20 within 100k on another: the
+    # budget is 150k, and stopping at the solved check ends the run well before it.
+    metrics = train(tmp_path, "cartpole.yaml", "train.stop_at_return=475", "train.total_env_steps=150000")
     assert metrics["train.solved"], metrics
     assert metrics["eval.mean_return"] >= 475
-    assert metrics["train.env_steps"] <= 100_000
 
 
 @pytest.mark.slow
 def test_acrobot_swings_up(tmp_path):
+    # Seeds 0-4 reached -100 in 71k-79k of the config's 150k env steps (2026-12-02).
     metrics = train(tmp_path, "acrobot.yaml", "train.stop_at_return=-100")
     assert metrics["eval.mean_return"] >= -100, metrics
 

@@ -26,6 +26,10 @@ def test_shipped_configs_validate(name):
     cfg = config.load(REPO / "configs" / name)
     assert cfg.task in ("gym", "lm")
     assert (cfg.train.total_env_steps if cfg.task == "gym" else cfg.ppo.iterations) > 0
+    if cfg.task == "gym":  # what the driver checks before work: the environment can be made (LunarLander: Box2D
+        from pipeline.envs import check_environment  # and pygame, which gymnasium's box2d package imports)
+
+        check_environment(cfg.env)
 
 
 @pytest.mark.parametrize("text, expected", [
