@@ -170,8 +170,8 @@ class LMPPOConfig:
     temperature: float = _field(1.0, "Sampling temperature; scoring uses the same distribution.",
                                 low=0.0, low_open=True)
     top_k: int = _field(0, "Sample from the k likeliest tokens only (0: all, as TRL's PPO samples); PPO scores the "
-                        "policy and the reference on each position's kept set, fixed when the batch is sampled.",
-                        low=0)
+                        "policy and the reference on each position's kept set, fixed when the batch is scored (a "
+                        "batch x tokens x vocabulary bool mask held through the update).", low=0)
     top_p: float = _field(1.0, "Sample from the smallest set holding this much probability (1: all); scored as "
                           "top_k.", low=0.0, low_open=True, high=1.0)
     learning_rate: float = _field(1e-4, "Adam learning rate of the policy and value head.", low=0.0, low_open=True)
@@ -257,8 +257,16 @@ TASKS = {"gym": Config, "lm": LMConfig}
 
 # === Loading ===
 
-def load(path: str | Path, overrides: list[str] = ()) -> Config | LMConfig:
-    """Reads a YAML file, applies `key.path=value` overrides, validates everything."""
+# Keys renamed on 2026-12-02 (issue 12): a config naming the old key gets an error naming the new one.
+RENAMED = {"ppo.kl_target": "ppo.adaptive_kl_target", "ppo.kl_horizon": "ppo.adaptive_kl_horizon",
+           "ppo.clip_value": "ppo.value_clip"}
+
+
+def load(path: str | Path, overrides: list[str] = (), run_directory: bool = False) -> Config | LMConfig:
+    """Reads a YAML file, applies `key.path=value` overrides, validates everything.
+
+    run_directory: the file is a run directory's resolved config.yaml, perhaps written before a key was renamed
+    or a meaning changed; it is brought up to date (`_upgrade`) so the run resumes with the same maths."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -268,6 +276,8 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config | LMConfig:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    if run_directory:
+        _upgrade(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -280,6 +290,24 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config | LMConfig:
             raise ConfigError(f"{parts[0]}: must be a mapping")
         raw[parts[0]][parts[1]] = yaml.safe_load(text) if text.strip() else None
     return from_dict(raw)
+
+
+def _upgrade(raw: dict) -> None:
+    """A resolved LM config from before 2026-12-02 (it has every key, among them ppo.clip_value): the renamed keys
+    take their new names; ppo.value_coef is halved, as the value loss lost its 1/2 (the same step as before); and
+    model.max_sequence_length, which was derived, is written out as it was derived."""
+    ppo, model, data = (raw.get(section) for section in ("ppo", "model", "data"))
+    if raw.get("task") != "lm" or not isinstance(ppo, dict) or "clip_value" not in ppo:
+        return
+    for old, new in RENAMED.items():
+        key, new_key = old.split(".")[1], new.split(".")[1]
+        if key in ppo:
+            ppo[new_key] = ppo.pop(key)
+    if isinstance(ppo.get("value_coef"), (int, float)):
+        ppo["value_coef"] = ppo["value_coef"] / 2
+    if isinstance(model, dict) and isinstance(data, dict) and "max_sequence_length" not in model:
+        model["max_sequence_length"] = max(data.get("sequence_length", 64),
+                                           data.get("prompt_tokens", 8) + ppo.get("max_new_tokens", 24))
 
 
 def from_dict(raw: dict) -> Config | LMConfig:
@@ -344,6 +372,9 @@ def _build_section(section: str, cls, values: dict):
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
+            if f"{section}.{key}" in RENAMED:
+                raise ConfigError(f"{section}.{key} is now {RENAMED[f'{section}.{key}']} (renamed; see the README's "
+                                  f"Conventions)")
             raise ConfigError(f"unknown key {section}.{key!s}; allowed keys in {section}: {_names(cls)}")
         kwargs[key] = _check_value(f"{section}.{key}", value, hints[key], fields[key].metadata)
     return cls(**kwargs)
@@ -405,6 +436,9 @@ def _check_cross_field(cfg) -> None:
             raise ConfigError(f"data.sequence_length: {cfg.data.sequence_length} does not fit "
                               f"model.max_sequence_length {positions}; allowed values: 4 to {positions} (or raise "
                               f"model.max_sequence_length, in a new run directory)")
+        if cfg.data.prompt_tokens >= positions:
+            raise ConfigError(f"data.prompt_tokens: {cfg.data.prompt_tokens} leaves no room for a response in "
+                              f"model.max_sequence_length {positions}; allowed values: 1 to {positions - 1}")
         if cfg.data.prompt_tokens + cfg.ppo.max_new_tokens > positions:
             raise ConfigError(f"ppo.max_new_tokens: {cfg.ppo.max_new_tokens} does not fit: data.prompt_tokens "
                               f"({cfg.data.prompt_tokens}) + ppo.max_new_tokens must be <= model.max_sequence_length "

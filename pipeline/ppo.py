@@ -253,7 +253,10 @@ class PPOLearner(tf.Module):
         means = totals / tf.cast(tf.maximum(taken, 1), tf.float32)
         stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
         stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
-        stats["finite"] = finite & guards.all_finite(self.variables_to_train)
+        # The entropy and KL above are a forward pass of the updated policy over the rollout: finite weights can
+        # still overflow one. The normaliser's statistics are checked with the weights.
+        stats["finite"] = (finite & tf.math.is_finite(entropy) & tf.math.is_finite(approx_kl)
+                           & guards.all_finite(self.agent.variables))  # networks, normaliser, counter
         return stats
 
     def _entropy_and_kl(self, observations, actions, old_log_probs):

@@ -48,7 +48,7 @@ def check_env_outputs(env, stage: str, observations, rewards=None) -> None:
     for what, values in (("observation", observations), ("reward", rewards)):
         if values is None:
             continue
-        values = np.asarray(values, np.float64).reshape(len(values), -1)
+        values = np.asarray(values, np.float32).reshape(len(values), -1)  # float32: what the networks see
         finite = np.isfinite(values)
         if not finite.all():
             bad = np.argwhere(~finite)
@@ -149,7 +149,13 @@ class Collector:
             self._finished_lengths.append(int(self._lengths[i]))
             self._returns[i], self._lengths[i] = 0.0, 0
             if truncated[i] and not terminated[i]:
-                packed[i, self._obs_size:-3] = np.reshape(info["final_obs"][i], -1)
+                final = np.reshape(info["final_obs"][i], (1, -1))
+                try:
+                    check_env_outputs(self.env, "train", final)  # the truncated episode's bootstrap observation
+                except NonFiniteError as e:
+                    self._error = e
+                    raise
+                packed[i, self._obs_size:-3] = final[0]
         return packed
 
 

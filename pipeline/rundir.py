@@ -52,13 +52,13 @@ class RunDir:
     def load_config(self) -> config_lib.Config:
         if not self.config_path.exists():
             raise config_lib.ConfigError(f"{self.root} is not a run directory: {self.config_path.name} is missing")
-        return config_lib.load(self.config_path)
+        return config_lib.load(self.config_path, run_directory=True)
 
     def save_config(self, cfg: config_lib.Config) -> None:
         """Refuses to resume with what the checkpoints cannot fit (`resume_locked`: the environment or data, the
         model, ...), before any work starts."""
         if self.config_path.exists():
-            old = config_lib.load(self.config_path)
+            old = config_lib.load(self.config_path, run_directory=True)
             if old.task != cfg.task:
                 raise config_lib.ConfigError(f"task: {cfg.task} differs from the run directory's {old.task}; "
                                              f"use a new --run-dir")

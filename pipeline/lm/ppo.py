@@ -70,6 +70,13 @@ class LMPPOLearner:
             parts["value_trunk"] = self.value_trunk
         return tf.train.Checkpoint(**parts)
 
+    def check_outputs(self, sequences, prompt_length: int) -> None:
+        """Raises guards.NonFiniteError unless the policy's log-probs and values on these sequences are finite:
+        before a checkpoint, as finite weights can still overflow a forward pass."""
+        log_probs, values, _, _ = self._compiled["score"](tf.convert_to_tensor(sequences, tf.int32), prompt_length)
+        guards.check(guards.all_finite([log_probs, values]), "ppo", "log-probs or values of the updated policy",
+                     f"after iteration {int(self.iteration)}")
+
     def log_probs(self, sequences, prompt_length: int):
         """Response log-probs under the policy and under the reference (for evaluation)."""
         sequences = tf.convert_to_tensor(sequences, tf.int32)
@@ -103,7 +110,8 @@ class LMPPOLearner:
         responses = sequences[:, prompt_length:]
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         raw_scores = scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
-        # A response's own EOS, inside its mask: not the EOS-valued fill `sample` leaves after every row stopped.
+        # A response's own EOS, inside its mask: not a later EOS, nor the zeros `sample` leaves after a row stopped
+        # (which read as EOS where its id is 0, as with the corpus tokenizer).
         ended = ((responses == self.eos_id) & (mask > 0)).any(axis=1) if self.eos_id is not None else None
         if s.missing_eos_penalty is not None and ended is not None:
             scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)

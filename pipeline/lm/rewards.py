@@ -48,11 +48,12 @@ def checked_scores(spec: str, scores, count: int) -> np.ndarray:
     if len(array) != count:
         raise RewardError(f"reward function {spec} returned {len(array)} score{'s' if len(array) != 1 else ''} for "
                           f"{count} completions; {rule}")
-    bad = np.flatnonzero(~np.isfinite(array))
+    scores = array.astype(np.float32)  # checked as float32: 1e39 is finite in float64, not in what trains on it
+    bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise NonFiniteRewardError(f"reward function {spec} returned {array[bad[0]]} for completion {bad[0]} "
-                                   f"({bad.size} of {count} scores not finite); {rule}")
-    return array.astype(np.float32)
+                                   f"({bad.size} of {count} scores not finite as float32); {rule}")
+    return scores
 
 
 def _first(values):

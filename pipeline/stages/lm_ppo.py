@@ -45,6 +45,11 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
         return learner, {}
     log.info("ppo: %s", devices.describe(learner.variables))
     progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
+
+    def save(sequences, prompt_length: int) -> None:
+        learner.check_outputs(sequences, prompt_length)  # finite weights can still overflow a forward pass
+        manager.save(checkpoint_number=int(learner.iteration))
+
     with summaries.stage_writer(run_dir, "ppo"):
         while int(learner.iteration) < p.iterations:
             iteration = int(learner.iteration)
@@ -64,12 +69,15 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
                               step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0 or preemption.requested():
-                manager.save(checkpoint_number=iteration + 1)
+                save(sequences, prompts.shape[1])
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
             preemption.stop_if_requested(f"in ppo at iteration {iteration + 1}, after a checkpoint")
         if (manager.latest_checkpoint is None
                 or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
-            manager.save(checkpoint_number=int(learner.iteration))
+            if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is
+                manager.save(checkpoint_number=0)
+            else:
+                save(sequences, prompts.shape[1])
     progress.close()
     return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import reward_model as rm_lib
-from pipeline import preemption, summaries
+from pipeline import guards, preemption, summaries
 from pipeline.config import ConfigError, LMConfig
 from pipeline.lm import preferences as prefs_lib
 from pipeline.lm.rewards import checked_scores
@@ -91,6 +91,9 @@ def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePai
     # On the training pairs' sequences: the SFT model's samples when the pairs were built from them.
     offset, scale = trainer.normalise(np.concatenate([train.chosen_ids, train.rejected_ids]),
                                       np.concatenate([train.chosen_mask, train.rejected_mask]))
+    # Finite weights can still overflow a forward pass: the model's outputs must be finite before it is saved.
+    guards.check(np.isfinite([val_loss, offset, scale]).all(), "reward", "held-out loss or reward normalisation",
+                 f"after step {step}")
     return {**metrics, "reward.pair_accuracy": accuracy, "reward.val_loss": val_loss,
             "reward.train_loss": float(np.mean(losses)), "reward.steps": step, "reward.offset": offset,
             "reward.scale": scale}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline import preemption, summaries
+from pipeline import guards, preemption, summaries
 from pipeline.config import LMConfig
 from pipeline.lm import data as data_lib
 from pipeline.lm.sft import SFTTrainer
@@ -49,5 +50,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
             log.info("sft: epoch %d, validation perplexity %.2f", epoch + 1, perplexity)
     metrics.update({"sft.val_perplexity": trainer.perplexity(data.val_ids, data.val_mask), "sft.steps": step})
     trainer.check_weights()
+    # Finite weights can still overflow a forward pass (a learning rate far too high): the model's own outputs,
+    # here its validation loss, must be finite too before it is saved, or every re-run restores it.
+    guards.check(math.isfinite(metrics["sft.val_perplexity"]), "sft", "validation loss", f"after step {step}")
     manager.save()
     return lm, metrics

@@ -64,6 +64,18 @@ def test_a_learner_whose_numbers_overflow_stops_before_saving_them(tmp_path):
     _assert_nothing_published(run)
 
 
+def test_an_sft_model_whose_outputs_overflow_is_not_saved(tmp_path):
+    """A learning rate far too high leaves finite weights whose forward pass is not: the SFT checkpoint, which every
+    re-run would restore instead of training, is not written."""
+    cfg = lm_config(tmp_path)
+    run = tmp_path / "run"
+    result = run_driver("run", cfg, "--run-dir", run, "--set", "sft.epochs=1", "--set", "sft.learning_rate=1e30")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "sft: non-finite" in result.stderr
+    assert tf.train.latest_checkpoint(str(run / "checkpoints" / "sft")) is None
+    _assert_nothing_published(run)
+
+
 # === A resume that cannot fit the checkpoint is a config error, before any work ===
 
 def _copy(run, tmp_path):

@@ -70,6 +70,26 @@ def test_overrides_are_typed_like_yaml(tmp_path):
             load_yaml(tmp_path, "{}\n", [bad])
 
 
+def test_renamed_keys_name_their_new_names_and_old_run_directories_resume_with_the_same_maths(tmp_path):
+    with pytest.raises(config.ConfigError, match=r"ppo.kl_target is now ppo.adaptive_kl_target"):
+        load_yaml(tmp_path, "task: lm\nppo:\n  kl_target: 6.0\n")
+    # A run directory's config.yaml from before the renames: every key written, old names, value_coef for a
+    # value loss with a 1/2, and the model's positions derived (prompt 8 + 100 new tokens).
+    old = config.LMConfig().to_dict()
+    old["ppo"].update({"max_new_tokens": 100, "value_coef": 0.1, "kl_target": 6.0, "kl_horizon": 5000.0,
+                       "clip_value": 0.3})
+    for key in ("adaptive_kl_target", "adaptive_kl_horizon", "value_clip"):
+        del old["ppo"][key]
+    del old["model"]["max_sequence_length"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    cfg = config.load(path, run_directory=True)
+    assert (cfg.ppo.adaptive_kl_target, cfg.ppo.adaptive_kl_horizon, cfg.ppo.value_clip) == (6.0, 5000.0, 0.3)
+    assert cfg.ppo.value_coef == pytest.approx(0.05) and cfg.model.max_sequence_length == 108
+    with pytest.raises(config.ConfigError, match="ppo.clip_value is now ppo.value_clip"):
+        config.load(path)  # as a user's config, it names the rename
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_yaml(tmp_path, "train:\n  total_env_steps: 77\n")
     path = tmp_path / "resolved.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +10,7 @@ import tensorflow as tf
 from models import lm as lm_lib
 from pipeline.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
-from tests.greedy import assert_near_greedy
+from tests.greedy import TIE_TOLERANCE, assert_near_greedy
 
 SIZE = lm_lib.LMSize(vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
                      max_sequence_length=16)
@@ -42,8 +43,10 @@ def test_kl_is_zero_and_first_ratio_one_before_any_update(jit, options):
     assert stats["objective/kl"] == 0.0
     assert stats["objective/non_score_reward"] == 0.0
     # The first step's log-probs come from a minibatch (another batch size, another kernel maybe): equal to
-    # rounding. A scoring distribution other than the sampling one (temperature, filter) is off by far more.
-    assert stats["policy/first_ratio_max_deviation"] < 1e-5
+    # rounding, bfloat16's where it computes in bfloat16. A scoring distribution other than the sampling one
+    # (temperature, filter) is off by far more.
+    tolerance = 5e-2 if options.get("precision") == "mixed_bfloat16" else 1e-5
+    assert stats["policy/first_ratio_max_deviation"] < tolerance
 
 
 def test_ppo_learns_to_emit_the_rewarded_token():
@@ -135,8 +138,10 @@ def test_top_k_sampling_draws_only_kept_tokens_and_top_1_is_greedy():
     np.testing.assert_array_equal(lm_lib.sample(policy, prompt, 6, 1.0, seed, top_k=1).numpy(), greedy)
     drawn = lm_lib.sample(policy, prompt, 6, 1.0, seed, top_k=3).numpy()
     logits, _ = lm_lib.forward(policy, tf.constant(drawn))
-    top3 = tf.math.top_k(logits[:, 3:-1], k=3).indices.numpy()
-    assert (top3 == drawn[:, 4:, None]).any(axis=-1).all()
+    # Each drawn token is among the 3 best under a full forward pass (to a near-tie at the 3rd: other kernels).
+    third_best = tf.math.top_k(logits[:, 3:-1], k=3).values.numpy()[..., -1]
+    drawn_logit = np.take_along_axis(logits[:, 3:-1].numpy(), drawn[:, 4:, None], axis=-1)[..., 0]
+    assert (drawn_logit >= third_best - TIE_TOLERANCE).all()
 
 
 def test_right_padded_prompts_of_different_lengths_decode_as_if_alone():
@@ -216,23 +221,29 @@ def test_kl_and_policy_stats_stay_finite_over_many_updates_with_top_k_and_top_p(
 
 def test_gradient_accumulation_with_eos_takes_the_same_step_as_the_whole_minibatch():
     """Rows end at their EOS, so micro-batches hold different numbers of tokens: each token must weigh the same
-    (sum over the minibatch's tokens / its token count), whatever the micro-batch it falls in."""
+    (sum over the minibatch's tokens / its token count), whatever the micro-batch it falls in.
+
+    Compared through plain SGD steps, which are linear in the gradient: Adam's first steps are ~lr * sign(g), so
+    a gradient component near 0 turns rounding into a full step either way."""
     rng_prompts = prompts(np.random.default_rng(4), batch=16)
-    after, lengths = [], None
+    moved, lengths = [], None
     for steps in (1, 4):
         learner = make(eos_id=3, num_epochs=2, num_minibatches=1, gradient_accumulation_steps=steps)
+        learner.optimizer = keras.optimizers.SGD(learning_rate=0.1)  # traced on the first step: this one is used
+        learner.optimizer.build(learner.variables)
+        before = [v.numpy() for v in learner.variables]
         stats, sequences, _ = learner.step(rng_prompts, target_token_rate)
         mask = lm_lib.response_mask(tf.constant(sequences[:, 4:]), 3).numpy()
         lengths = mask.sum(axis=1) if lengths is None else lengths
         np.testing.assert_array_equal(mask.sum(axis=1), lengths)  # the same samples each time
-        after.append(([v.numpy() for v in learner.variables], stats))
+        moved.append(([v.numpy() - b for v, b in zip(learner.variables, before)], stats))
     assert len(set(lengths.tolist())) > 2, lengths  # responses of several lengths: the test means something
-    (whole, whole_stats), *accumulated = after
-    for variables, stats in accumulated:
-        for a, b in zip(variables, whole):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        for key in ("loss/policy", "loss/value", "policy/approxkl", "objective/entropy"):
-            assert stats[key] == pytest.approx(whole_stats[key], rel=1e-4, abs=1e-7), key
+    (whole, whole_stats), (accumulated, stats) = moved
+    assert any(np.abs(d).max() > 1e-4 for d in whole)  # the steps moved the weights
+    for a, b in zip(accumulated, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-7)
+    for key in ("loss/policy", "loss/value", "policy/approxkl", "objective/entropy"):
+        assert stats[key] == pytest.approx(whole_stats[key], rel=1e-4, abs=1e-7), key
 
 
 def test_eos_statistics_count_real_eos_tokens_not_the_fill_after_them():
