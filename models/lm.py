@@ -1,6 +1,8 @@
-"""Causal-LM policy for RLHF: a keras-hub GPT-2 (Keras 3) with a scalar value head, and KV-cache sampling.
+"""Causal-LM policy for RLHF: a keras-hub causal LM (Keras 3) with a scalar value head, and KV-cache sampling.
 
-Built from constructors (no presets: nothing is downloaded). Sampling and scoring share one definition of the
+The from-scratch model is a GPT-2 built from its constructor (no presets: nothing is downloaded); copying,
+scoring and sampling work on any keras-hub CausalLM whose LM head is its token embedding's reverse (GPT-2, the
+Llama family, Qwen, Mistral): sampling goes through keras-hub's own per-architecture cache API. Sampling and scoring share one definition of the
 token distribution (`sampling_logits`: temperature, top-k, top-p), so the distribution a token was drawn from is
 the one PPO scores it under: at iteration 0 the policy/reference KL is 0 and the first ratio is 1, to rounding.
 """
@@ -37,12 +39,12 @@ def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> 
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def copy_lm(lm: keras_hub.models.GPT2CausalLM, trainable: bool) -> keras_hub.models.GPT2CausalLM:
+def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool) -> keras_hub.models.CausalLM:
     """Same architecture, precision and weights: the frozen reference, or a separate value model's trunk."""
-    backbone = keras_hub.models.GPT2Backbone.from_config(lm.backbone.get_config())
+    backbone = type(lm.backbone).from_config(lm.backbone.get_config())
     backbone.set_weights(lm.backbone.get_weights())
     backbone.trainable = trainable
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return type(lm)(backbone=backbone, preprocessor=None)
 
 
 def build_value_head(hidden_dim: int) -> keras.layers.Dense:
@@ -140,7 +142,7 @@ def response_mask(responses, eos_id: int | None):
 
 
 def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, top_p: float = 1.0,
-           prompt_lengths=None, eos_id: int | None = None):
+           prompt_lengths=None, eos_id: int | None = None, generic_cache: bool = False):
     """Samples after the prompts with the KV cache; returns [B, P + max_new_tokens] token ids.
 
     prompt_ids: [B, P]; rows shorter than P are right-padded and `prompt_lengths` [B] says where each ends (the
@@ -149,6 +151,8 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     to the longest prompt + max_new_tokens, so a short prompt got more), its later positions left as they are.
     temperature: a positive value samples from `sampling_logits`; 0 is greedy. `seed`: stateless, shape [2].
     With eos_id, a row also stops once it has sampled EOS; the loop ends when every row has stopped.
+    Any keras-hub CausalLM decodes through its own cache API; GPT-2 through a faster path of its own, unless
+    generic_cache (for tests and benchmarks).
     """
     batch, width = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
     if prompt_lengths is None:
@@ -156,15 +160,9 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     total = width + max_new_tokens
     token_ids = tf.concat([prompt_ids, tf.zeros([batch, max_new_tokens], prompt_ids.dtype)], axis=1)
     start = tf.reduce_min(prompt_lengths)
-    # The cache is seeded by one pass over the prompts only (keras-hub's layout [B, layers, 2, P, heads, dim]),
-    # then each layer's keys and values are laid out [B, heads, T, dim] (the attention dots' own layout, so no
-    # transposes per step) and padded to the whole buffer. Positions are overwritten as they come.
-    hidden, cache = lm._build_cache(prompt_ids)
-    padding = [[0, 0], [0, 0], [0, max_new_tokens], [0, 0]]
-    caches = tuple((tf.pad(tf.transpose(cache[:, layer, 0], [0, 2, 1, 3]), padding),
-                    tf.pad(tf.transpose(cache[:, layer, 1], [0, 2, 1, 3]), padding))
-                   for layer in range(lm.backbone.num_layers))
-    next_logits = lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
+    fast = isinstance(lm, keras_hub.models.GPT2CausalLM) and not generic_cache
+    decoder = _Gpt2Decoder if fast else _KerasHubDecoder
+    caches, next_logits = decoder.start(lm, prompt_ids, token_ids, start)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     positive = tf.maximum(temperature, 1e-6)
 
@@ -179,8 +177,8 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
         done = done | (index + 1 >= prompt_lengths + max_new_tokens)
         if eos_id is not None:
             done = done | (generated & tf.equal(token, eos_id))
-        logits, caches = _cached_step(lm, token[:, None], caches, index)
-        return index + 1, token_ids, caches, logits[:, 0], done
+        logits, caches = decoder.step(lm, token[:, None], caches, index)
+        return index + 1, token_ids, caches, logits, done
 
     _, token_ids, _, _, _ = tf.while_loop(
         lambda index, token_ids, caches, next_logits, done: (index < total) & ~tf.reduce_all(done), step,
@@ -188,36 +186,71 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
     return token_ids
 
 
-def _cached_step(lm, token_ids, caches, index):
-    """One token through GPT-2 with per-layer key and value caches [B, heads, T, head_dim].
+class _KerasHubDecoder:
+    """Any keras-hub CausalLM, through its own cache API: `_build_cache` seeds a [B, layers, 2, T, kv heads, dim]
+    cache over the whole buffer (prompts and the zeros after them, overwritten as tokens come), `call_with_cache`
+    runs one token. The architecture (rotary positions, grouped-query attention, ...) is the model's business."""
+
+    @staticmethod
+    def start(lm, prompt_ids, token_ids, start):
+        """(cache, logits [B, V] predicting position `start`)."""
+        _, cache = lm._build_cache(token_ids)
+        # The token before `start` once more: its logits, and its cache entry rewritten with the same values.
+        last = tf.slice(token_ids, tf.stack([0, start - 1]), [-1, 1])
+        logits, _, cache = lm.call_with_cache(last, cache, start - 1)
+        return cache, logits[:, 0]
+
+    @staticmethod
+    def step(lm, token_ids, cache, index):
+        logits, _, cache = lm.call_with_cache(token_ids, cache, index)
+        return logits[:, 0], cache
+
+
+class _Gpt2Decoder:
+    """GPT-2 with per-layer key and value caches [B, heads, T, head_dim], written in place.
 
     keras-hub's call_with_cache keeps one [B, layers, 2, T, heads, head_dim] cache and, every step, slices each
     layer's part out, writes the new key and value, and stacks it all back: copies of the whole cache per token.
-    Here each cache is its own loop variable and the new key and value are written in place (one
-    dynamic-update-slice each). Same layers, same weights; tested against full-forward decoding.
+    Here each cache is its own loop variable (one dynamic-update-slice each), laid out [B, heads, T, dim] (the
+    attention dots' own layout, no transposes per step), seeded by one pass over the prompts only. It reads
+    GPT-2's layers' private attributes: kept because it pays (benchmarks/README.md), tested against full-forward
+    decoding and against the generic decoder.
     """
-    backbone = lm.backbone
-    x = backbone.token_embedding(token_ids)
-    x = backbone.embeddings_dropout(backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
-    length = tf.shape(caches[0][0])[2]
-    visible = tf.range(length)[None, None, None, :] <= index  # [1, 1, 1, T]: positions up to this token
-    heads_first = lambda t: tf.transpose(t, [0, 2, 1, 3])  # noqa: E731  [B, 1, heads, dim] <-> [B, heads, 1, dim]
-    updated = []
-    for layer, (keys, values) in zip(backbone.transformer_layers, caches):
-        attention = layer._self_attention_layer
-        h = layer._self_attention_layer_norm(x)
-        start = [0, 0, index, 0]
-        keys = keras.ops.slice_update(keys, start, heads_first(attention._key_dense(h)))
-        values = keras.ops.slice_update(values, start, heads_first(attention._value_dense(h)))
-        query = heads_first(attention._query_dense(h))  # [B, heads, 1, head_dim]
-        scores = tf.einsum("bnqd,bntd->bnqt", tf.cast(query, tf.float32), tf.cast(keys, tf.float32))
-        scores = tf.where(visible, scores * attention._inverse_sqrt_key_dim, tf.float32.min)
-        weights = tf.cast(tf.nn.softmax(scores, axis=-1), values.dtype)
-        x = x + attention._output_dense(heads_first(tf.einsum("bnqt,bntd->bnqd", weights, values)))
-        h = layer._feedforward_layer_norm(x)
-        x = x + layer._feedforward_output_dense(layer._feedforward_intermediate_dense(h))
-        updated.append((keys, values))
-    return backbone.token_embedding(backbone.layer_norm(x), reverse=True), tuple(updated)
+
+    @staticmethod
+    def start(lm, prompt_ids, token_ids, start):
+        hidden, cache = lm._build_cache(prompt_ids)
+        padding = [[0, 0], [0, 0], [0, tf.shape(token_ids)[1] - tf.shape(prompt_ids)[1]], [0, 0]]
+        caches = tuple((tf.pad(tf.transpose(cache[:, layer, 0], [0, 2, 1, 3]), padding),
+                        tf.pad(tf.transpose(cache[:, layer, 1], [0, 2, 1, 3]), padding))
+                       for layer in range(lm.backbone.num_layers))
+        return caches, lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
+
+    @staticmethod
+    def step(lm, token_ids, caches, index):
+        backbone = lm.backbone
+        x = backbone.token_embedding(token_ids)
+        x = backbone.embeddings_dropout(
+            backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
+        length = tf.shape(caches[0][0])[2]
+        visible = tf.range(length)[None, None, None, :] <= index  # [1, 1, 1, T]: positions up to this token
+        heads_first = lambda t: tf.transpose(t, [0, 2, 1, 3])  # noqa: E731  [B, 1, heads, dim] <-> [B, heads, 1, dim]
+        updated = []
+        for layer, (keys, values) in zip(backbone.transformer_layers, caches):
+            attention = layer._self_attention_layer
+            h = layer._self_attention_layer_norm(x)
+            start = [0, 0, index, 0]
+            keys = keras.ops.slice_update(keys, start, heads_first(attention._key_dense(h)))
+            values = keras.ops.slice_update(values, start, heads_first(attention._value_dense(h)))
+            query = heads_first(attention._query_dense(h))  # [B, heads, 1, head_dim]
+            scores = tf.einsum("bnqd,bntd->bnqt", tf.cast(query, tf.float32), tf.cast(keys, tf.float32))
+            scores = tf.where(visible, scores * attention._inverse_sqrt_key_dim, tf.float32.min)
+            weights = tf.cast(tf.nn.softmax(scores, axis=-1), values.dtype)
+            x = x + attention._output_dense(heads_first(tf.einsum("bnqt,bntd->bnqd", weights, values)))
+            h = layer._feedforward_layer_norm(x)
+            x = x + layer._feedforward_output_dense(layer._feedforward_intermediate_dense(h))
+            updated.append((keys, values))
+        return backbone.token_embedding(backbone.layer_norm(x), reverse=True)[:, 0], tuple(updated)
 
 
 @contextlib.contextmanager

@@ -201,12 +201,14 @@ class LMPPOLearner:
             micro_grads, micro_stats, micro_deviation = self._loss_and_grads(
                 *(part(x) for x in (sequences, old_log_probs, advantages, old_values, returns, mask, kept)), count,
                 prompt_length)
-            micro_grads = [tf.convert_to_tensor(g) for g in micro_grads]  # embeddings' IndexedSlices do not add up
-            grads = micro_grads if grads is None else [a + b for a, b in zip(grads, micro_grads)]
+            # Embeddings' IndexedSlices do not add up: dense. None: a variable the loss does not reach (a separate
+            # value trunk's LM head where the embeddings are untied, as in Llama), left out of the step.
+            micro_grads = [None if g is None else tf.convert_to_tensor(g) for g in micro_grads]
+            grads = micro_grads if grads is None else [None if a is None else a + b for a, b in zip(grads, micro_grads)]
             stats, deviation = stats + micro_stats, tf.maximum(deviation, micro_deviation)
         grads, norm = tf.clip_by_global_norm(grads, s.max_grad_norm)
         finite = tf.math.is_finite(norm) & tf.reduce_all(tf.math.is_finite(stats))
-        self.optimizer.apply_gradients(zip(grads, self.variables))
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.variables) if g is not None])
         return stats, deviation, finite
 
     def _prepare_fn(self, sequences, mask, scores, prompt_length: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -70,16 +71,45 @@ def test_adaptive_kl_coefficient_moves_toward_its_target():
     assert stats["objective/kl"] > 0.01 and coefs[-1] > 0.01 and coefs == sorted(coefs)
 
 
-def test_kv_cache_sampling_matches_full_forward_decoding():
-    policy = lm_lib.build_causal_lm(SIZE, seed=3)
+def llama(seed=3):
+    """A tiny Llama 3 (rotary positions, grouped-query attention: 4 query heads over 2 key/value heads)."""
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.Llama3Backbone(vocabulary_size=SIZE.vocabulary_size, num_layers=2, num_query_heads=4,
+                                               num_key_value_heads=2, hidden_dim=32, intermediate_dim=64)
+    return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None)
+
+
+ARCHITECTURES = {"gpt2": lambda: lm_lib.build_causal_lm(SIZE, seed=3), "llama": llama}
+DECODERS = [("gpt2", False), ("gpt2", True), ("llama", False)]  # (architecture, keras-hub's generic cache path)
+
+
+def cached_logits(lm, sequences, prompt_length: int, generic: bool):
+    """[B, R, V] logits of each response position through the sampler's KV-cache decoder, teacher-forced."""
+    decoder = lm_lib._KerasHubDecoder if generic or not isinstance(lm, keras_hub.models.GPT2CausalLM) \
+        else lm_lib._Gpt2Decoder
+    sequences = tf.constant(sequences, tf.int32)
+    cache, logits = decoder.start(lm, sequences[:, :prompt_length], sequences, tf.constant(prompt_length))
+    out = [logits]
+    for index in range(prompt_length, sequences.shape[1] - 1):
+        logits, cache = decoder.step(lm, sequences[:, index:index + 1], cache, tf.constant(index))
+        out.append(logits)
+    return tf.stack(out, axis=1).numpy()
+
+
+@pytest.mark.parametrize("architecture, generic", DECODERS)
+def test_kv_cache_sampling_matches_full_forward_decoding(architecture, generic):
+    policy = ARCHITECTURES[architecture]()
     prompt = tf.constant(prompts(np.random.default_rng(2), batch=4), tf.int32)
     # Greedy (temperature 0) and a tiny temperature: every token is the best under full forward passes (to a
     # near-tie: the two paths run other kernels), and the cached decode's log-probs are the full forward's.
     for temperature in (0.0, 1e-6):
-        cached = lm_lib.sample(policy, prompt, 8, temperature=temperature, seed=tf.constant([1, 2], tf.int64)).numpy()
+        cached = lm_lib.sample(policy, prompt, 8, temperature=temperature, seed=tf.constant([1, 2], tf.int64),
+                               generic_cache=generic).numpy()
         logits = lm_lib.forward(policy, tf.constant(cached))[0].numpy()
         for row, row_logits in zip(cached, logits):
             assert_near_greedy(row_logits, row, start=4)
+    np.testing.assert_allclose(tf.nn.log_softmax(cached_logits(policy, cached, 4, generic)).numpy(),
+                               tf.nn.log_softmax(logits[:, 3:-1]).numpy(), atol=1e-5)
     # A stale cache position would fail that: the same decode with each step's logits one position late does.
     shifted = np.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
     with pytest.raises(AssertionError):
@@ -144,12 +174,14 @@ def test_top_k_sampling_draws_only_kept_tokens_and_top_1_is_greedy():
     assert (drawn_logit >= third_best - TIE_TOLERANCE).all()
 
 
-def test_right_padded_prompts_of_different_lengths_decode_as_if_alone():
-    policy = lm_lib.build_causal_lm(SIZE, seed=3)
+@pytest.mark.parametrize("architecture, generic", DECODERS)
+def test_right_padded_prompts_of_different_lengths_decode_as_if_alone(architecture, generic):
+    policy = ARCHITECTURES[architecture]()
     rows = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
     padded = tf.constant([row + [0] * (5 - len(row)) for row in rows], tf.int32)
     seed = tf.constant([0, 0], tf.int64)
-    together = lm_lib.sample(policy, padded, 4, 0.0, seed, prompt_lengths=tf.constant([5, 2, 3])).numpy()
+    together = lm_lib.sample(policy, padded, 4, 0.0, seed, prompt_lengths=tf.constant([5, 2, 3]),
+                             generic_cache=generic).numpy()
     for row, out in zip(rows, together):
         np.testing.assert_array_equal(out[:len(row)], row)  # each row keeps its own prompt
         assert not out[len(row) + 4:].any()  # and gets 4 new tokens, not 4 past the longest prompt
@@ -268,3 +300,38 @@ def test_a_non_finite_update_raises_instead_of_training_on():
     with pytest.raises(NonFiniteError, match="ppo"):
         for _ in range(3):
             learner.step(prompts(rng), target_token_rate)
+
+
+# === Other architectures (keras-hub's own cache path) ===
+
+@pytest.mark.parametrize("value_model", ["shared", "separate"])
+def test_ppo_on_a_llama_policy_starts_at_the_reference_and_updates(value_model):
+    learner = LMPPOLearner(llama(), LMPPOConfig(max_new_tokens=8, learning_rate=3e-3, num_epochs=2, num_minibatches=2,
+                                                top_k=6, value_model=value_model, jit_generation=False,
+                                                jit_update=False), eos_id=None, seed=0)
+    before = [v.numpy() for v in learner.policy.trainable_variables]
+    stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
+    assert stats["objective/kl"] == 0.0 and stats["policy/first_ratio_max_deviation"] < 1e-5
+    assert any((v.numpy() != b).any() for v, b in zip(learner.policy.trainable_variables, before))
+    assert all(np.isfinite(v) for v in learner.step(prompts(np.random.default_rng(1)), target_token_rate)[0].values())
+
+
+@pytest.mark.parametrize("architecture, generic", DECODERS)
+def test_cache_writes_traced_for_serving_use_stock_ops_only(architecture, generic):
+    """TF Serving runs with XLA disabled: the sampling loop traced for an export must hold no Xla* op."""
+    policy = ARCHITECTURES[architecture]()
+
+    def serve(prompt_ids):
+        return lm_lib.sample(policy, prompt_ids, 4, 0.0, tf.constant([0, 0], tf.int64), generic_cache=generic)
+
+    signature = [tf.TensorSpec([None, None], tf.int32)]
+    with lm_lib.core_op_cache_updates():
+        graph = tf.function(serve, input_signature=signature, autograph=False).get_concrete_function().graph
+    ops = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:
+        ops |= {node.op for node in function.node_def}
+    assert not {op for op in ops if op.startswith("Xla")}, ops
+    # Without the substitute, keras' cache writes are XlaDynamicUpdateSlice: the check can fail.
+    graph = tf.function(serve, input_signature=signature, autograph=False).get_concrete_function().graph
+    library = {node.op for function in graph.as_graph_def().library.function for node in function.node_def}
+    assert "XlaDynamicUpdateSlice" in {op.type for op in graph.get_operations()} | library
