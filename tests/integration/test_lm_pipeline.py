@@ -39,7 +39,8 @@ def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
 
 
 def test_learned_reward_model_is_the_proxy_and_the_function_the_gold_reward(tmp_path):
-    cfg = lm_config(tmp_path, reward={"kind": "learned", "pairs": 128, "jit_compile": False}, iterations=10)
+    cfg = lm_config(tmp_path, reward={"kind": "learned", "pairs": 128, "validation_fraction": 0.25, "jit_compile": False},
+                    iterations=10)
     run = tmp_path / "run"
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 0, result.stderr[-3000:]
