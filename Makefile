@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned clean
+.PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ lm-demo: setup fortunes
 # The same demo with a learned reward model as PPO's reward and VADER as the gold one.
 lm-demo-learned: setup fortunes
 	$(BIN)/python -m pipeline run configs/lm_sentiment_learned_reward.yaml --run-dir runs/lm_learned
+
+# PPO starting from the SFT model lm-demo wrote as a keras-hub preset (runs/lm/preset); runs lm-demo first if needed.
+lm-demo-from-preset: setup fortunes
+	test -f runs/lm/preset/config.json || $(BIN)/python -m pipeline run configs/lm_sentiment.yaml --run-dir runs/lm
+	$(BIN)/python -m pipeline run configs/lm_sentiment_from_preset.yaml --run-dir runs/lm_from_preset
 
 clean:
 	rm -rf $(VENV) runs

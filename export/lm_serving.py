@@ -31,8 +31,10 @@ class GenerationDefaults:
     top_p: float = 1.0
 
 
-def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults) -> keras.export.ExportArchive:
-    max_length = lm.backbone.max_sequence_length
+def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_length: int,
+                  bos_id: int | None = None) -> keras.export.ExportArchive:
+    """max_length: the positions a request works within (prompt and completion); bos_id: the start token every
+    sequence begins with, where the model's convention has one (added in the graph, as the pipeline adds it)."""
     # keras-hub builds the tokenizer's TF lookup tables lazily; build them eagerly, not inside a traced function.
     tokenizer._maybe_initialized_tf()
     tokenizer.build(None)  # a tokenizer has no weights; ExportArchive only tracks built layers
@@ -43,10 +45,16 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults) -> k
         lengths = tf.cast(tokens.row_lengths(), tf.int32)
         return dense[:, :tf.maximum(tf.reduce_max(lengths), 1)], tf.maximum(lengths, 1)
 
+    def with_start(tokens):
+        if bos_id is None:
+            return tokens
+        start = tf.RaggedTensor.from_tensor(tf.fill([tokens.nrows(), 1], tf.cast(bos_id, tokens.dtype)))
+        return tf.concat([start, tokens], axis=1)
+
     def generate(prompts, max_new_tokens=tf.constant(defaults.max_new_tokens),
                  temperature=tf.constant(defaults.temperature), seed=tf.constant(-1, tf.int64)):
         # Prompts keep their last max_length - 1 tokens, so at least one token can follow.
-        tokens = tokenizer.tokenize(prompts)[:, -(max_length - 1):]
+        tokens = with_start(tokenizer.tokenize(prompts))[:, -(max_length - 1):]
         ids, lengths = right_padded(tokens)
         width = tf.shape(ids)[1]
         max_new_tokens = tf.clip_by_value(max_new_tokens, 0, max_length - width)
@@ -64,7 +72,7 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults) -> k
         return {"completions": text}
 
     def log_probs(texts):
-        tokens = tokenizer.tokenize(texts)[:, :max_length]
+        tokens = with_start(tokenizer.tokenize(texts))[:, :max_length]
         ids, lengths = tokens.to_tensor(default_value=eos_id), tf.cast(tokens.row_lengths(), tf.int32)
         mask = tf.sequence_mask(lengths, tf.shape(ids)[1], tf.int32)
         logits, _ = lm_lib.forward(lm, ids, padding_mask=mask)

@@ -91,6 +91,16 @@ def _preflight(cfg) -> None:
         load_reward_function(cfg.reward.function)
     except ValueError as e:
         raise config_lib.ConfigError(f"reward.function: {e}") from None
+    if cfg.model.checkpoint is not None:
+        from models import checkpoints
+        try:
+            info = checkpoints.inspect(cfg.model.checkpoint)
+        except checkpoints.CheckpointError as e:
+            raise config_lib.ConfigError(f"model.checkpoint: {e}") from None
+        if info.max_sequence_length is not None and cfg.model.max_sequence_length > info.max_sequence_length:
+            raise config_lib.ConfigError(
+                f"model.max_sequence_length: {cfg.model.max_sequence_length} exceeds the {info.max_sequence_length} "
+                f"positions of model.checkpoint {info.path}; allowed values: 2 to {info.max_sequence_length}")
     if cfg.reward.preferences is not None:
         from pipeline.lm.preferences import PreferenceError, read_preferences
         try:

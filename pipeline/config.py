@@ -118,12 +118,18 @@ class LMDataConfig:
 
 @dataclasses.dataclass
 class LMModelConfig:
-    num_layers: int = _field(2, "GPT-2 transformer layers.", low=1)
-    num_heads: int = _field(2, "Attention heads (must divide hidden_dim).", low=1)
-    hidden_dim: int = _field(64, "Width of the residual stream.", low=1)
-    intermediate_dim: int = _field(256, "Width of each feed-forward block (GPT-2: 4 x hidden_dim).", low=1)
-    max_sequence_length: int = _field(64, "Positions the model has: data.sequence_length and data.prompt_tokens + "
-                                      "ppo.max_new_tokens must fit (fixed for a run directory).", low=2)
+    checkpoint: Optional[str] = _field(
+        None, "A local keras-hub preset directory (what save_to_preset writes, e.g. a run's RUN_DIR/preset) to start "
+              "from, with its own tokenizer (data.vocabulary_size and the sizes below are then unused); null: a GPT-2 "
+              "of the sizes below trained from scratch, with a tokenizer trained on the corpus.")
+    num_layers: int = _field(2, "From scratch: GPT-2 transformer layers.", low=1)
+    num_heads: int = _field(2, "From scratch: attention heads (must divide hidden_dim).", low=1)
+    hidden_dim: int = _field(64, "From scratch: width of the residual stream.", low=1)
+    intermediate_dim: int = _field(256, "From scratch: width of each feed-forward block (GPT-2: 4 x hidden_dim).",
+                                   low=1)
+    max_sequence_length: int = _field(64, "Positions the run works within: data.sequence_length and "
+                                      "data.prompt_tokens + ppo.max_new_tokens must fit, and a checkpoint's own "
+                                      "position limit must hold them (fixed for a run directory).", low=2)
     precision: str = _field("float32", "Keras dtype policy: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
                             "weights; fast on recent GPUs, slow on CPUs without bfloat16 units).",
                             choices=["float32", "mixed_bfloat16"])
@@ -327,6 +333,8 @@ def from_dict(raw: dict) -> Config | LMConfig:
             raise ConfigError(f"{section}: must be a mapping of keys, got {value!r}")
         sections[section] = _build_section(section, sec_field.default_factory, value)
     cfg = root(**sections)
+    if isinstance(cfg, LMConfig) and cfg.model.checkpoint is not None:  # absolute: a run may resume from elsewhere
+        cfg.model.checkpoint = str(Path(cfg.model.checkpoint).expanduser().resolve())
     _check_cross_field(cfg)
     return cfg
 

@@ -75,13 +75,16 @@ def load_tokenizer(directory: str | Path):
                                               merges=str(directory / "merges.txt"))
 
 
-def encode_documents(tokenizer, documents: list[str], sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """[N, sequence_length] token ids (document + EOS, cut or padded with EOS) and the 0/1 mask of real tokens."""
-    end = tokenizer.token_to_id(END_TOKEN)
+def encode_documents(tokenizer, documents: list[str], sequence_length: int, start_id: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """[N, sequence_length] token ids ([start +] document + EOS, cut or padded with EOS) and the 0/1 mask of real
+    tokens. start_id: the start token a checkpoint's convention puts first (None: none, as GPT-2's)."""
+    end = tokenizer.end_token_id
+    start = [] if start_id is None else [start_id]
     ids = np.full((len(documents), sequence_length), end, np.int32)
     mask = np.zeros((len(documents), sequence_length), np.int32)
     for row, tokens in enumerate(tokenizer(tf.constant(documents))):
-        tokens = list(np.asarray(tokens)[:sequence_length - 1]) + [end]
+        tokens = (start + list(np.asarray(tokens)))[:sequence_length - 1] + [end]
         ids[row, :len(tokens)] = tokens
         mask[row, :len(tokens)] = 1
     return ids, mask

@@ -90,10 +90,14 @@ def write_preferences(path: Path, preferences: list[Preference], chosen_scores, 
     write_atomic(path, "".join(row + "\n" for row in rows))
 
 
-def encode(tokenizer, preferences: list[Preference], sequence_length: int) -> PreferencePairs:
-    """Prompt + completion as one text, tokenised with an EOS and cut or padded, as TRL's reward trainer joins them."""
-    chosen = data_lib.encode_documents(tokenizer, [p.prompt + p.chosen for p in preferences], sequence_length)
-    rejected = data_lib.encode_documents(tokenizer, [p.prompt + p.rejected for p in preferences], sequence_length)
+def encode(tokenizer, preferences: list[Preference], sequence_length: int, start_id: int | None = None
+           ) -> PreferencePairs:
+    """Prompt + completion as one text, tokenised with an EOS (and the start token where the model's convention
+    has one) and cut or padded, as TRL's reward trainer joins them."""
+    chosen = data_lib.encode_documents(tokenizer, [p.prompt + p.chosen for p in preferences], sequence_length,
+                                       start_id)
+    rejected = data_lib.encode_documents(tokenizer, [p.prompt + p.rejected for p in preferences], sequence_length,
+                                         start_id)
     return PreferencePairs(*chosen, *rejected)
 
 

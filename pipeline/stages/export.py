@@ -45,8 +45,10 @@ def run_lm(cfg, run_dir: RunDir, learner, data, checkpoint: str) -> dict:
     p = cfg.ppo
 
     def build():
-        archive = lm_serving.build_archive(learner.policy, data.tokenizer, data.eos_id, lm_serving.GenerationDefaults(
-            max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p))
+        archive = lm_serving.build_archive(
+            learner.policy, data.tokenizer, data.eos_id, lm_serving.GenerationDefaults(
+                max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p),
+            max_length=cfg.model.max_sequence_length, bos_id=data.bos_id)
         return lambda path: lm_serving.save(archive, path)
     info = {"ppo_iterations": int(learner.iteration)}
     return publish(cfg.export, run_dir, cfg.export.model_name or "lm_policy", checkpoint, build, info)

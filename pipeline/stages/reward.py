@@ -107,7 +107,7 @@ def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
             preferences = prefs_lib.read_preferences(r.preferences)
         except prefs_lib.PreferenceError as e:
             raise ConfigError(f"reward.preferences: {e}") from None
-        pairs = prefs_lib.encode(data.tokenizer, preferences, sft_lm.backbone.max_sequence_length)
+        pairs = prefs_lib.encode(data.tokenizer, preferences, cfg.model.max_sequence_length, data.bos_id)
         return pairs, {"reward.pairs": len(preferences)}
     p = cfg.ppo  # sampled as PPO samples: the reward model learns to score what it will be asked to score
     sample = tf.function(lambda prompts, seed: lm_lib.sample(sft_lm, prompts, p.max_new_tokens, p.temperature, seed,

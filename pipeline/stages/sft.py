@@ -1,4 +1,6 @@
-"""SFT stage: a keras-hub GPT-2 built from the config, trained on the corpus; skipped when its checkpoint exists."""
+"""SFT stage: the model (a checkpoint's, or a GPT-2 built from the config), trained on the corpus; skipped when its
+checkpoint exists. A trained model is also written as a keras-hub preset (RUN_DIR/preset: weights, tokenizer and its
+start-token convention), which another run's model.checkpoint can start from."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import math
 
 import tensorflow as tf
 
+from models import checkpoints
 from models import lm as lm_lib
 from pipeline import guards, preemption, summaries
 from pipeline.config import LMConfig
@@ -19,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg: LMConfig, data: LMData):
+    if cfg.model.checkpoint is not None:
+        return checkpoints.load_causal_lm(checkpoints.inspect(cfg.model.checkpoint), cfg.model.precision)
     size = lm_lib.LMSize(vocabulary_size=data.tokenizer.vocabulary_size(), num_layers=cfg.model.num_layers,
                          num_heads=cfg.model.num_heads, hidden_dim=cfg.model.hidden_dim,
                          intermediate_dim=cfg.model.intermediate_dim,
@@ -32,6 +37,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
     if manager.latest_checkpoint:
         tf.train.Checkpoint(lm=lm).restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log.info("sft: restored %s, not training again", manager.latest_checkpoint)
+        if _trained(cfg) and not (run_dir.root / "preset").exists():  # a run directory from before presets
+            _save_preset(cfg, run_dir, data, lm)
         return lm, {}
     trainer = SFTTrainer(lm, cfg.sft.learning_rate)
     metrics = {"sft.val_perplexity_init": trainer.perplexity(data.val_ids, data.val_mask)}
@@ -53,5 +60,18 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
     # Finite weights can still overflow a forward pass (a learning rate far too high): the model's own outputs,
     # here its validation loss, must be finite too before it is saved, or every re-run restores it.
     guards.check(math.isfinite(metrics["sft.val_perplexity"]), "sft", "validation loss", f"after step {step}")
+    if _trained(cfg):
+        _save_preset(cfg, run_dir, data, lm)
     manager.save()
     return lm, metrics
+
+
+def _trained(cfg: LMConfig) -> bool:
+    """Whether the SFT model differs from what model.checkpoint already holds (from scratch, it always does)."""
+    return cfg.model.checkpoint is None or cfg.sft.epochs > 0
+
+
+def _save_preset(cfg: LMConfig, run_dir: RunDir, data: LMData, lm) -> None:
+    path = checkpoints.save_preset(lm, data.tokenizer, run_dir.root / "preset", add_start_token=data.bos_id is not None,
+                                   sequence_length=cfg.model.max_sequence_length)
+    log.info("sft: wrote the SFT model as a keras-hub preset, %s (a model.checkpoint for other runs)", path)

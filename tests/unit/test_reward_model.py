@@ -153,7 +153,8 @@ def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_train
     data = LMData(tokenizer, ids, mask, ids, mask, ids[:, :2], ids[:, :2])
     prefs = [prefs_lib.Preference(s, " the moon.", o) for s in subjects for o in objects[1:]] * 16
     prefs_lib.write_preferences(tmp_path / "prefs.jsonl", prefs, [1.0] * len(prefs), [0.0] * len(prefs))
-    cfg = config.from_dict({"task": "lm", "reward": {
+    cfg = config.from_dict({"task": "lm", "data": {"sequence_length": 12, "prompt_tokens": 2},
+                            "model": {"max_sequence_length": 12}, "ppo": {"max_new_tokens": 8}, "reward": {
         "function": "tests.lm_rewards:mentions_moon", "kind": "learned", "preferences": str(tmp_path / "prefs.jsonl"),
         "learning_rate": 3e-3, "batch_size": 16, "validation_fraction": 0.25, "jit_compile": False}})
     sft_lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1,

@@ -1,0 +1,100 @@
+"""Pretrained causal LMs from a local directory, through keras-hub's own loaders (nothing is downloaded).
+
+keras-hub's preset layout (what `save_to_preset` writes: config.json naming a registered backbone class,
+model.weights.h5, tokenizer.json and the tokenizer's assets, preprocessor.json). `inspect` reads only JSON files,
+so the driver checks a checkpoint before TensorFlow loads; `load_*` build the model and its tokenizer;
+`save_preset` writes one (the SFT stage's, for a later run to start from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+# Backbones whose causal LM this project's learner and sampler serve (their LM head is the token embedding's
+# reverse; sampling through keras-hub's cache API): registered name -> what users call it.
+SUPPORTED = {
+    "keras_hub>GPT2Backbone": "GPT-2",
+    "keras_hub>LlamaBackbone": "Llama 2",
+    "keras_hub>Llama3Backbone": "Llama 3",
+    "keras_hub>MistralBackbone": "Mistral",
+    "keras_hub>QwenBackbone": "Qwen 2",
+    "keras_hub>Qwen3Backbone": "Qwen 3",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory cannot be used; the message says what is wrong and what would work."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path                        # absolute
+    architecture: str                 # a SUPPORTED key
+    add_start_token: bool             # the checkpoint's convention: sequences begin with its start token
+    max_sequence_length: int | None   # learned positions, where the architecture has a limit (GPT-2)
+
+
+def inspect(path: str | Path) -> CheckpointInfo:
+    """What the directory holds, from its JSON files alone; CheckpointError if it cannot be used."""
+    path = Path(path).expanduser().resolve()  # absolute: a bare name equal to a keras-hub preset would download
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such directory (a local keras-hub preset directory is expected)")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json; expected a keras-hub preset directory (config.json, "
+                              f"model.weights.h5, tokenizer.json, preprocessor.json)")
+    config = _read_json(config_file)
+    if "model_type" in config:
+        raise CheckpointError(f"{path}: a Hugging Face checkpoint (model_type {config['model_type']!r}); only "
+                              f"keras-hub's preset layout loads so far")
+    architecture = config.get("registered_name")
+    if architecture not in SUPPORTED:
+        supported = ", ".join(f"{name} ({key.split('>')[1]})" for key, name in SUPPORTED.items())
+        raise CheckpointError(f"{path}: backbone {architecture!r} is not supported; supported: {supported}")
+    for required in ("model.weights.h5", "tokenizer.json"):
+        if not (path / required).is_file():
+            raise CheckpointError(f"{path}: {required} is missing")
+    preprocessor = _read_json(path / "preprocessor.json") if (path / "preprocessor.json").is_file() else {}
+    add_start_token = bool(preprocessor.get("config", {}).get("add_start_token", False))
+    return CheckpointInfo(path, architecture, add_start_token, config.get("config", {}).get("max_sequence_length"))
+
+
+def load_causal_lm(info: CheckpointInfo, precision: str = "float32"):
+    """The checkpoint's CausalLM with its weights, no preprocessor (the pipeline tokenizes itself)."""
+    import keras_hub
+
+    return keras_hub.models.CausalLM.from_preset(str(info.path), preprocessor=None, dtype=precision)
+
+
+def load_tokenizer(info: CheckpointInfo):
+    import keras_hub
+
+    return keras_hub.tokenizers.Tokenizer.from_preset(str(info.path))
+
+
+def save_preset(lm, tokenizer, path: str | Path, add_start_token: bool, sequence_length: int) -> Path:
+    """Writes lm and tokenizer as a keras-hub preset at path, atomically (a half-written preset never sits there),
+    recording whether sequences begin with the start token."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    preprocessor = type(lm).preprocessor_cls(tokenizer=tokenizer, sequence_length=sequence_length,
+                                              add_start_token=add_start_token)
+    type(lm)(backbone=lm.backbone, preprocessor=preprocessor).save_to_preset(str(staging))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(staging, path)
+    return path
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: not readable JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return value

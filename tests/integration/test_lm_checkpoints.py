@@ -1,0 +1,45 @@
+"""`model.checkpoint`: a run starts from a keras-hub preset directory, with its tokenizer and its start-token
+convention, through the driver, to a served export. The presets are written here: another run's SFT preset, and a
+tiny Llama 3 (rotary positions, grouped-query attention, a start token)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import lm_config, run_driver
+from tests.export.fresh_process import serve
+from tests.presets import write_llama3_preset
+
+
+def test_a_run_starts_from_another_runs_sft_preset(lm_run, tmp_path):
+    preset = lm_run / "preset"  # the SFT stage writes it
+    run = tmp_path / "run"
+    result = run_driver("run", lm_config(tmp_path, iterations=3), "--run-dir", run,
+                        "--set", f"model.checkpoint={preset}", "--set", "sft.epochs=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics, before = (json.loads((r / "metrics.json").read_text()) for r in (run, lm_run))
+    # The loaded model is the other run's SFT model: same tokenizer, same held-out text, same perplexity.
+    assert metrics["sft.val_perplexity_init"] == pytest.approx(before["sft.val_perplexity"], rel=1e-5)
+    assert not (run / "tokenizer").exists()  # the checkpoint's own tokenizer, none trained
+    assert metrics["export.version"] == 1 and metrics["ppo.iterations"] == 3
+
+
+def test_a_llama_preset_trains_and_serves_with_its_tokenizer_and_start_token(tmp_path):
+    cfg = lm_config(tmp_path, iterations=4)  # writes the corpus
+    preset = write_llama3_preset(tmp_path / "llama", (tmp_path / "corpus.txt").read_text().splitlines())
+    run = tmp_path / "run"
+    result = run_driver("run", cfg, "--run-dir", run, "--set", f"model.checkpoint={preset}", "--set", "sft.epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["sft.val_perplexity"] < metrics["sft.val_perplexity_init"] / 2  # SFT trained the loaded model
+    assert json.loads((run / "preset" / "preprocessor.json").read_text())["config"]["add_start_token"]
+    report, (greedy, scored) = serve(run / "export" / "lm_policy" / "1", [
+        {"inputs": {"prompts": ["the cat", ""], "temperature": 0.0}},
+        {"signature_name": "log_probs", "inputs": {"texts": ["the cat sees"]}}], tmp_path)
+    assert not [op for op in report["op_types"] if op.startswith("Xla")]
+    assert greedy["completions"].shape == (2,)
+    vocabulary = json.loads((tmp_path / "llama-vocabulary" / "vocab.json").read_text())
+    assert scored["token_ids"][0, 0] == vocabulary["<|begin_of_text|>"]  # the start token, added in the graph
+    assert scored["lengths"][0] >= 3
