@@ -79,8 +79,24 @@ def llama(seed=3):
     return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None)
 
 
-ARCHITECTURES = {"gpt2": lambda: lm_lib.build_causal_lm(SIZE, seed=3), "llama": llama}
-DECODERS = [("gpt2", False), ("gpt2", True), ("llama", False)]  # (architecture, keras-hub's generic cache path)
+def tiny(backbone_cls, causal_lm_cls, **extra):
+    """A tiny model of another family of models/checkpoints.py's SUPPORTED, from its constructor."""
+    def build(seed=3):
+        keras.utils.set_random_seed(seed)
+        backbone = backbone_cls(vocabulary_size=SIZE.vocabulary_size, num_layers=2, num_query_heads=4,
+                                num_key_value_heads=2, hidden_dim=32, intermediate_dim=64, **extra)
+        return causal_lm_cls(backbone=backbone, preprocessor=None)
+    return build
+
+
+ARCHITECTURES = {"gpt2": lambda: lm_lib.build_causal_lm(SIZE, seed=3), "llama": llama,
+                 "llama2": tiny(keras_hub.models.LlamaBackbone, keras_hub.models.LlamaCausalLM),
+                 "mistral": tiny(keras_hub.models.MistralBackbone, keras_hub.models.MistralCausalLM),
+                 "qwen2": tiny(keras_hub.models.QwenBackbone, keras_hub.models.QwenCausalLM),
+                 "qwen3": tiny(keras_hub.models.Qwen3Backbone, keras_hub.models.Qwen3CausalLM, head_dim=8)}
+# (architecture, keras-hub's generic cache path): GPT-2 both ways, the others through keras-hub's.
+DECODERS = [("gpt2", False), ("gpt2", True), ("llama", False)]
+ALL_DECODERS = DECODERS + [(name, False) for name in ("llama2", "mistral", "qwen2", "qwen3")]
 
 
 def cached_logits(lm, sequences, prompt_length: int, generic: bool):
@@ -96,7 +112,7 @@ def cached_logits(lm, sequences, prompt_length: int, generic: bool):
     return tf.stack(out, axis=1).numpy()
 
 
-@pytest.mark.parametrize("architecture, generic", DECODERS)
+@pytest.mark.parametrize("architecture, generic", ALL_DECODERS)
 def test_kv_cache_sampling_matches_full_forward_decoding(architecture, generic):
     policy = ARCHITECTURES[architecture]()
     prompt = tf.constant(prompts(np.random.default_rng(2), batch=4), tf.int32)
@@ -110,6 +126,9 @@ def test_kv_cache_sampling_matches_full_forward_decoding(architecture, generic):
             assert_near_greedy(row_logits, row, start=4)
     np.testing.assert_allclose(tf.nn.log_softmax(cached_logits(policy, cached, 4, generic)).numpy(),
                                tf.nn.log_softmax(logits[:, 3:-1]).numpy(), atol=1e-5)
+    # The learner's LM head (the token embedding's reverse, over the backbone's output) is the model's own.
+    own = policy({"token_ids": tf.constant(cached), "padding_mask": tf.ones_like(cached)}).numpy()
+    np.testing.assert_allclose(logits, own, atol=1e-5)
     # A stale cache position would fail that: the same decode with each step's logits one position late does.
     shifted = np.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
     with pytest.raises(AssertionError):
