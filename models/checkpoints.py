@@ -1,9 +1,10 @@
 """Pretrained causal LMs from a local directory, through keras-hub's own loaders (nothing is downloaded).
 
-keras-hub's preset layout (what `save_to_preset` writes: config.json naming a registered backbone class,
-model.weights.h5, tokenizer.json and the tokenizer's assets, preprocessor.json). `inspect` reads only JSON files,
-so the driver checks a checkpoint before TensorFlow loads; `load_*` build the model and its tokenizer;
-`save_preset` writes one (the SFT stage's, for a later run to start from).
+Two layouts: keras-hub's preset (what `save_to_preset` writes: config.json naming a registered backbone class,
+model.weights.h5, tokenizer.json and the tokenizer's assets, preprocessor.json), and Hugging Face's (config.json
+with a model_type, model.safetensors or a sharded index, the tokenizer's files), which keras-hub's transformers
+converters read. `inspect` reads only JSON files, so the driver checks a checkpoint before TensorFlow loads;
+`load_*` build the model and its tokenizer; `save_preset` writes one (the SFT stage's, for a later run).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ SUPPORTED = {
 }
 
 
+# Hugging Face model_type -> the same families, through keras-hub's transformers converters.
+SUPPORTED_HF = {"gpt2": "GPT-2", "llama": "Llama 2 and 3", "mistral": "Mistral", "qwen2": "Qwen 2", "qwen3": "Qwen 3"}
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory cannot be used; the message says what is wrong and what would work."""
 
@@ -33,7 +38,8 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
     path: Path                        # absolute
-    architecture: str                 # a SUPPORTED key
+    architecture: str                 # a SUPPORTED or SUPPORTED_HF key
+    layout: str                       # "keras-hub" or "huggingface"
     add_start_token: bool             # the checkpoint's convention: sequences begin with its start token
     max_sequence_length: int | None   # learned positions, where the architecture has a limit (GPT-2)
 
@@ -49,18 +55,55 @@ def inspect(path: str | Path) -> CheckpointInfo:
                               f"model.weights.h5, tokenizer.json, preprocessor.json)")
     config = _read_json(config_file)
     if "model_type" in config:
-        raise CheckpointError(f"{path}: a Hugging Face checkpoint (model_type {config['model_type']!r}); only "
-                              f"keras-hub's preset layout loads so far")
+        return _inspect_huggingface(path, config)
     architecture = config.get("registered_name")
     if architecture not in SUPPORTED:
         supported = ", ".join(f"{name} ({key.split('>')[1]})" for key, name in SUPPORTED.items())
-        raise CheckpointError(f"{path}: backbone {architecture!r} is not supported; supported: {supported}")
+        raise CheckpointError(f"{path}: backbone {architecture!r} is not supported; supported: {supported}, or a "
+                              f"Hugging Face checkpoint of model_type {', '.join(SUPPORTED_HF)}")
     for required in ("model.weights.h5", "tokenizer.json"):
         if not (path / required).is_file():
             raise CheckpointError(f"{path}: {required} is missing")
     preprocessor = _read_json(path / "preprocessor.json") if (path / "preprocessor.json").is_file() else {}
     add_start_token = bool(preprocessor.get("config", {}).get("add_start_token", False))
-    return CheckpointInfo(path, architecture, add_start_token, config.get("config", {}).get("max_sequence_length"))
+    return CheckpointInfo(path, architecture, "keras-hub", add_start_token,
+                          config.get("config", {}).get("max_sequence_length"))
+
+
+def _inspect_huggingface(path: Path, config: dict) -> CheckpointInfo:
+    model_type = config["model_type"]
+    if model_type not in SUPPORTED_HF:
+        raise CheckpointError(f"{path}: Hugging Face model_type {model_type!r} is not supported; supported: "
+                              f"{', '.join(f'{key} ({name})' for key, name in SUPPORTED_HF.items())}")
+    if not config.get("architectures"):
+        raise CheckpointError(f"{path}: config.json has no 'architectures' (e.g. [\"LlamaForCausalLM\"]), which "
+                              f"keras-hub's loader reads; transformers' save_pretrained writes it")
+    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        raise CheckpointError(f"{path}: no model.safetensors (or model.safetensors.index.json); keras-hub reads "
+                              f"safetensors weights only, not pytorch_model.bin")
+    tokenizer_files = ("vocab.json", "merges.txt") if model_type == "gpt2" else ("tokenizer.json",)
+    missing = [name for name in tokenizer_files if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: the tokenizer's {', '.join(missing)} missing")
+    return CheckpointInfo(path, model_type, "huggingface", _hf_adds_start_token(path),
+                          config.get("n_positions") or config.get("max_position_embeddings"))
+
+
+def _hf_adds_start_token(path: Path) -> bool:
+    """What transformers does: tokenizer_config.json's add_bos_token where it says, else whether tokenizer.json's
+    post-processor puts a special token before a single sequence (Llama 3's does, GPT-2's has none)."""
+    if (path / "tokenizer_config.json").is_file():
+        setting = _read_json(path / "tokenizer_config.json").get("add_bos_token")
+        if setting is not None:
+            return bool(setting)
+    if (path / "tokenizer.json").is_file():
+        post = _read_json(path / "tokenizer.json").get("post_processor") or {}
+        processors = post.get("processors", [post]) if post.get("type") == "Sequence" else [post]
+        for processor in processors:
+            single = processor.get("single") if processor.get("type") == "TemplateProcessing" else None
+            if single and "SpecialToken" in single[0]:
+                return True
+    return False
 
 
 def load_causal_lm(info: CheckpointInfo, precision: str = "float32"):

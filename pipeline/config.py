@@ -119,9 +119,11 @@ class LMDataConfig:
 @dataclasses.dataclass
 class LMModelConfig:
     checkpoint: Optional[str] = _field(
-        None, "A local keras-hub preset directory (what save_to_preset writes, e.g. a run's RUN_DIR/preset) to start "
-              "from, with its own tokenizer (data.vocabulary_size and the sizes below are then unused); null: a GPT-2 "
-              "of the sizes below trained from scratch, with a tokenizer trained on the corpus.")
+        None, "A local checkpoint directory to start from, with its own tokenizer: a keras-hub preset (what "
+              "save_to_preset writes, e.g. a run's RUN_DIR/preset) or a Hugging Face checkpoint (config.json, "
+              "model.safetensors or its index, the tokenizer's files) of GPT-2, Llama 2/3, Mistral or Qwen 2/3 "
+              "(data.vocabulary_size and the sizes below are then unused); null: a GPT-2 of the sizes below trained "
+              "from scratch, with a tokenizer trained on the corpus.")
     num_layers: int = _field(2, "From scratch: GPT-2 transformer layers.", low=1)
     num_heads: int = _field(2, "From scratch: attention heads (must divide hidden_dim).", low=1)
     hidden_dim: int = _field(64, "From scratch: width of the residual stream.", low=1)

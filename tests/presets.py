@@ -30,3 +30,21 @@ def write_llama3_preset(path: Path, documents: list[str], seed: int = 0) -> Path
                                                                add_start_token=True)
     keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=preprocessor).save_to_preset(str(path))
     return path
+
+
+HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
+
+
+def write_huggingface(preset: Path, path: Path) -> Path:
+    """The keras-hub preset at `preset` in Hugging Face's layout (config.json, model.safetensors, the tokenizer's
+    files), written by keras-hub's own exporter; config.json gets the `architectures` entry transformers writes
+    and keras-hub's GPT-2 exporter leaves out."""
+    import json
+
+    import keras_hub
+
+    keras_hub.models.CausalLM.from_preset(str(preset)).export_to_transformers(str(path))
+    config = json.loads((path / "config.json").read_text())
+    config.setdefault("architectures", [HF_ARCHITECTURES[config["model_type"]]])
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path

@@ -1,6 +1,6 @@
-"""`model.checkpoint`: a run starts from a keras-hub preset directory, with its tokenizer and its start-token
-convention, through the driver, to a served export. The presets are written here: another run's SFT preset, and a
-tiny Llama 3 (rotary positions, grouped-query attention, a start token)."""
+"""`model.checkpoint`: a run starts from a checkpoint directory, with its tokenizer and its start-token convention,
+through the driver, to a served export. The checkpoints are written here: another run's SFT preset (keras-hub's
+layout), and a tiny Llama 3 (rotary positions, grouped-query attention, a start token) in Hugging Face's layout."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import lm_config, run_driver
 from tests.export.fresh_process import serve
-from tests.presets import write_llama3_preset
+from tests.presets import write_huggingface, write_llama3_preset
 
 
 def test_a_run_starts_from_another_runs_sft_preset(lm_run, tmp_path):
@@ -26,11 +26,13 @@ def test_a_run_starts_from_another_runs_sft_preset(lm_run, tmp_path):
     assert metrics["export.version"] == 1 and metrics["ppo.iterations"] == 3
 
 
-def test_a_llama_preset_trains_and_serves_with_its_tokenizer_and_start_token(tmp_path):
+def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_token(tmp_path):
     cfg = lm_config(tmp_path, iterations=4)  # writes the corpus
     preset = write_llama3_preset(tmp_path / "llama", (tmp_path / "corpus.txt").read_text().splitlines())
+    checkpoint = write_huggingface(preset, tmp_path / "llama-hf")  # config.json, model.safetensors, tokenizer.json
     run = tmp_path / "run"
-    result = run_driver("run", cfg, "--run-dir", run, "--set", f"model.checkpoint={preset}", "--set", "sft.epochs=2")
+    result = run_driver("run", cfg, "--run-dir", run, "--set", f"model.checkpoint={checkpoint}",
+                        "--set", "sft.epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["sft.val_perplexity"] < metrics["sft.val_perplexity_init"] / 2  # SFT trained the loaded model

@@ -11,7 +11,7 @@ import tensorflow as tf
 from models import checkpoints
 from models import lm as lm_lib
 from tests.conftest import OBJECTS
-from tests.presets import write_llama3_preset
+from tests.presets import write_huggingface, write_llama3_preset
 
 DOCUMENTS = [f"the cat sees {thing}." for thing in OBJECTS] * 20
 
@@ -21,8 +21,18 @@ def test_directories_that_cannot_load_say_why_and_what_would(tmp_path):
         checkpoints.inspect(tmp_path / "missing")
     with pytest.raises(checkpoints.CheckpointError, match="no config.json"):
         checkpoints.inspect(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(checkpoints.CheckpointError, match=r"model_type 'bert' is not supported; supported: gpt2"):
+        checkpoints.inspect(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(checkpoints.CheckpointError, match="Hugging Face checkpoint"):
+    with pytest.raises(checkpoints.CheckpointError, match="no 'architectures'"):
+        checkpoints.inspect(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(checkpoints.CheckpointError, match="safetensors weights only"):
+        checkpoints.inspect(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(checkpoints.CheckpointError, match="tokenizer.json missing"):
         checkpoints.inspect(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"registered_name": "keras_hub>BertBackbone"}))
     with pytest.raises(checkpoints.CheckpointError, match=r"BertBackbone.*not supported; supported: GPT-2"):
@@ -46,3 +56,32 @@ def test_a_preset_round_trips_with_its_tokenizer_and_start_token_convention(tmp_
     np.testing.assert_array_equal(lm_lib.forward(copy, ids)[0].numpy(), lm_lib.forward(lm, ids)[0].numpy())
     assert checkpoints.inspect(again).add_start_token
     assert not list(tmp_path.glob(".copy.tmp*"))  # written through a staging folder, renamed into place
+
+
+def test_hugging_face_layouts_load_with_their_tokenizers_and_conventions(tmp_path):
+    """Llama 3 and GPT-2 written in Hugging Face's layout (safetensors, config.json, tokenizer files) by keras-hub's
+    exporter (GPT-2 with HF's 4 x hidden feed-forward, which its config leaves implicit), loaded back through
+    keras-hub's transformers converters: the same logits, the same token ids, and
+    each family's start-token convention read as transformers reads it."""
+    from pipeline.lm import data as data_lib
+
+    llama_preset = write_llama3_preset(tmp_path / "llama", DOCUMENTS)
+    tokenizer = data_lib.train_tokenizer(DOCUMENTS, 300, tmp_path / "bpe")
+    gpt2 = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
+                                                hidden_dim=16, intermediate_dim=64, max_sequence_length=32))
+    gpt2_preset = checkpoints.save_preset(gpt2, tokenizer, tmp_path / "gpt2", add_start_token=False, sequence_length=32)
+    for preset, model_type, starts in ((llama_preset, "llama", True), (gpt2_preset, "gpt2", False)):
+        hf = write_huggingface(preset, tmp_path / f"{model_type}-hf")
+        assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
+        info = checkpoints.inspect(hf)
+        assert (info.layout, info.architecture, info.add_start_token) == ("huggingface", model_type, starts)
+        source = checkpoints.inspect(preset)
+        original, loaded = checkpoints.load_causal_lm(source), checkpoints.load_causal_lm(info)
+        source_tokenizer, hf_tokenizer = checkpoints.load_tokenizer(source), checkpoints.load_tokenizer(info)
+        text = "the cat sees the moon."
+        np.testing.assert_array_equal(hf_tokenizer(text), source_tokenizer(text))
+        assert hf_tokenizer.end_token_id == source_tokenizer.end_token_id
+        ids = tf.constant([list(source_tokenizer(text))])
+        np.testing.assert_allclose(lm_lib.forward(loaded, ids)[0].numpy(), lm_lib.forward(original, ids)[0].numpy(),
+                                   atol=1e-6)
+    assert checkpoints.inspect(tmp_path / "gpt2-hf").max_sequence_length == 32
