@@ -16,30 +16,26 @@ from tests.presets import write_huggingface, write_llama3_preset
 DOCUMENTS = [f"the cat sees {thing}." for thing in OBJECTS] * 20
 
 
-def test_directories_that_cannot_load_say_why_and_what_would(tmp_path):
+LLAMA_HF = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+
+
+@pytest.mark.parametrize("files, error", [
+    ({}, "no config.json"),
+    ({"config.json": {"model_type": "bert"}}, r"model_type 'bert' is not supported; supported: gpt2"),
+    ({"config.json": {"model_type": "llama"}}, "no 'architectures'"),
+    ({"config.json": LLAMA_HF, "pytorch_model.bin": b""}, "safetensors weights only"),
+    ({"config.json": LLAMA_HF, "model.safetensors": b""}, "tokenizer.json missing"),
+    ({"config.json": {"registered_name": "keras_hub>BertBackbone"}}, r"BertBackbone.*not supported; supported: GPT-2"),
+    ({"config.json": {"registered_name": "keras_hub>GPT2Backbone"}}, "model.weights.h5 is missing"),
+])
+def test_directories_that_cannot_load_say_why_and_what_would(tmp_path, files, error):
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(json.dumps(content))
+    with pytest.raises(checkpoints.CheckpointError, match=error):
+        checkpoints.inspect(tmp_path)
     with pytest.raises(checkpoints.CheckpointError, match="no such directory"):
         checkpoints.inspect(tmp_path / "missing")
-    with pytest.raises(checkpoints.CheckpointError, match="no config.json"):
-        checkpoints.inspect(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(checkpoints.CheckpointError, match=r"model_type 'bert' is not supported; supported: gpt2"):
-        checkpoints.inspect(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(checkpoints.CheckpointError, match="no 'architectures'"):
-        checkpoints.inspect(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    (tmp_path / "pytorch_model.bin").write_bytes(b"")
-    with pytest.raises(checkpoints.CheckpointError, match="safetensors weights only"):
-        checkpoints.inspect(tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(checkpoints.CheckpointError, match="tokenizer.json missing"):
-        checkpoints.inspect(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"registered_name": "keras_hub>BertBackbone"}))
-    with pytest.raises(checkpoints.CheckpointError, match=r"BertBackbone.*not supported; supported: GPT-2"):
-        checkpoints.inspect(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"registered_name": "keras_hub>GPT2Backbone"}))
-    with pytest.raises(checkpoints.CheckpointError, match="model.weights.h5 is missing"):
-        checkpoints.inspect(tmp_path)
 
 
 def test_a_preset_round_trips_with_its_tokenizer_and_start_token_convention(tmp_path):
