@@ -48,11 +48,13 @@ def inspect(path: str | Path) -> CheckpointInfo:
     """What the directory holds, from its JSON files alone; CheckpointError if it cannot be used."""
     path = Path(path).expanduser().resolve()  # absolute: a bare name equal to a keras-hub preset would download
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such directory (a local keras-hub preset directory is expected)")
+        raise CheckpointError(f"{path}: no such directory (a local keras-hub preset or Hugging Face checkpoint "
+                              f"directory is expected)")
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no config.json; expected a keras-hub preset directory (config.json, "
-                              f"model.weights.h5, tokenizer.json, preprocessor.json)")
+                              f"model.weights.h5, tokenizer.json, preprocessor.json) or a Hugging Face one "
+                              f"(config.json, model.safetensors, the tokenizer's files)")
     config = _read_json(config_file)
     if "model_type" in config:
         return _inspect_huggingface(path, config)

@@ -2,9 +2,10 @@
 
 The from-scratch model is a GPT-2 built from its constructor (no presets: nothing is downloaded); copying,
 scoring and sampling work on any keras-hub CausalLM whose LM head is its token embedding's reverse (GPT-2, the
-Llama family, Qwen, Mistral): sampling goes through keras-hub's own per-architecture cache API. Sampling and scoring share one definition of the
-token distribution (`sampling_logits`: temperature, top-k, top-p), so the distribution a token was drawn from is
-the one PPO scores it under: at iteration 0 the policy/reference KL is 0 and the first ratio is 1, to rounding.
+Llama family, Qwen, Mistral): sampling goes through keras-hub's own per-architecture cache API. Sampling and
+scoring share one definition of the token distribution (`sampling_logits`: temperature, top-k, top-p), so the
+distribution a token was drawn from is the one PPO scores it under: at iteration 0 the policy/reference KL is 0
+and the first ratio is 1, to rounding.
 """
 
 from __future__ import annotations

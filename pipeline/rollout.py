@@ -58,6 +58,18 @@ def check_env_outputs(env, stage: str, observations, rewards=None) -> None:
                                  f"training on it: the latest checkpoint is the last good one")
 
 
+def _keeping_errors(owner, env_step):
+    """env_step as the compiled loop's tf.numpy_function calls it: a NonFiniteError it raises is kept on owner,
+    for _run_reraising to raise once TensorFlow has wrapped it in an error of its own."""
+    def call(*args):
+        try:
+            return env_step(*args)
+        except NonFiniteError as e:
+            owner._error = e
+            raise
+    return call
+
+
 def _run_reraising(owner, fn, *args):
     """Calls a compiled loop whose numpy_function may fail; re-raises the original error, not TensorFlow's wrapper."""
     owner._error = None
@@ -105,7 +117,8 @@ class Collector:
             def step(t, observations, arrays):
                 actions, log_probs = self.learner.sample(observations)
                 # One packed output: each output of a numpy_function costs ~15 us of conversion in TF's Python.
-                packed = tf.numpy_function(self._env_step, [actions, log_probs], tf.float32, stateful=True)
+                packed = tf.numpy_function(_keeping_errors(self, self._env_step), [actions, log_probs], tf.float32,
+                                           stateful=True)
                 packed.set_shape([n, 2 * obs_size + 3])
                 next_observations, final_observations, flags = tf.split(packed, [obs_size, obs_size, 3], axis=1)
                 next_observations = tf.reshape(next_observations, observations.shape)
@@ -126,16 +139,12 @@ class Collector:
 
         Returns [next observation | final observation | reward x reward_scale, terminated, truncated] per
         environment, float32 (the final observation is the truncated episode's real last one, zeros elsewhere)."""
-        try:
-            if not np.isfinite(log_probs).all():  # NaN logits draw any index: never hand it to the environment
-                raise NonFiniteError("train: the policy's log-probabilities of its sampled actions are not finite "
-                                     "(its weights or observation normaliser overflowed); stopped before stepping "
-                                     "the environment: the latest checkpoint is the last good one")
-            observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
-            check_env_outputs(self.env, "train", observations, rewards)
-        except NonFiniteError as e:
-            self._error = e  # re-raised by collect(), out of TensorFlow's wrapper
-            raise
+        if not np.isfinite(log_probs).all():  # NaN logits draw any index: never hand it to the environment
+            raise NonFiniteError("train: the policy's log-probabilities of its sampled actions are not finite "
+                                 "(its weights or observation normaliser overflowed); stopped before stepping "
+                                 "the environment: the latest checkpoint is the last good one")
+        observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
+        check_env_outputs(self.env, "train", observations, rewards)
         self._returns += rewards
         self._lengths += 1
         n = self.env.num_envs
@@ -150,11 +159,7 @@ class Collector:
             self._returns[i], self._lengths[i] = 0.0, 0
             if truncated[i] and not terminated[i]:
                 final = np.reshape(info["final_obs"][i], (1, -1))
-                try:
-                    check_env_outputs(self.env, "train", final)  # the truncated episode's bootstrap observation
-                except NonFiniteError as e:
-                    self._error = e
-                    raise
+                check_env_outputs(self.env, "train", final)  # the truncated episode's bootstrap observation
                 packed[i, self._obs_size:-3] = final[0]
         return packed
 
@@ -191,8 +196,8 @@ class GreedyEpisodes:
 
     def _episodes(self, observations):
         def step(observations, running):
-            packed = tf.numpy_function(self._env_step, [self.learner.greedy(observations)], tf.float32,
-                                       stateful=True)
+            packed = tf.numpy_function(_keeping_errors(self, self._env_step), [self.learner.greedy(observations)],
+                                       tf.float32, stateful=True)
             packed.set_shape([self.num_envs, self._obs_size + 1])
             return tf.reshape(packed[:, :-1], tf.shape(observations)), tf.reduce_any(packed[:, -1] > 0)
 
@@ -201,11 +206,7 @@ class GreedyEpisodes:
     def _env_step(self, actions: np.ndarray) -> np.ndarray:
         """[next observation | still in its first episode] per environment."""
         observations, rewards, terminated, truncated, _ = self._env.step(_env_actions(self._env, actions))
-        try:
-            check_env_outputs(self._env, "evaluate", observations, rewards)
-        except NonFiniteError as e:
-            self._error = e
-            raise
+        check_env_outputs(self._env, "evaluate", observations, rewards)
         self._returns += np.where(self._running, rewards, 0.0)
         self._lengths += self._running
         self._running &= ~(terminated | truncated)

@@ -71,16 +71,9 @@ def test_adaptive_kl_coefficient_moves_toward_its_target():
     assert stats["objective/kl"] > 0.01 and coefs[-1] > 0.01 and coefs == sorted(coefs)
 
 
-def llama(seed=3):
-    """A tiny Llama 3 (rotary positions, grouped-query attention: 4 query heads over 2 key/value heads)."""
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.Llama3Backbone(vocabulary_size=SIZE.vocabulary_size, num_layers=2, num_query_heads=4,
-                                               num_key_value_heads=2, hidden_dim=32, intermediate_dim=64)
-    return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None)
-
-
 def tiny(backbone_cls, causal_lm_cls, **extra):
-    """A tiny model of another family of models/checkpoints.py's SUPPORTED, from its constructor."""
+    """A tiny model of a family of models/checkpoints.py's SUPPORTED, from its constructor (rotary positions,
+    grouped-query attention: 4 query heads over 2 key/value heads)."""
     def build(seed=3):
         keras.utils.set_random_seed(seed)
         backbone = backbone_cls(vocabulary_size=SIZE.vocabulary_size, num_layers=2, num_query_heads=4,
@@ -89,6 +82,7 @@ def tiny(backbone_cls, causal_lm_cls, **extra):
     return build
 
 
+llama = tiny(keras_hub.models.Llama3Backbone, keras_hub.models.Llama3CausalLM)
 ARCHITECTURES = {"gpt2": lambda: lm_lib.build_causal_lm(SIZE, seed=3), "llama": llama,
                  "llama2": tiny(keras_hub.models.LlamaBackbone, keras_hub.models.LlamaCausalLM),
                  "mistral": tiny(keras_hub.models.MistralBackbone, keras_hub.models.MistralCausalLM),
