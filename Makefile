@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset clean
+.PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset lm-demo-lora clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ lm-demo-learned: setup fortunes
 lm-demo-from-preset: setup fortunes
 	test -f runs/lm/preset/config.json || $(BIN)/python -m pipeline run configs/lm_sentiment.yaml --run-dir runs/lm
 	$(BIN)/python -m pipeline run configs/lm_sentiment_from_preset.yaml --run-dir runs/lm_from_preset
+
+# The same PPO with LoRA adapters (configs/lm_sentiment_lora.yaml).
+lm-demo-lora: setup fortunes
+	test -f runs/lm/preset/config.json || $(BIN)/python -m pipeline run configs/lm_sentiment.yaml --run-dir runs/lm
+	$(BIN)/python -m pipeline run configs/lm_sentiment_lora.yaml --run-dir runs/lm_lora
 
 clean:
 	rm -rf $(VENV) runs

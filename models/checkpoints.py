@@ -43,6 +43,11 @@ class CheckpointInfo:
     add_start_token: bool             # the checkpoint's convention: sequences begin with its start token
     max_sequence_length: int | None   # learned positions, where the architecture has a limit (GPT-2)
 
+    @property
+    def family(self) -> str:
+        """What users call the architecture, whichever layout: "GPT-2", "Llama 3", "Llama 2 and 3", ..."""
+        return SUPPORTED.get(self.architecture) or SUPPORTED_HF[self.architecture]
+
 
 def inspect(path: str | Path) -> CheckpointInfo:
     """What the directory holds, from its JSON files alone; CheckpointError if it cannot be used."""

@@ -41,9 +41,14 @@ def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> 
 
 
 def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool) -> keras_hub.models.CausalLM:
-    """Same architecture, precision and weights: the frozen reference, or a separate value model's trunk."""
+    """Same architecture, precision and weights: the frozen reference, a separate value model's trunk, or the
+    export's policy. LoRA adapters, if any, are merged into the copy's kernels (Keras' own merge: each layer's
+    save_own_variables, as `save_weights` does), so the copy has none."""
     backbone = type(lm.backbone).from_config(lm.backbone.get_config())
-    backbone.set_weights(lm.backbone.get_weights())
+    for source, target in zip(lm.backbone._flatten_layers(), backbone._flatten_layers()):
+        weights = {}
+        source.save_own_variables(weights)
+        target.load_own_variables(weights)
     backbone.trainable = trainable
     return type(lm)(backbone=backbone, preprocessor=None)
 

@@ -91,6 +91,7 @@ def _preflight(cfg) -> None:
         load_reward_function(cfg.reward.function)
     except ValueError as e:
         raise config_lib.ConfigError(f"reward.function: {e}") from None
+    family = "GPT-2"  # from scratch
     if cfg.model.checkpoint is not None:
         from models import checkpoints
         try:
@@ -101,6 +102,14 @@ def _preflight(cfg) -> None:
             raise config_lib.ConfigError(
                 f"model.max_sequence_length: {cfg.model.max_sequence_length} exceeds the {info.max_sequence_length} "
                 f"positions of model.checkpoint {info.path}; allowed values: 2 to {info.max_sequence_length}")
+        family = info.family
+    if cfg.model.lora_rank is not None:
+        from models import lora
+        unavailable = lora.unavailable_targets(family, cfg.model.lora_targets)
+        if unavailable:
+            allowed = [t for t in lora.TARGETS if t not in unavailable]
+            raise config_lib.ConfigError(f"model.lora_targets: {family} has no {', '.join(unavailable)}; allowed "
+                                         f"values: {', '.join(allowed)}")
     if cfg.reward.preferences is not None:
         from pipeline.lm.preferences import PreferenceError, read_preferences
         try:

@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import yaml
 
+from models.lora import TARGETS
+
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key path and what is allowed."""
@@ -39,8 +41,8 @@ class EnvConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    actor_layers: list = _field([64, 64], "Hidden layer widths of the policy network.", item_low=1)
-    value_layers: list = _field([64, 64], "Hidden layer widths of the value network.", item_low=1)
+    actor_layers: list[int] = _field([64, 64], "Hidden layer widths of the policy network.", item_low=1)
+    value_layers: list[int] = _field([64, 64], "Hidden layer widths of the value network.", item_low=1)
     activation: str = _field("tanh", "Hidden activation; tanh is PPO's usual choice for control tasks.",
                              choices=["tanh", "relu", "elu", "gelu"])
     init_log_std: float = _field(0.0, "Initial log standard deviation of a Gaussian policy (Box actions).")
@@ -135,6 +137,16 @@ class LMModelConfig:
     precision: str = _field("float32", "Keras dtype policy: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
                             "weights; fast on recent GPUs, slow on CPUs without bfloat16 units).",
                             choices=["float32", "mixed_bfloat16"])
+    lora_rank: Optional[int] = _field(
+        None, "Set: PPO trains rank-r LoRA adapters (keras-hub's enable_lora) and the value head, every other weight "
+              "frozen; the reference is the same network with its adapters off (no copy), checkpoints hold the "
+              "adapters only, the export merges them. null: PPO trains every weight (SFT always does).", low=1)
+    lora_alpha: Optional[float] = _field(None, "With lora_rank: adapters are scaled lora_alpha / lora_rank (null: "
+                                         "lora_alpha = lora_rank, a scale of 1, as keras-hub's).", low=0.0,
+                                         low_open=True)
+    lora_targets: list[str] = _field(["query", "value"], "With lora_rank: the layers that get adapters (keras-hub's "
+                                     "names; its default is query and value, as in the LoRA paper; GPT-2 has no "
+                                     "feedforward_gate_dense).", choices=list(TARGETS))
 
 
 @dataclasses.dataclass
@@ -415,11 +427,18 @@ def _check_value(path: str, value, hint, meta):
     elif base is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
-    elif base is list:
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{path}: expected a list of integers, e.g. [64, 64], got {value!r}")
+    elif typing.get_origin(base) is list:
+        item = typing.get_args(base)[0]
+        kind, example = ("integers", "[64, 64]") if item is int else ("names", "[query, value]")
+        if (not isinstance(value, list)
+                or not all(isinstance(v, item) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(f"{path}: expected a list of {kind}, e.g. {example}, got {value!r}")
         if meta["item_low"] is not None and any(v < meta["item_low"] for v in value):
             raise ConfigError(f"{path}: every entry must be >= {meta['item_low']}, got {value!r}")
+        if meta["choices"] is not None and any(v not in meta["choices"] for v in value):
+            wrong = next(v for v in value if v not in meta["choices"])
+            raise ConfigError(f"{path}: {wrong!r} is not allowed; allowed values: {', '.join(meta['choices'])}")
+        return value
     if meta["choices"] is not None and value not in meta["choices"]:
         raise ConfigError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(meta['choices'])}")
     low, high = meta["low"], meta["high"]
@@ -457,6 +476,9 @@ def _check_cross_field(cfg) -> None:
         if cfg.model.hidden_dim % cfg.model.num_heads:
             raise ConfigError(f"model.num_heads: {cfg.model.num_heads} does not divide model.hidden_dim "
                               f"{cfg.model.hidden_dim}; allowed values: its divisors")
+        if cfg.model.lora_rank is not None and not cfg.model.lora_targets:
+            raise ConfigError(f"model.lora_targets: empty; with model.lora_rank set, name the layers to adapt; "
+                              f"allowed values: {', '.join(TARGETS)}")
         if cfg.reward.preferences is not None and cfg.reward.kind != "learned":
             raise ConfigError(f"reward.preferences: set, but reward.kind is {cfg.reward.kind!r}; preference pairs "
                               f"train a reward model: set reward.kind: learned, or drop reward.preferences")

@@ -20,6 +20,7 @@ the parameters). TRL samples unfiltered in PPO (top_k 0, top_p 1: this config's 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional
 
 import keras
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import lm as lm_lib
+from models import lora
 from pipeline import guards
 from pipeline.config import LMPPOConfig
 from pipeline.rl import estimators, token_ppo
@@ -38,14 +40,26 @@ STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value",
 
 class LMPPOLearner:
     """Holds the trainable policy, the value model (a head on the policy's trunk, or a separate copy of the SFT
-    model with a head), the frozen reference and the optimizer state."""
+    model with a head), the frozen reference and the optimizer state.
 
-    def __init__(self, policy_lm, settings: LMPPOConfig, eos_id: Optional[int], seed: int = 0):
+    With LoRA the value model is by default a head on the adapted trunk (ppo.value_model shared), as without: one
+    network in memory, which is what LoRA is for; separate gives the value model a base copy with adapters of its
+    own (TRL's layout, twice the memory and compute)."""
+
+    def __init__(self, policy_lm, settings: LMPPOConfig, eos_id: Optional[int], seed: int = 0,
+                 adapters: Optional[lora.Adapters] = None):
+        """adapters: train LoRA adapters on policy_lm (and on a separate value trunk) instead of every weight; the
+        reference is then policy_lm with its adapters off, not a copy."""
         self.settings = s = settings
         self.eos_id = eos_id
         self.policy = policy_lm
-        self.reference = lm_lib.copy_lm(policy_lm, trainable=False)
+        self.adapters = adapters
+        self.reference = lm_lib.copy_lm(policy_lm, trainable=False) if adapters is None else None
         self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
+        if adapters is not None:
+            for lm in (self.policy, self.value_trunk):
+                if lm is not None:
+                    lora.enable(lm, adapters)
         self.value_head = lm_lib.build_value_head(policy_lm.backbone.hidden_dim)
         self._filtered = bool(s.top_k) or s.top_p < 1.0
         self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
@@ -64,11 +78,28 @@ class LMPPOLearner:
         self._optimize = tf.function(self._optimize_fn, autograph=False)
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        parts = dict(policy=self.policy, value_head=self.value_head, optimizer=self.optimizer,
-                     generator=self.generator, kl_coef=self.kl_coef, iteration=self.iteration)
-        if self.value_trunk is not None:
-            parts["value_trunk"] = self.value_trunk
+        """What PPO changes: with adapters, only they (apart from the base, which SFT's checkpoint or
+        model.checkpoint holds), the value head and the optimizer's state."""
+        parts = dict(value_head=self.value_head, optimizer=self.optimizer, generator=self.generator,
+                     kl_coef=self.kl_coef, iteration=self.iteration)
+        trunks = {"policy": self.policy, "value_trunk": self.value_trunk}
+        for name, lm in trunks.items():
+            if lm is not None:
+                parts[name] = lm if self.adapters is None else lora.adapter_variables(lm)
         return tf.train.Checkpoint(**parts)
+
+    @contextlib.contextmanager
+    def _as_reference(self):
+        """The frozen reference: its own copy, or the policy with its adapters off (while tracing, too)."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with lora.adapters_off(self.policy) as reference:
+                yield reference
+
+    def servable_policy(self):
+        """The policy as one model for the export: with adapters, a copy with them merged into its kernels."""
+        return self.policy if self.adapters is None else lm_lib.copy_lm(self.policy, trainable=False)
 
     def check_outputs(self, sequences, prompt_length: int) -> None:
         """Raises guards.NonFiniteError unless the policy's log-probs and values on these sequences are finite:
@@ -88,8 +119,9 @@ class LMPPOLearner:
     def _sample(self, prompt_ids, use_reference: bool = False):
         seed = self.generator.make_seeds(1)[:, 0]
         s = self.settings
-        return lm_lib.sample(self.reference if use_reference else self.policy, prompt_ids, s.max_new_tokens,
-                             s.temperature, seed, s.top_k, s.top_p, eos_id=self.eos_id)
+        with self._as_reference() if use_reference else contextlib.nullcontext(self.policy) as lm:
+            return lm_lib.sample(lm, prompt_ids, s.max_new_tokens, s.temperature, seed, s.top_k, s.top_p,
+                                 eos_id=self.eos_id)
 
     def generate(self, prompt_ids, use_reference: bool = False) -> np.ndarray:
         """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model)."""
@@ -165,7 +197,8 @@ class LMPPOLearner:
         logits, hidden = self._response_logits(self.policy, sequences, prompt_length)
         kept = lm_lib.kept_tokens(logits, tokens, s.temperature, s.top_k, s.top_p) if self._filtered else None
         log_probs = lm_lib.token_log_probs(logits, tokens, s.temperature, kept)
-        reference_logits, _ = self._response_logits(self.reference, sequences, prompt_length)
+        with self._as_reference() as reference:
+            reference_logits, _ = self._response_logits(reference, sequences, prompt_length)
         reference_log_probs = lm_lib.token_log_probs(reference_logits, tokens, s.temperature, kept)
         return log_probs, self._values(sequences, hidden, prompt_length), reference_log_probs, kept
 

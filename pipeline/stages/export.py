@@ -46,7 +46,7 @@ def run_lm(cfg, run_dir: RunDir, learner, data, checkpoint: str) -> dict:
 
     def build():
         archive = lm_serving.build_archive(
-            learner.policy, data.tokenizer, data.eos_id, lm_serving.GenerationDefaults(
+            learner.servable_policy(), data.tokenizer, data.eos_id, lm_serving.GenerationDefaults(
                 max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p),
             max_length=cfg.model.max_sequence_length, bos_id=data.bos_id)
         return lambda path: lm_serving.save(archive, path)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from models import lora
 from pipeline import devices, preemption, summaries
 from pipeline.config import LMConfig
 from pipeline.lm.ppo import LMPPOLearner
@@ -32,11 +33,18 @@ def latest_checkpoint(run_dir: RunDir):
     return tf.train.latest_checkpoint(_checkpoint_dir(run_dir))
 
 
+def adapters(cfg: LMConfig):
+    m = cfg.model
+    if m.lora_rank is None:
+        return None
+    return lora.Adapters(m.lora_rank, m.lora_alpha or float(m.lora_rank), tuple(m.lora_targets))
+
+
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True
         ) -> tuple[LMPPOLearner, dict]:
     """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations."""
     p = cfg.ppo
-    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed)
+    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg))
     manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
     if manager.latest_checkpoint:
         learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()

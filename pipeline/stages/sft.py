@@ -60,9 +60,9 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
     # Finite weights can still overflow a forward pass (a learning rate far too high): the model's own outputs,
     # here its validation loss, must be finite too before it is saved, or every re-run restores it.
     guards.check(math.isfinite(metrics["sft.val_perplexity"]), "sft", "validation loss", f"after step {step}")
-    if _trained(cfg):
+    if _trained(cfg):  # untrained, model.checkpoint holds it already: no copy of a large model in the run
         _save_preset(cfg, run_dir, data, lm)
-    manager.save()
+        manager.save()
     return lm, metrics
 
 

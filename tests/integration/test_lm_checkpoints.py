@@ -45,3 +45,47 @@ def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_tok
     vocabulary = json.loads((tmp_path / "llama-vocabulary" / "vocab.json").read_text())
     assert scored["token_ids"][0, 0] == vocabulary["<|begin_of_text|>"]  # the start token, added in the graph
     assert scored["lengths"][0] >= 3
+
+
+def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(lm_run, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from models import lm as lm_lib
+    from models import lora
+    from pipeline.lm.rewards import load_reward_function
+    from pipeline.rundir import RunDir
+    from pipeline.stages import lm_data, lm_ppo, sft
+
+    cfg, run = lm_config(tmp_path, iterations=3, learning_rate=0.01), tmp_path / "run"
+    options = ["--set", f"model.checkpoint={lm_run / 'preset'}", "--set", "sft.epochs=0", "--set", "model.lora_rank=4"]
+    wrong = run_driver("check", cfg, *options, "--set", "model.lora_targets=[query, feedforward_gate_dense]")
+    assert wrong.returncode == 2 and "model.lora_targets: GPT-2 has no feedforward_gate_dense" in wrong.stderr
+    result = run_driver("run", cfg, "--run-dir", run, *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run / "checkpoints" / "sft").exists()  # the base stays in the preset: no copy of it in the run
+    saved = [name for name, _ in tf.train.list_variables(lm_ppo.latest_checkpoint(RunDir(run)))]
+    assert [n for n in saved if n.startswith("policy/")] and all(
+        "lora_kernel_" in n for n in saved if n.startswith("policy/"))
+    again = run_driver("run", cfg, "--run-dir", run, *options, "--set", "ppo.iterations=6")
+    assert again.returncode == 0 and "resumed from" in again.stderr, again.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ppo.iterations"] == 6 and metrics["export.version"] == 2
+
+    # The served (merged) policy answers as the adapted policy restored here, which is not the base.
+    run_dir = RunDir(run)
+    config = run_dir.load_config()
+    data = lm_data.run(config, run_dir)
+    learner, _ = lm_ppo.run(config, run_dir, data, sft.run(config, run_dir, data)[0],
+                            load_reward_function(config.reward.function), train=False)
+    text = "the cat sees the moon"
+    ids = tf.constant([[int(t) for t in data.tokenizer(text)]])
+
+    def log_probs():
+        return lm_lib.token_log_probs(lm_lib.forward(learner.policy, ids)[0][:, :-1], ids[:, 1:]).numpy()[0]
+    adapted = log_probs()
+    with lora.adapters_off(learner.policy):
+        assert np.abs(log_probs() - adapted).max() > 1e-3
+    _, (served,) = serve(run / "export" / "lm_policy" / "2",
+                         [{"signature_name": "log_probs", "inputs": {"texts": [text]}}], tmp_path)
+    np.testing.assert_allclose(served["log_probs"][0, 1:ids.shape[1]], adapted, rtol=1e-4, atol=1e-4)

@@ -50,6 +50,10 @@ def test_shipped_configs_validate(name):
     ("- a\n- b\n", ["top level must be a mapping"]),
     ("task: lm\nreward:\n  kind: oracle\n", ["reward.kind", "scorer, learned"]),
     ("task: lm\nreward:\n  preferences: p.jsonl\n", ["reward.preferences", "reward.kind: learned"]),
+    ("task: lm\nmodel:\n  lora_targets: [query, q_proj]\n", ["model.lora_targets", "'q_proj'", "attention_output"]),
+    ("task: lm\nmodel:\n  lora_targets: query\n", ["model.lora_targets", "list of names"]),
+    ("task: lm\nmodel:\n  lora_rank: 4\n  lora_targets: []\n", ["model.lora_targets", "empty", "query"]),
+    ("task: lm\nmodel:\n  lora_rank: 0\n", ["model.lora_rank", ">= 1"]),
 ])
 def test_bad_values_name_the_key_and_the_allowed(tmp_path, text, expected):
     with pytest.raises(config.ConfigError) as err:
