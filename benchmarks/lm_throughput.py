@@ -60,10 +60,11 @@ def main() -> None:
         sequences = tf.constant(learner.generate(prompts))
         generated = time.perf_counter()
         mask, scores = tf.ones([args.batch, RESPONSE]), tf.constant(score(prompts, sequences), tf.float32)
-        prepared, _ = learner._prepare(sequences, mask, scores, PROMPT)
+        lengths = tf.fill([args.batch], PROMPT)
+        prepared, _ = learner._prepare(sequences, mask, scores, lengths)
         prepared[0].numpy()
         scored = time.perf_counter()
-        learner._optimize(sequences, mask, *prepared, PROMPT)["loss/policy"].numpy()
+        learner._optimize(sequences, mask, *prepared, lengths)["loss/policy"].numpy()
         done = time.perf_counter()
         if i == 0:
             print(f"compile (first call, incl. tracing): generation {generated - start:.2f} s, "

@@ -40,11 +40,16 @@ def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> 
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool) -> keras_hub.models.CausalLM:
-    """Same architecture, precision and weights: the frozen reference, a separate value model's trunk, or the
-    export's policy. LoRA adapters, if any, are merged into the copy's kernels (Keras' own merge: each layer's
-    save_own_variables, as `save_weights` does), so the copy has none."""
-    backbone = type(lm.backbone).from_config(lm.backbone.get_config())
+def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool, precision: str | None = None
+            ) -> keras_hub.models.CausalLM:
+    """Same architecture and weights: the frozen reference, a separate value model's trunk, or the export's
+    policy. precision: a Keras dtype policy for the copy (e.g. bfloat16: weights stored in bfloat16, half the
+    memory); None keeps lm's. LoRA adapters, if any, are merged into the copy's kernels (Keras' own merge: each
+    layer's save_own_variables, as `save_weights` does), so the copy has none."""
+    config = lm.backbone.get_config()
+    if precision is not None:
+        config["dtype"] = precision
+    backbone = type(lm.backbone).from_config(config)
     for source, target in zip(lm.backbone._flatten_layers(), backbone._flatten_layers()):
         weights = {}
         source.save_own_variables(weights)
@@ -136,6 +141,17 @@ def draw(logits, seed):
     vocabulary = tf.shape(logits)[-1]
     last_possible = vocabulary - 1 - tf.argmax(tf.reverse(probs > 0.0, axis=[-1]), axis=-1, output_type=tf.int32)
     return tf.minimum(drawn, last_possible)
+
+
+def response_positions(prompt_lengths, width: int):
+    """[B, width] positions of each row's response in a sequence `sample` wrote: right after the row's prompt."""
+    return tf.cast(prompt_lengths, tf.int32)[:, None] + tf.range(width)[None, :]
+
+
+def responses(sequences, prompt_lengths, width: int):
+    """[B, width] response tokens of [B, P + width] sequences `sample` wrote from prompts of these lengths."""
+    sequences = tf.convert_to_tensor(sequences)
+    return tf.gather(sequences, response_positions(prompt_lengths, width), batch_dims=1)
 
 
 def response_mask(responses, eos_id: int | None):

@@ -91,6 +91,9 @@ def _preflight(cfg) -> None:
         load_reward_function(cfg.reward.function)
     except ValueError as e:
         raise config_lib.ConfigError(f"reward.function: {e}") from None
+    if cfg.data.prompts is not None and not Path(cfg.data.prompts).is_file():
+        raise config_lib.ConfigError(f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "
+                                     f"prompts (one object per line, the text under data.prompt_field), or null")
     family = "GPT-2"  # from scratch
     if cfg.model.checkpoint is not None:
         from models import checkpoints
@@ -148,6 +151,7 @@ def _run_gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
 
 def _run_lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
     from pipeline.lm.rewards import load_reward_function
+    from pipeline.memory import peaks
     from pipeline.stages import export, lm_data, lm_evaluate, lm_ppo, reward, sft
 
     if command != "run" and lm_ppo.latest_checkpoint(run_dir) is None:
@@ -156,16 +160,17 @@ def _run_lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
     reward_fn = load_reward_function(cfg.reward.function)  # checked by _preflight
     data = lm_data.run(cfg, run_dir)
     lm, sft_metrics = sft.run(cfg, run_dir, data)
-    metrics = _save(run_dir, sft_metrics)
+    metrics = _save(run_dir, {**sft_metrics, **peaks("sft")})
     rewards, reward_metrics = reward.run(cfg, run_dir, data, lm, reward_fn)  # before PPO changes lm
-    metrics = _save(run_dir, reward_metrics)
+    metrics = _save(run_dir, {**reward_metrics, **peaks("reward")})
     learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, rewards, train=command == "run")
     if command == "run":
-        metrics = _save(run_dir, ppo_metrics)
+        metrics = _save(run_dir, {**ppo_metrics, **peaks("ppo")})
     if command in ("run", "evaluate"):
-        metrics = _save(run_dir, lm_evaluate.run(cfg, run_dir, data, learner, rewards))
+        metrics = _save(run_dir, {**lm_evaluate.run(cfg, run_dir, data, learner, rewards), **peaks("evaluate")})
     if command in ("run", "export"):
-        metrics = _save(run_dir, export.run_lm(cfg, run_dir, learner, data, lm_ppo.latest_checkpoint(run_dir)))
+        metrics = _save(run_dir, {**export.run_lm(cfg, run_dir, learner, data, lm_ppo.latest_checkpoint(run_dir)),
+                                  **peaks("export")})
     return metrics
 
 

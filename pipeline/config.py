@@ -24,14 +24,18 @@ class ConfigError(ValueError):
 def _field(default, doc: str, *, choices=None, low=None, high=None, low_open=False, item_low=None):
     meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open,
             "item_low": item_low}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass
 class EnvConfig:
-    id: str = _field("CartPole-v1", "Any gymnasium id with a Box observation and a Discrete or Box action.")
+    id: str = _field("CartPole-v1", "A gymnasium id, or module:Class (or module:function) making your own environment "
+                     "(importable from where the run starts); a flat Box observation and a Discrete or flat Box "
+                     "action.")
+    kwargs: dict = _field({}, "Keyword arguments of the environment's constructor, e.g. {continuous: true} for "
+                          "LunarLander-v3.")
     num_envs: int = _field(8, "Environments stepped together in one process (one batched policy call per step).",
                            low=1, high=1024)
     seed: int = _field(0, "Seeds environments, network initialisation and action sampling.", low=0)
@@ -112,7 +116,13 @@ class LMDataConfig:
     vocabulary_size: int = _field(512, "Byte-level BPE vocabulary trained on the corpus (>= 257: 256 bytes + EOS).",
                                   low=257)
     sequence_length: int = _field(64, "Tokens per SFT example (document + EOS, cut or padded).", low=4)
-    prompt_tokens: int = _field(8, "Prompts are the first this-many tokens of held-out documents.", low=1)
+    prompt_tokens: int = _field(8, "Prompts are the first this-many tokens of documents; with data.prompts, the "
+                                "longest prompt kept (longer ones are left out, and counted in TensorBoard).", low=1)
+    prompts: Optional[str] = _field(None, "A JSONL file of prompts (one JSON object per line, the text under "
+                                    "data.prompt_field) for PPO and evaluation, split by validation_fraction; null: "
+                                    "prompts are the first prompt_tokens tokens of corpus documents.")
+    prompt_field: str = _field("prompt", "With data.prompts: the key holding each prompt (TRL's datasets use "
+                               "\"prompt\").")
     validation_fraction: float = _field(0.1, "Documents held out for perplexity, prompts and evaluation.",
                                         low=0.0, low_open=True, high=0.5)
     seed: int = _field(0, "Seeds the split, initialisation, sampling and shuffles.", low=0)
@@ -200,6 +210,10 @@ class LMPPOConfig:
     gradient_accumulation_steps: int = _field(1, "Micro-batches per minibatch, gradients summed before one "
                                               "optimizer step, every token weighing the same (memory, not maths); "
                                               "must divide the minibatch.", low=1)
+    reference_precision: str = _field("policy", "The frozen reference's copy of the weights: policy (as the policy's, "
+                                      "model.precision), or bfloat16 (stored and computed in bfloat16: half its "
+                                      "memory; the KL it gives is off by ~1% here: benchmarks/README.md). With "
+                                      "model.lora_rank there is no copy.", choices=["policy", "bfloat16"])
     value_model: str = _field("shared", "shared: a value head on the policy's trunk; separate: a copy of the SFT "
                               "model with its own head (TRL's layout; twice the compute).",
                               choices=["shared", "separate"])
@@ -427,6 +441,11 @@ def _check_value(path: str, value, hint, meta):
     elif base is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
+    elif base is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{path}: expected a mapping of names to values, e.g. {{continuous: true}}, got "
+                              f"{value!r}")
+        return value
     elif typing.get_origin(base) is list:
         item = typing.get_args(base)[0]
         kind, example = ("integers", "[64, 64]") if item is int else ("names", "[query, value]")

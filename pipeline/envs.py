@@ -8,9 +8,11 @@ rollout is then a real transition, and a truncated episode can bootstrap from it
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from pipeline.config import ConfigError, EnvConfig
@@ -30,14 +32,35 @@ class Spaces:
 
 
 def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
-    kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    kwargs = dict(cfg.kwargs)
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
     try:
-        env = gym.make_vec(cfg.id, num_envs=num_envs or cfg.num_envs, vectorization_mode="sync",
+        env = gym.make_vec(_spec(cfg.id), num_envs=num_envs or cfg.num_envs, vectorization_mode="sync",
                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
     except gym.error.Error as e:
         raise ConfigError(f"env.id: cannot make {cfg.id!r}: {e}") from None
+    except TypeError as e:  # the constructor refused a keyword argument
+        raise ConfigError(f"env.kwargs: {cfg.id!r} cannot take {cfg.kwargs}: {e}") from None
     check_supported(env, cfg.id)
     return env
+
+
+def _spec(env_id: str) -> str | EnvSpec:
+    """A registered id stays as it is. `module:Class` (or `module:factory`) names a constructor, used without
+    registering it; otherwise gymnasium reads `module:Id-v0` itself (import module, which registers Id-v0)."""
+    module, sep, name = env_id.partition(":")
+    if not sep or env_id in gym.registry:
+        return env_id
+    try:
+        target = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ConfigError(f"env.id: cannot import {module!r} for {env_id!r}: {e}") from None
+    except AttributeError:
+        return env_id  # gymnasium's own form, or its error
+    if not callable(target):
+        raise ConfigError(f"env.id: {env_id!r} is not a class or function that makes an environment")
+    return EnvSpec(id=name, entry_point=target)
 
 
 def check_environment(cfg: EnvConfig) -> None:

@@ -90,6 +90,26 @@ def encode_documents(tokenizer, documents: list[str], sequence_length: int, star
     return ids, mask
 
 
+def encode_prompts(tokenizer, texts: list[str], max_tokens: int, start_id: int | None = None
+                   ) -> tuple[np.ndarray, int]:
+    """([N, P] prompt ids right-padded with EOS, how many prompts were left out): [start +] each text's tokens;
+    a prompt longer than max_tokens, or empty, is left out (as TRL's examples filter prompts by length). P is the
+    longest prompt kept."""
+    start = [] if start_id is None else [start_id]
+    rows = [start + [int(t) for t in np.asarray(tokens)] for tokens in tokenizer(tf.constant(texts))] if texts else []
+    kept = [row for row in rows if 0 < len(row) <= max_tokens and row != start]
+    ids = np.full((len(kept), max((len(r) for r in kept), default=0)), tokenizer.end_token_id, np.int32)
+    for i, row in enumerate(kept):
+        ids[i, :len(row)] = row
+    return ids, len(rows) - len(kept)
+
+
+def prompt_lengths(prompt_ids, pad_id: int) -> np.ndarray:
+    """[N] lengths of prompts right-padded with `pad_id` (EOS, which no prompt holds): up to each row's first pad."""
+    is_pad = np.asarray(prompt_ids) == pad_id
+    return np.where(is_pad.any(axis=1), is_pad.argmax(axis=1), is_pad.shape[1]).astype(np.int32)
+
+
 def language_model_dataset(ids: np.ndarray, mask: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
     """tf.data of (token_ids, padding_mask) batches for next-token training."""
     dataset = tf.data.Dataset.from_tensor_slices((ids, mask))

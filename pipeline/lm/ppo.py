@@ -54,7 +54,8 @@ class LMPPOLearner:
         self.eos_id = eos_id
         self.policy = policy_lm
         self.adapters = adapters
-        self.reference = lm_lib.copy_lm(policy_lm, trainable=False) if adapters is None else None
+        self.reference = None if adapters is not None else lm_lib.copy_lm(
+            policy_lm, trainable=False, precision=None if s.reference_precision == "policy" else s.reference_precision)
         self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
         if adapters is not None:
             for lm in (self.policy, self.value_trunk):
@@ -101,45 +102,47 @@ class LMPPOLearner:
         """The policy as one model for the export: with adapters, a copy with them merged into its kernels."""
         return self.policy if self.adapters is None else lm_lib.copy_lm(self.policy, trainable=False)
 
-    def check_outputs(self, sequences, prompt_length: int) -> None:
+    def check_outputs(self, sequences, prompt_lengths) -> None:
         """Raises guards.NonFiniteError unless the policy's log-probs and values on these sequences are finite:
         before a checkpoint, as finite weights can still overflow a forward pass."""
-        log_probs, values, _, _ = self._compiled["score"](tf.convert_to_tensor(sequences, tf.int32), prompt_length)
+        log_probs, values, _, _ = self._compiled["score"](*_tensors(sequences, prompt_lengths))
         guards.check(guards.all_finite([log_probs, values]), "ppo", "log-probs or values of the updated policy",
                      f"after iteration {int(self.iteration)}")
 
-    def log_probs(self, sequences, prompt_length: int):
+    def log_probs(self, sequences, prompt_lengths):
         """Response log-probs under the policy and under the reference (for evaluation)."""
-        sequences = tf.convert_to_tensor(sequences, tf.int32)
-        policy, _, reference, _ = self._compiled["score"](sequences, prompt_length)
+        policy, _, reference, _ = self._compiled["score"](*_tensors(sequences, prompt_lengths))
         return policy.numpy(), reference.numpy()
 
     # === 1. Sampling ===
 
-    def _sample(self, prompt_ids, use_reference: bool = False):
+    def _sample(self, prompt_ids, prompt_lengths, use_reference: bool = False):
         seed = self.generator.make_seeds(1)[:, 0]
         s = self.settings
         with self._as_reference() if use_reference else contextlib.nullcontext(self.policy) as lm:
             return lm_lib.sample(lm, prompt_ids, s.max_new_tokens, s.temperature, seed, s.top_k, s.top_p,
-                                 eos_id=self.eos_id)
+                                 prompt_lengths=prompt_lengths, eos_id=self.eos_id)
 
-    def generate(self, prompt_ids, use_reference: bool = False) -> np.ndarray:
-        """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model)."""
-        return self._generate(tf.convert_to_tensor(prompt_ids, tf.int32), use_reference).numpy()
+    def generate(self, prompt_ids, use_reference: bool = False, prompt_lengths=None) -> np.ndarray:
+        """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model).
+
+        prompt_lengths [B]: where each right-padded prompt ends (None: every row is P long). Each row holds its
+        prompt, its max_new_tokens response right after it, then padding: `lm_lib.responses` cuts responses out."""
+        return self._generate(*_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)), use_reference).numpy()
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
-    def step(self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    def step(self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], prompt_lengths=None
              ) -> tuple[dict, np.ndarray, np.ndarray]:
         """Samples, scores with score_fn(prompt_ids, responses) -> one float each, and updates.
 
-        Returns the stats, the [B, P + R] sampled sequences and score_fn's [B] scores (before the missing-EOS
-        penalty and the KL term). Raises guards.NonFiniteError, before changing the KL coefficient or the
-        iteration count, if a loss, gradient or weight is not finite."""
+        Returns the stats, the [B, P + R] sampled sequences (as `generate` lays them out) and score_fn's [B] scores
+        (before the missing-EOS penalty and the KL term). Raises guards.NonFiniteError, before changing the KL
+        coefficient or the iteration count, if a loss, gradient or weight is not finite."""
         s = self.settings
-        sequences = self.generate(prompt_ids)
-        prompt_length = np.shape(prompt_ids)[1]
-        responses = sequences[:, prompt_length:]
+        prompt_lengths = _lengths(prompt_ids, prompt_lengths)
+        sequences = self.generate(prompt_ids, prompt_lengths=prompt_lengths)
+        responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         raw_scores = scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
         # A response's own EOS, inside its mask: not a later EOS, nor the zeros `sample` leaves after a row stopped
@@ -147,7 +150,7 @@ class LMPPOLearner:
         ended = ((responses == self.eos_id) & (mask > 0)).any(axis=1) if self.eos_id is not None else None
         if s.missing_eos_penalty is not None and ended is not None:
             scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)
-        stats = self.update(sequences, mask, scores, prompt_length)
+        stats = self.update(sequences, mask, scores, prompt_lengths)
         if s.adaptive_kl_target is not None:
             self.kl_coef.assign(token_ppo.adaptive_kl_coef(
                 float(self.kl_coef), stats["objective/kl"], s.adaptive_kl_target, s.adaptive_kl_horizon,
@@ -157,35 +160,41 @@ class LMPPOLearner:
         self.iteration.assign_add(1)
         return stats, sequences, raw_scores
 
-    def update(self, sequences, mask, scores, prompt_length: int) -> dict:
+    def update(self, sequences, mask, scores, prompt_lengths) -> dict:
         """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: the stats."""
-        sequences, mask, scores = (tf.convert_to_tensor(sequences, tf.int32), tf.convert_to_tensor(mask, tf.float32),
-                                   tf.convert_to_tensor(scores, tf.float32))
-        prepared, stats = self._prepare(sequences, mask, scores, prompt_length)
-        stats.update(self._optimize(sequences, mask, *prepared, prompt_length))
+        sequences, prompt_lengths = _tensors(sequences, prompt_lengths)
+        mask, scores = tf.convert_to_tensor(mask, tf.float32), tf.convert_to_tensor(scores, tf.float32)
+        prepared, stats = self._prepare(sequences, mask, scores, prompt_lengths)
+        stats.update(self._optimize(sequences, mask, *prepared, prompt_lengths))
         finite = bool(stats.pop("finite"))
         guards.check(finite, "ppo", "loss, gradient or weight", f"in iteration {int(self.iteration) + 1}")
         return {k: float(v) for k, v in stats.items()}
 
-    def _response_logits(self, lm, sequences, prompt_length: int):
-        """Raw logits at each response position (what predicts each response token), and the hidden states."""
-        hidden = lm_lib.hidden_states(lm, sequences)
+    def _response_hidden(self, lm, sequences, prompt_lengths):
+        """The hidden states [B, R, H] at the positions that predict each response token."""
+        positions = lm_lib.response_positions(prompt_lengths, self.settings.max_new_tokens) - 1
+        return tf.gather(lm_lib.hidden_states(lm, sequences), positions, batch_dims=1)
+
+    def _response_logits(self, lm, sequences, prompt_lengths):
+        """Raw logits at each response position (what predicts each response token), and the hidden states there."""
+        hidden = self._response_hidden(lm, sequences, prompt_lengths)
         # The LM head only where a response token is predicted: a third of its work is the prompt's otherwise.
-        return lm.backbone.token_embedding(hidden[:, prompt_length - 1:-1], reverse=True), hidden
+        return lm.backbone.token_embedding(hidden, reverse=True), hidden
 
-    def _values(self, sequences, policy_hidden, prompt_length: int):
-        hidden = policy_hidden if self.value_trunk is None else lm_lib.hidden_states(self.value_trunk, sequences)
-        return tf.cast(self.value_head(hidden)[:, prompt_length - 1:-1, 0], tf.float32)
+    def _values(self, sequences, policy_hidden, prompt_lengths):
+        hidden = policy_hidden if self.value_trunk is None else self._response_hidden(self.value_trunk, sequences,
+                                                                                      prompt_lengths)
+        return tf.cast(self.value_head(hidden)[..., 0], tf.float32)
 
-    def _policy_outputs(self, sequences, prompt_length: int, kept):
+    def _policy_outputs(self, sequences, prompt_lengths, kept):
         """Response log-probs, values and per-token entropies under the policy's sampling distribution (renormalised
         over the batch's kept sets when sampling is filtered)."""
-        logits, hidden = self._response_logits(self.policy, sequences, prompt_length)
-        log_probs, entropy = lm_lib.log_probs_and_entropy(logits, sequences[:, prompt_length:],
-                                                          self.settings.temperature, kept)
-        return log_probs, self._values(sequences, hidden, prompt_length), entropy
+        logits, hidden = self._response_logits(self.policy, sequences, prompt_lengths)
+        tokens = lm_lib.responses(sequences, prompt_lengths, self.settings.max_new_tokens)
+        log_probs, entropy = lm_lib.log_probs_and_entropy(logits, tokens, self.settings.temperature, kept)
+        return log_probs, self._values(sequences, hidden, prompt_lengths), entropy
 
-    def _score(self, sequences, prompt_length: int):
+    def _score(self, sequences, prompt_lengths):
         """(policy log-probs, values, reference log-probs, kept sets) before an update.
 
         Filtered sampling: the kept sets are the policy's top-k / top-p sets, plus each drawn token; the
@@ -193,22 +202,22 @@ class LMPPOLearner:
         the reference would have cut would otherwise get a log-probability of ~ -1e9). None when unfiltered.
         """
         s = self.settings
-        tokens = sequences[:, prompt_length:]
-        logits, hidden = self._response_logits(self.policy, sequences, prompt_length)
+        tokens = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens)
+        logits, hidden = self._response_logits(self.policy, sequences, prompt_lengths)
         kept = lm_lib.kept_tokens(logits, tokens, s.temperature, s.top_k, s.top_p) if self._filtered else None
         log_probs = lm_lib.token_log_probs(logits, tokens, s.temperature, kept)
         with self._as_reference() as reference:
-            reference_logits, _ = self._response_logits(reference, sequences, prompt_length)
+            reference_logits, _ = self._response_logits(reference, sequences, prompt_lengths)
         reference_log_probs = lm_lib.token_log_probs(reference_logits, tokens, s.temperature, kept)
-        return log_probs, self._values(sequences, hidden, prompt_length), reference_log_probs, kept
+        return log_probs, self._values(sequences, hidden, prompt_lengths), reference_log_probs, kept
 
-    def _loss_and_grads(self, sequences, old_log_probs, advantages, old_values, returns, mask, kept, count,
-                        prompt_length: int):
+    def _loss_and_grads(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept,
+                        count):
         """Gradients and stats of this (micro-)batch's share of the minibatch loss: sums over its tokens divided
         by the minibatch's token count, so micro-batches add up to the minibatch's mean."""
         s = self.settings
         with tf.GradientTape() as tape:
-            log_probs, values, entropy = self._policy_outputs(sequences, prompt_length, kept)
+            log_probs, values, entropy = self._policy_outputs(sequences, prompt_lengths, kept)
             pg_loss, clipfrac, approxkl, ratio = token_ppo.policy_loss(log_probs, old_log_probs, advantages, mask,
                                                                        s.clip_ratio, count)
             vf_loss, vf_clipfrac = token_ppo.value_loss(values, old_values, returns, mask, s.value_clip, count)
@@ -220,7 +229,7 @@ class LMPPOLearner:
                           estimators.masked_mean(entropy, mask, count)])
         return grads, stats, deviation
 
-    def _train_step(self, sequences, old_log_probs, advantages, old_values, returns, mask, kept, prompt_length: int):
+    def _train_step(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept):
         """One optimizer step on a minibatch: micro-batch gradients summed (gradient accumulation), clipped, into
         Adam. One XLA cluster: Keras' Adam alone is ~20 small ops per variable otherwise, and the gradients never
         leave the cluster. Returns the minibatch's mean stats, the largest first-ratio deviation and whether the
@@ -232,8 +241,8 @@ class LMPPOLearner:
         for k in range(s.gradient_accumulation_steps):
             part = lambda x: None if x is None else x[k * micro:(k + 1) * micro]  # noqa: E731
             micro_grads, micro_stats, micro_deviation = self._loss_and_grads(
-                *(part(x) for x in (sequences, old_log_probs, advantages, old_values, returns, mask, kept)), count,
-                prompt_length)
+                *(part(x) for x in (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask,
+                                    kept)), count)
             # Embeddings' IndexedSlices do not add up: dense. None: a variable the loss does not reach (a separate
             # value trunk's LM head where the embeddings are untied, as in Llama), left out of the step.
             micro_grads = [None if g is None else tf.convert_to_tensor(g) for g in micro_grads]
@@ -244,11 +253,11 @@ class LMPPOLearner:
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.variables) if g is not None])
         return stats, deviation, finite
 
-    def _prepare_fn(self, sequences, mask, scores, prompt_length: int):
+    def _prepare_fn(self, sequences, mask, scores, prompt_lengths):
         """((old log-probs, old values, advantages, returns, kept sets), KL and reward stats), before any update."""
         s = self.settings
         # 2. Old log-probs, values and reference log-probs, before any update.
-        old_log_probs, old_values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_length)
+        old_log_probs, old_values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_lengths)
         # 3. Rewards: the score at the last real token, the KL penalty on every token.
         kl = token_ppo.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
         rewards, non_score = token_ppo.token_rewards(scores, kl, self.kl_coef, mask)
@@ -263,21 +272,21 @@ class LMPPOLearner:
                  "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl)}
         return (old_log_probs, old_values, advantages, returns, kept), stats
 
-    def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, kept, prompt_length: int):
+    def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, kept, prompt_lengths):
         """7. Epochs x minibatches of clipped policy and value losses; mean stats, and `finite`: every step's loss
         and gradients and the final weights were finite (the loop stops at the first step that was not)."""
         s = self.settings
         batch = tf.shape(sequences)[0]
         size = batch // s.num_minibatches
         steps = s.num_epochs * s.num_minibatches
-        rollout = (sequences, old_log_probs, advantages, old_values, returns, mask, kept)
+        rollout = (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
 
         def minibatch_step(step, order, totals, first_ratio_deviation, finite):
             order = tf.cond(step % s.num_minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
             stats, deviation, step_finite = self._compiled["train_step"](
-                *(None if x is None else tf.gather(x, idx) for x in rollout), prompt_length)
+                *(None if x is None else tf.gather(x, idx) for x in rollout))
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
             return step + 1, order, totals + stats, first_ratio_deviation, step_finite
 
@@ -290,3 +299,14 @@ class LMPPOLearner:
         stats["policy/first_ratio_max_deviation"] = first_ratio_deviation
         stats["finite"] = finite & guards.all_finite(self.variables)
         return stats
+
+
+def _lengths(prompt_ids, prompt_lengths):
+    """Each prompt's length: given, or every row's full width."""
+    if prompt_lengths is not None:
+        return prompt_lengths
+    return np.full([np.shape(prompt_ids)[0]], np.shape(prompt_ids)[1], np.int32)
+
+
+def _tensors(token_ids, prompt_lengths):
+    return tf.convert_to_tensor(token_ids, tf.int32), tf.convert_to_tensor(prompt_lengths, tf.int32)

@@ -102,10 +102,22 @@ def encode(tokenizer, preferences: list[Preference], sequence_length: int, start
 
 
 def join(prompt_ids: np.ndarray, responses: np.ndarray, eos_id: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Sampled prompt + response ids and the mask the reward model reads them with: it ends at the first EOS."""
+    """Each row's prompt (right-padded with EOS: up to its first EOS) and its response, one after the other, and
+    the mask the reward model reads them with: it ends at the response's first EOS. Laid out as `encode` lays out
+    a preference file's texts and as the policy sampled them (no gap, so positions match)."""
+    prompt_ids, responses = np.asarray(prompt_ids, np.int32), np.asarray(responses, np.int32)
     response_mask = lm_lib.response_mask(tf.constant(responses), eos_id).numpy().astype(np.int32)
-    ids = np.concatenate([prompt_ids, responses], axis=1).astype(np.int32)
-    return ids, np.concatenate([np.ones(np.shape(prompt_ids), np.int32), response_mask], axis=1)
+    lengths = data_lib.prompt_lengths(prompt_ids, eos_id) if eos_id is not None else np.full(len(prompt_ids),
+                                                                                 prompt_ids.shape[1])
+    width = prompt_ids.shape[1] + responses.shape[1]
+    ids = np.full((len(prompt_ids), width), eos_id or 0, np.int32)
+    mask = np.zeros((len(prompt_ids), width), np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = prompt_ids[row, :length]
+        ids[row, length:length + responses.shape[1]] = responses[row]
+        mask[row, :length] = 1
+        mask[row, length:length + responses.shape[1]] = response_mask[row]
+    return ids, mask
 
 
 # === Pairs from SFT samples ===

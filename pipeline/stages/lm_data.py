@@ -1,5 +1,5 @@
 """LM data stage: corpus -> train/held-out split, a tokenizer (the checkpoint's, or one trained on the corpus and
-saved in the run directory), SFT token batches, and prompts (the first tokens of documents)."""
+saved in the run directory), SFT token batches, and prompts (the first tokens of documents, or a JSONL file's)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,18 @@ class LMData:
     train_mask: np.ndarray
     val_ids: np.ndarray
     val_mask: np.ndarray
-    train_prompts: np.ndarray  # [N, prompt_tokens] from training documents, for PPO
-    eval_prompts: np.ndarray   # [M, prompt_tokens] from held-out documents
+    train_prompts: np.ndarray  # [N, P] for PPO (right-padded with EOS: `prompt_batch` gives their lengths)
+    eval_prompts: np.ndarray   # [M, P] held out, for evaluation
     bos_id: int | None = None  # the start token every sequence begins with (a checkpoint's convention), or None
 
     @property
     def eos_id(self) -> int:
         return self.tokenizer.end_token_id
+
+    def prompt_batch(self, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt ids, [B] lengths): what the learner and sampler take. Every batch keeps the full width (the
+        longest prompt of the data): one shape, so the compiled functions are traced and compiled once."""
+        return prompts, data_lib.prompt_lengths(prompts, self.eos_id)
 
     def decode(self, ids) -> list[str]:
         """Text of each row, cut before its first EOS, without the start token."""
@@ -53,16 +58,21 @@ def run(cfg: LMConfig, run_dir: RunDir) -> LMData:
     tokenizer, bos_id = _tokenizer(cfg, run_dir, train_docs)
     train_ids, train_mask = data_lib.encode_documents(tokenizer, train_docs, d.sequence_length, bos_id)
     val_ids, val_mask = data_lib.encode_documents(tokenizer, val_docs, d.sequence_length, bos_id)
-    data = LMData(tokenizer, train_ids, train_mask, val_ids, val_mask,
-                  _prompts(train_ids, train_mask, d.prompt_tokens), _prompts(val_ids, val_mask, d.prompt_tokens),
-                  bos_id)
-    if not len(data.train_prompts) or not len(data.eval_prompts):
-        raise ConfigError(f"data.prompt_tokens: no document has more than {d.prompt_tokens} tokens; lower it")
+    if d.prompts is None:
+        prompts, dropped = (_prompts(train_ids, train_mask, d.prompt_tokens),
+                            _prompts(val_ids, val_mask, d.prompt_tokens)), 0
+        if not len(prompts[0]) or not len(prompts[1]):
+            raise ConfigError(f"data.prompt_tokens: no document has more than {d.prompt_tokens} tokens; lower it")
+    else:
+        prompts, dropped = _prompt_file(d, tokenizer, bos_id)
+    data = LMData(tokenizer, train_ids, train_mask, val_ids, val_mask, *prompts, bos_id)
     with summaries.stage_writer(run_dir, "data"):
         summaries.text("data/corpus", summaries.markdown_table({
             "corpus": d.corpus, "format": d.format, "documents (train / held out)": f"{len(train_docs)} / {held_out}",
             "vocabulary": tokenizer.vocabulary_size(), "tokens per document (mean)": f"{train_mask.sum(1).mean():.1f}",
-            "PPO prompts / evaluation prompts": f"{len(data.train_prompts)} / {len(data.eval_prompts)}"}))
+            "PPO prompts / evaluation prompts": f"{len(data.train_prompts)} / {len(data.eval_prompts)}",
+            "prompts": d.prompts or f"the first {d.prompt_tokens} tokens of documents",
+            "prompts left out (empty, or over data.prompt_tokens)": dropped}))
         summaries.text("data/examples", "\n\n".join(f"* {text}" for text in train_docs[:5]))
     return data
 
@@ -78,6 +88,23 @@ def _tokenizer(cfg: LMConfig, run_dir: RunDir, train_docs: list[str]):
     if (tokenizer_dir / "vocab.json").exists():
         return data_lib.load_tokenizer(tokenizer_dir), None
     return data_lib.train_tokenizer(train_docs, cfg.data.vocabulary_size, tokenizer_dir), None
+
+
+def _prompt_file(d, tokenizer, bos_id):
+    """((train, held-out) prompt ids, prompts left out) from data.prompts, split as documents are."""
+    try:
+        texts = data_lib.read_corpus(d.prompts, "jsonl", d.prompt_field)
+    except (data_lib.CorpusError, OSError) as e:
+        raise ConfigError(f"data.prompts: {e}") from None
+    texts = [texts[i] for i in np.random.default_rng(d.seed).permutation(len(texts))]
+    held_out = max(1, int(len(texts) * d.validation_fraction))
+    (val, val_dropped), (train, train_dropped) = (
+        data_lib.encode_prompts(tokenizer, part, d.prompt_tokens, bos_id) for part in (texts[:held_out],
+                                                                                      texts[held_out:]))
+    if not len(train) or not len(val):
+        raise ConfigError(f"data.prompts: {d.prompts}: no {'training' if not len(train) else 'held-out'} prompt of 1 "
+                          f"to data.prompt_tokens ({d.prompt_tokens}) tokens; raise data.prompt_tokens or add prompts")
+    return (train, val), train_dropped + val_dropped
 
 
 def _prompts(ids: np.ndarray, mask: np.ndarray, length: int) -> np.ndarray:

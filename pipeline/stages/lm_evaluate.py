@@ -18,20 +18,19 @@ from pipeline.stages.reward import Rewards
 
 
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData, learner: LMPPOLearner, rewards: Rewards) -> dict:
-    prompts = data.eval_prompts[:cfg.evaluate.prompts]
-    prompt_length = prompts.shape[1]
+    prompts, lengths = data.prompt_batch(data.eval_prompts[:cfg.evaluate.prompts])
     prompt_texts = data.decode(prompts)
     metrics, completions = {}, {}
     for name, use_reference in (("sft", True), ("ppo", False)):
-        sequences = learner.generate(prompts, use_reference=use_reference)
-        responses = sequences[:, prompt_length:]
+        sequences = learner.generate(prompts, use_reference=use_reference, prompt_lengths=lengths)
+        responses = lm_lib.responses(sequences, lengths, cfg.ppo.max_new_tokens).numpy()
         mask = lm_lib.response_mask(responses, data.eos_id).numpy()
         completions[name] = data.decode(responses)
         metrics.update({f"eval.{name}.gold_reward": float(np.mean(rewards.gold(prompts, responses))),
                         f"eval.{name}.proxy_reward": float(np.mean(rewards.proxy(prompts, responses))),
                         f"eval.{name}.mean_response_tokens": float(mask.sum(axis=1).mean())})
         if not use_reference:
-            policy_lp, reference_lp = learner.log_probs(sequences, prompt_length)
+            policy_lp, reference_lp = learner.log_probs(sequences, lengths)
             metrics["eval.ppo.kl"] = float(((policy_lp - reference_lp) * mask).sum(axis=1).mean())
     step = int(learner.iteration)
     with summaries.stage_writer(run_dir, "evaluate"):

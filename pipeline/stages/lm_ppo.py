@@ -12,6 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from models import lm as lm_lib
 from models import lora
 from pipeline import devices, preemption, summaries
 from pipeline.config import LMConfig
@@ -54,8 +55,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     log.info("ppo: %s", devices.describe(learner.variables))
     progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
 
-    def save(sequences, prompt_length: int) -> None:
-        learner.check_outputs(sequences, prompt_length)  # finite weights can still overflow a forward pass
+    def save(sequences, prompt_lengths) -> None:
+        learner.check_outputs(sequences, prompt_lengths)  # finite weights can still overflow a forward pass
         manager.save(checkpoint_number=int(learner.iteration))
 
     with summaries.stage_writer(run_dir, "ppo"):
@@ -63,21 +64,22 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             iteration = int(learner.iteration)
             # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
             rng = np.random.default_rng([cfg.data.seed, iteration])
-            prompts = data.train_prompts[rng.choice(len(data.train_prompts), p.batch_size,
-                                                    replace=len(data.train_prompts) < p.batch_size)]
+            prompts, lengths = data.prompt_batch(data.train_prompts[rng.choice(
+                len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)])
             start = time.perf_counter()
-            stats, sequences, scores = learner.step(prompts, rewards.proxy)
+            stats, sequences, scores = learner.step(prompts, rewards.proxy, lengths)
             seconds = time.perf_counter() - start
+            responses = lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
             if rewards.learned:
-                stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, sequences[:, prompts.shape[1]:])))
+                stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, responses)))
             stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
             summaries.scalars(stats, step=iteration + 1)
             if p.sample_every and iteration % p.sample_every == 0:
-                _sample_table(data, prompts[:SAMPLE_ROWS], sequences[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
+                _sample_table(data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
                               step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
             if (iteration + 1) % p.checkpoint_every == 0 or preemption.requested():
-                save(sequences, prompts.shape[1])
+                save(sequences, lengths)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
             preemption.stop_if_requested(f"in ppo at iteration {iteration + 1}, after a checkpoint")
         if (manager.latest_checkpoint is None
@@ -85,15 +87,14 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is
                 manager.save(checkpoint_number=0)
             else:
-                save(sequences, prompts.shape[1])
+                save(sequences, lengths)
     progress.close()
     return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
 
 
-def _sample_table(data: LMData, prompts, sequences, scores, step: int) -> None:
+def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:
     """What the policy writes now, as TRL's trainer shows it every num_sample_generations: prompt | response |
     reward (the proxy reward PPO was given, before the missing-EOS penalty and the KL term)."""
-    responses = sequences[:, prompts.shape[1]:]
     rows = [(prompt, response, f"{score:.3f}")
             for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)]
     summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)

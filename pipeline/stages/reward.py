@@ -28,7 +28,8 @@ from pipeline.stages.lm_data import LMData
 
 log = logging.getLogger(__name__)
 
-Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (prompt_ids [B, P], responses [B, R]) -> float32 [B]
+# (prompt_ids [B, P] right-padded with EOS, responses [B, R]) -> float32 [B]
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +111,15 @@ def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
         pairs = prefs_lib.encode(data.tokenizer, preferences, cfg.model.max_sequence_length, data.bos_id)
         return pairs, {"reward.pairs": len(preferences)}
     p = cfg.ppo  # sampled as PPO samples: the reward model learns to score what it will be asked to score
-    sample = tf.function(lambda prompts, seed: lm_lib.sample(sft_lm, prompts, p.max_new_tokens, p.temperature, seed,
-                                                             p.top_k, p.top_p, eos_id=data.eos_id),
-                         autograph=False, jit_compile=p.jit_generation)
+    sample = tf.function(lambda prompts, lengths, seed: lm_lib.sample(
+        sft_lm, prompts, p.max_new_tokens, p.temperature, seed, p.top_k, p.top_p, prompt_lengths=lengths,
+        eos_id=data.eos_id), autograph=False, jit_compile=p.jit_generation)
 
     def generate(prompt_ids: np.ndarray, round_: int) -> np.ndarray:
         seed = tf.constant([cfg.data.seed, round_], tf.int64)
-        return sample(tf.constant(prompt_ids, tf.int32), seed).numpy()[:, prompt_ids.shape[1]:]
+        prompt_ids, lengths = data.prompt_batch(prompt_ids)
+        sequences = sample(tf.constant(prompt_ids, tf.int32), tf.constant(lengths), seed)
+        return lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
 
     ranked = prefs_lib.sample_ranked(generate, gold, data.train_prompts, r.pairs, r.batch_size, cfg.data.seed,
                                      max_prompts=8 * r.pairs)

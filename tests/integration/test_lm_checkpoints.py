@@ -8,22 +8,39 @@ import json
 
 import pytest
 
+from pipeline.tb_reader import texts
 from tests.conftest import lm_config, run_driver
 from tests.export.fresh_process import serve
 from tests.presets import write_huggingface, write_llama3_preset
 
 
-def test_a_run_starts_from_another_runs_sft_preset(lm_run, tmp_path):
+def test_a_run_starts_from_another_runs_sft_preset_with_a_prompt_file(lm_run, tmp_path):
     preset = lm_run / "preset"  # the SFT stage writes it
     run = tmp_path / "run"
+    # Prompts of 1 to 9 words (TRL's {"prompt": ...} rows); those over data.prompt_tokens tokens are left out.
+    words = "the cat sees the moon and a dog likes some bread".split()
+    prompts = [" ".join(words[:1 + i % 9]) for i in range(60)]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": t, "id": i}) + "\n"
+                                                    for i, t in enumerate(prompts)))
     result = run_driver("run", lm_config(tmp_path, iterations=3), "--run-dir", run,
-                        "--set", f"model.checkpoint={preset}", "--set", "sft.epochs=0")
+                        "--set", f"model.checkpoint={preset}", "--set", "sft.epochs=0",
+                        "--set", f"data.prompts={tmp_path / 'prompts.jsonl'}", "--set", "data.prompt_tokens=6",
+                        "--set", "ppo.sample_every=1")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics, before = (json.loads((r / "metrics.json").read_text()) for r in (run, lm_run))
     # The loaded model is the other run's SFT model: same tokenizer, same held-out text, same perplexity.
     assert metrics["sft.val_perplexity_init"] == pytest.approx(before["sft.val_perplexity"], rel=1e-5)
     assert not (run / "tokenizer").exists()  # the checkpoint's own tokenizer, none trained
     assert metrics["export.version"] == 1 and metrics["ppo.iterations"] == 3
+    # PPO and evaluation prompted with the file's prompts, of several lengths, the long ones left out.
+    corpus = texts(run / "tb" / "data")["data/corpus"]
+    assert "prompts left out (empty, or over data.prompt_tokens) | " in corpus and "| 0 |" not in corpus
+    shown = {row.split("|")[1].strip() for row in texts(run / "tb" / "ppo")["samples"].splitlines()[2:]}
+    assert shown <= set(prompts) and len({len(t.split()) for t in shown}) > 1
+    for row in texts(run / "tb" / "evaluate")["eval/samples"].splitlines()[2:]:
+        assert row.split("|")[1].strip() in prompts
+    missing = run_driver("check", lm_config(tmp_path), "--set", f"data.prompts={tmp_path / 'none.jsonl'}")
+    assert missing.returncode == 2 and "data.prompts: " in missing.stderr and "is not a file" in missing.stderr
 
 
 def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_token(tmp_path):

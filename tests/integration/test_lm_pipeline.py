@@ -19,6 +19,9 @@ def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
     assert metrics["eval.ppo.gold_reward"] > metrics["eval.sft.gold_reward"] + 0.2, metrics
     assert metrics["eval.ppo.kl"] > 0 and metrics["eval.ppo.mean_response_tokens"] > 1
     assert (run / "tokenizer" / "vocab.json").exists()
+    # Peak memory after each stage: the process's peak so far, so it never goes down from stage to stage.
+    peaks = [metrics[f"memory.{stage}.peak_rss_mib"] for stage in ("sft", "reward", "ppo", "evaluate", "export")]
+    assert 100 < peaks[0] and peaks == sorted(peaks)
     ppo_tags = tags(run / "tb" / "ppo")
     for tag in ("objective/kl", "objective/kl_coef", "objective/entropy", "objective/scores", "objective/rlhf_reward",
                 "objective/non_score_reward", "policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value",

@@ -80,3 +80,15 @@ def test_sft_stops_on_a_non_finite_loss_or_gradient():
     with pytest.raises(NonFiniteError, match="sft"):
         for _ in range(5):
             trainer.train_step(ids, mask)
+
+
+def test_prompt_files_are_encoded_right_padded_and_too_long_or_empty_ones_left_out(tmp_path):
+    tokenizer = data.train_tokenizer(sentences(500, seed=1), vocabulary_size=300, out_dir=tmp_path / "tok")
+    texts = ["the cat", "my friend likes the moon and the cat sees the ball", "", "a dog sees"]
+    ids, dropped = data.encode_prompts(tokenizer, texts, max_tokens=6, start_id=None)
+    assert dropped == 2  # the long one and the empty one
+    lengths = data.prompt_lengths(ids, tokenizer.end_token_id)
+    assert [str(tokenizer.detokenize(row[:n])) for row, n in zip(ids, lengths)] == ["the cat", "a dog sees"]
+    assert ids.shape[1] == lengths.max() and (ids[0, lengths[0]:] == tokenizer.end_token_id).all()
+    with_start, _ = data.encode_prompts(tokenizer, ["the cat", ""], max_tokens=6, start_id=5)
+    assert with_start.tolist() == [[5] + ids[0, :lengths[0]].tolist()]  # a start token alone is no prompt

@@ -217,6 +217,16 @@ def test_separate_value_model_trains_its_own_trunk_and_checkpoints_it(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_bfloat16_reference_holds_half_the_bytes_and_gives_a_near_zero_kl_at_the_start():
+    learner = make(reference_precision="bfloat16", num_epochs=1)
+    assert {tf.as_dtype(v.dtype) for v in learner.reference.weights} == {tf.bfloat16}
+    assert sum(v.numpy().nbytes for v in learner.reference.weights) * 2 == sum(
+        v.numpy().nbytes for v in learner.policy.weights)
+    stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
+    # The policy is the reference rounded to bfloat16: not 0 (the float32 reference's), but small.
+    assert 0.0 < abs(stats["objective/kl"]) < 0.05 and stats["policy/first_ratio_max_deviation"] < 1e-5
+
+
 def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
     learner = make(precision="mixed_bfloat16", num_epochs=1)
     logits, _ = lm_lib.forward(learner.policy, tf.constant(prompts(np.random.default_rng(0), batch=2)))
@@ -298,9 +308,33 @@ def test_eos_statistics_count_real_eos_tokens_not_the_fill_after_them():
     sampled = np.array([[1, 2, 3, 4, 6, 0, 7, 0, 0, 0, 0, 0],    # EOS, then a token and an EOS after it
                         [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0],    # EOS first, then the fill
                         [1, 2, 3, 4, 6, 7, 8, 9, 0, 0, 0, 0]])
-    learner.generate = lambda prompt_ids, use_reference=False: sampled
+    learner.generate = lambda prompt_ids, use_reference=False, prompt_lengths=None: sampled
     stats, _, _ = learner.step(sampled[:, :4], lambda p, r: np.zeros(len(r), np.float32))
     assert stats["val/num_eos_tokens"] == 3
+
+
+def test_prompts_of_different_lengths_are_sampled_and_scored_each_as_if_alone():
+    """A prompt file's prompts differ in length: right-padded in one batch, each row's response follows its own
+    prompt (no gap: positions as the model was trained on) and is scored as that row alone, unpadded."""
+    learner = make(eos_id=None, top_k=6)
+    rng = np.random.default_rng(7)
+    lengths = np.array([4, 1, 3, 2, 4, 2, 1, 3])
+    padded = prompts(rng, batch=8) * (np.arange(4) < lengths[:, None])  # zeros after each prompt
+    stats, sequences, _ = learner.step(padded, target_token_rate, lengths)
+    assert stats["objective/kl"] == 0.0 and stats["policy/first_ratio_max_deviation"] < 1e-5
+    sequences = learner.generate(padded, prompt_lengths=lengths)
+    assert sequences.shape == (8, 4 + 8)
+    policy, reference = learner.log_probs(sequences, lengths)
+    responses = lm_lib.responses(sequences, lengths, 8).numpy()
+    for row, length in enumerate(lengths):
+        np.testing.assert_array_equal(sequences[row, :length], padded[row, :length])
+        alone = sequences[row:row + 1, :length + 8]
+        np.testing.assert_array_equal(responses[row], alone[0, length:])
+        own_policy, own_reference = learner.log_probs(alone, [length])
+        np.testing.assert_allclose(policy[row], own_policy[0], atol=1e-5)
+        np.testing.assert_allclose(reference[row], own_reference[0], atol=1e-5)
+    # Scoring the rows as if every prompt were 4 long (a gap after the short ones) gives other numbers.
+    assert np.abs(learner.log_probs(sequences, np.full(8, 4))[0] - policy).max() > 1e-3
 
 
 # === Non-finite numbers stop training before anything is saved ===

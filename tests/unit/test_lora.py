@@ -16,6 +16,7 @@ from tests.greedy import assert_near_greedy
 from tests.unit.test_lm_ppo import ARCHITECTURES, SIZE, prompts, target_token_rate
 
 ADAPTERS = lora.Adapters(rank=4, alpha=4.0, targets=("query", "value"))
+FOUR = np.full(8, 4)  # the prompt lengths of 8 sequences
 
 
 def pretrained_like():
@@ -65,9 +66,8 @@ def test_lora_ppo_moves_only_adapters_and_value_head_keeps_the_reference_and_lea
     frozen = {v.path: v.numpy() for v in learner.policy.weights if v.path not in lora.adapter_variables(learner.policy)}
     adapters_before = {path: v.numpy() for path, v in lora.adapter_variables(learner.policy).items()}
     head_before = [v.numpy() for v in learner.value_head.weights]
-    fixed = np.concatenate([prompts(np.random.default_rng(9), batch=8), prompts(np.random.default_rng(10), batch=8)],
-                           axis=1)
-    reference_before = learner.log_probs(fixed, 4)[1]
+    fixed = np.random.default_rng(9).integers(0, SIZE.vocabulary_size, size=(8, 4 + 8))  # prompts + responses
+    reference_before = learner.log_probs(fixed, FOUR)[1]
     rng = np.random.default_rng(0)
     stats = [learner.step(prompts(rng), target_token_rate)[0] for _ in range(30)]
     # Iteration 0: the policy is the reference exactly, and sampling and scoring use one distribution.
@@ -80,7 +80,7 @@ def test_lora_ppo_moves_only_adapters_and_value_head_keeps_the_reference_and_lea
     assert all((v.numpy() != adapters_before[p]).any() for p, v in lora.adapter_variables(learner.policy).items()
                if p.endswith("lora_kernel_b"))
     assert any((v.numpy() != b).any() for v, b in zip(learner.value_head.weights, head_before))
-    policy_after, reference_after = learner.log_probs(fixed, 4)
+    policy_after, reference_after = learner.log_probs(fixed, FOUR)
     np.testing.assert_array_equal(reference_after, reference_before)  # the reference did not train
     assert np.abs(policy_after - reference_after).max() > 0.1
 
@@ -115,7 +115,7 @@ def test_checkpoint_holds_adapters_apart_from_the_base_and_resumes_them(tmp_path
     resumed.checkpoint().restore(path).assert_consumed()
     fixed = learner.generate(prompts(np.random.default_rng(4), batch=8))  # both draw: their generators stay equal
     np.testing.assert_array_equal(resumed.generate(prompts(np.random.default_rng(4), batch=8)), fixed)
-    for ours, theirs in zip(learner.log_probs(fixed, 4), resumed.log_probs(fixed, 4)):
+    for ours, theirs in zip(learner.log_probs(fixed, FOUR), resumed.log_probs(fixed, FOUR)):
         np.testing.assert_array_equal(ours, theirs)
     # The same next iteration: same adapters, optimizer moments, value head, generator and KL coefficient.
     batch = prompts(rng)

@@ -84,6 +84,10 @@ def test_rank_keeps_the_higher_score_as_chosen_and_drops_ties():
     ids, mask = prefs_lib.join(np.array([[1, 2]]), np.array([[3, 0, 4]]), eos_id=0)  # mask ends at the EOS
     np.testing.assert_array_equal(ids, [[1, 2, 3, 0, 4]])
     np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 0]])
+    # A shorter prompt (right-padded with EOS): its response follows it at once, as the policy sampled it.
+    ids, mask = prefs_lib.join(np.array([[1, 2], [7, 0]]), np.array([[3, 4, 5], [8, 0, 9]]), eos_id=0)
+    np.testing.assert_array_equal(ids, [[1, 2, 3, 4, 5], [7, 8, 0, 9, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
 
 
 def test_sample_ranked_collects_untied_pairs_repeatably():
