@@ -9,6 +9,7 @@ evaluation reports it) and the per-token reference log-probs. Usage:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import dataclasses
 
 import pipeline  # noqa: F401  (sets TensorFlow's environment first)
@@ -25,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", nargs="?", default="runs/lm")
     args = parser.parse_args()
-    run = RunDir(args.run_dir)
+    run = RunDir(Path(args.run_dir))
     cfg = run.load_config()
     data = lm_data.run(cfg, run)
     learners = {}

@@ -212,7 +212,7 @@ class LMPPOConfig:
                                               "must divide the minibatch.", low=1)
     reference_precision: str = _field("policy", "The frozen reference's copy of the weights: policy (as the policy's, "
                                       "model.precision), or bfloat16 (stored and computed in bfloat16: half its "
-                                      "memory; the KL it gives is off by ~1% here: benchmarks/README.md). With "
+                                      "memory; the KL it gives moves a little: benchmarks/README.md). With "
                                       "model.lora_rank there is no copy.", choices=["policy", "bfloat16"])
     value_model: str = _field("shared", "shared: a value head on the policy's trunk; separate: a copy of the SFT "
                               "model with its own head (TRL's layout; twice the compute).",
