@@ -6,12 +6,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset lm-demo-lora clean
 
-$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
+$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
 	# TF-Agents' own metadata pins conflict with this stack: installed without its dependencies (BUILD.md).
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	# This project itself, editable: `python -m pipeline` and `ppo-pipeline` from any folder (the venv's setuptools).
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -18,3 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # OS and page-faults them in again every step (LM PPO update ~20% faster here, a third of the system time gone;
 # results unchanged).
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+# The Python API (pipeline/api.py): imported after the settings above; it loads TensorFlow only when it runs.
+from pipeline.api import evaluate, export, load_config, load_policy, run  # noqa: E402,F401

@@ -316,14 +316,20 @@ def load(path: str | Path, overrides: list[str] = (), run_directory: bool = Fals
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.total_env_steps=200000")
-        parts = key.strip().split(".")
-        if len(parts) != 2:
-            raise ConfigError(f"--set {item!r}: key path must be section.key, e.g. train.total_env_steps")
-        raw.setdefault(parts[0], {})
-        if not isinstance(raw[parts[0]], dict):
-            raise ConfigError(f"{parts[0]}: must be a mapping")
-        raw[parts[0]][parts[1]] = yaml.safe_load(text) if text.strip() else None
+        override(raw, key, yaml.safe_load(text) if text.strip() else None)
     return from_dict(raw)
+
+
+def override(raw: dict, key: str, value) -> None:
+    """Sets `section.key` in a YAML-shaped config dict (from_dict checks the value with the rest)."""
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {key!r}: the key path must be section.key, e.g. train.total_env_steps")
+    if raw.get(parts[0]) is None:
+        raw[parts[0]] = {}
+    if not isinstance(raw[parts[0]], dict):
+        raise ConfigError(f"{parts[0]}: must be a mapping")
+    raw[parts[0]][parts[1]] = value
 
 
 def _upgrade(raw: dict) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -51,3 +55,13 @@ def test_check_validates_and_prints_every_key_documented(tmp_path):
     assert "[one of constant, linear]" in run_driver("check", REPO / "configs" / "cartpole.yaml").stdout
     bad = run_driver("check", REPO / "configs" / "cartpole.yaml", "--set", "train.lr_schedule=cosine")
     assert bad.returncode == 2 and "train.lr_schedule" in bad.stderr and "constant, linear" in bad.stderr
+
+
+def test_the_installed_package_runs_from_any_folder(tmp_path):
+    """`make setup` installs the project into the venv: the module and the console command work without the
+    repository on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for command in ([sys.executable, "-m", "pipeline"], [str(Path(sys.executable).with_name("ppo-pipeline"))]):
+        result = subprocess.run([*command, "check", str(REPO / "configs" / "cartpole.yaml")], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.startswith("task: gym"), (command, result.stderr[-2000:])
