@@ -98,17 +98,20 @@ class Policy:
 class LanguagePolicy:
     """A trained LM policy from its export: prompts in, completions out, as the served signature answers."""
 
-    def __init__(self, signature):
-        self._serve = signature
+    def __init__(self, signature, defaults: dict):
+        self._serve, self._defaults = signature, defaults
 
-    def __call__(self, prompts, **settings) -> list[str]:
-        """settings: max_new_tokens, temperature (0: greedy), seed, as the served signature takes them."""
+    def __call__(self, prompts, **settings) -> str | list[str]:
+        """settings: max_new_tokens, temperature (0: greedy), seed (-1: a fresh one); what is not given takes the
+        SignatureDef's default, as TF Serving fills it in (the training run's sampling settings)."""
         import tensorflow as tf
 
         single = isinstance(prompts, str)
         inputs = {"prompts": tf.constant([prompts] if single else list(prompts))}
-        inputs.update({k: tf.constant(v, tf.int64 if k == "seed" else tf.int32 if k == "max_new_tokens"
-                                      else tf.float32) for k, v in settings.items()})
+        for name, default in self._defaults.items():
+            inputs[name] = tf.constant(settings.pop(name, default), tf.as_dtype(default.dtype))
+        if settings:
+            raise TypeError(f"unknown settings {sorted(settings)}; allowed: {sorted(self._defaults)}")
         texts = [t.decode() for t in self._serve(**inputs)["completions"].numpy()]
         return texts[0] if single else texts
 
@@ -122,8 +125,18 @@ def load_policy(path: str | Path) -> Policy | LanguagePolicy:
 
     version_dir = _version_dir(Path(path), tf_serving)
     signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    inputs = signature.structured_input_signature[1]
-    return LanguagePolicy(signature) if "prompts" in inputs else Policy(signature)
+    if "prompts" not in signature.structured_input_signature[1]:
+        return Policy(signature)
+    return LanguagePolicy(signature, _signature_defaults(version_dir, "serving_default"))
+
+
+def _signature_defaults(version_dir: Path, key: str) -> dict:
+    """The optional inputs' defaults a SignatureDef holds (TF Serving applies them; a loaded function does not)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    return {name: tf.make_ndarray(value) for name, value in saved.meta_graphs[0].signature_def[key].defaults.items()}
 
 
 def _version_dir(path: Path, tf_serving) -> Path:

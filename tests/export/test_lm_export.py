@@ -100,6 +100,18 @@ def test_served_greedy_completions_are_greedy_decodes_of_the_policy(served, in_p
     assert not in_process["writes_greedily"](prompt, " a tree.")
 
 
+def test_the_python_api_loads_the_export_of_a_run_directory(lm_run, in_process):
+    import pipeline
+
+    policy = pipeline.load_policy(lm_run)  # the run directory's latest export, loaded as a server loads it
+    completions = policy(PROMPTS, temperature=0.0)
+    assert len(completions) == len(PROMPTS) and policy(PROMPTS[1], temperature=0.0) == completions[1]
+    for prompt, completion in zip(PROMPTS, completions):
+        assert in_process["writes_greedily"](prompt, completion), (prompt, completion)
+    short = policy(PROMPTS, max_new_tokens=1, seed=3, temperature=1.0)
+    assert all(len(c) <= max(len(x) for x in completions) for c in short)
+
+
 def test_sampling_follows_the_seed_and_max_new_tokens(served, in_process):
     first, again, other = (list(answer["completions"]) for answer in served["sampled"])
     assert first == again and first != other
