@@ -45,8 +45,8 @@ def load_config(source=None, overrides: dict | None = None):
 
 def run(cfg, run_dir: str | Path, env=None) -> dict:
     """Runs every stage into run_dir (resuming from its checkpoints, as a re-run of the command does) and returns
-    the metrics (metrics.json's). env, for a gym config: a gymnasium.Env class or a function making one, or an
-    EnvSpec; it becomes env.id (module:name, so `evaluate` can make it again: it must stay importable, e.g. from
+    the metrics (metrics.json's). env, for a gym config: a gymnasium.Env class or a function making one, an
+    EnvSpec, or an instance gymnasium.make made (its spec); it becomes env.id (module:name, so `evaluate` can make it again: it must stay importable, e.g. from
     a module or the notebook's own __main__), its spec's kwargs env.kwargs."""
     cfg = load_config(cfg)
     if env is not None:
@@ -65,10 +65,15 @@ def export(run_dir: str | Path) -> dict:
 
 
 def _with_env(cfg, env):
+    import gymnasium as gym
     from gymnasium.envs.registration import EnvSpec
 
     if cfg.task != "gym":
         raise config_lib.ConfigError("env: only a gym config has an environment")
+    if isinstance(env, gym.Env):  # an instance: the spec it was made from (gymnasium.make gives it one)
+        if env.unwrapped.spec is None and env.spec is None:
+            raise TypeError("env: an environment instance not made by gymnasium.make has no spec; pass its class")
+        env = env.spec or env.unwrapped.spec
     if isinstance(env, EnvSpec):
         env_id, kwargs = env.id, dict(env.kwargs)
     elif callable(env):

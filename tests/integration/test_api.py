@@ -46,6 +46,18 @@ def test_a_custom_environment_class_trains_in_this_process_and_its_policy_acts(t
     assert policy(observations[0]) == 1 and set(policy.outputs(observations)) >= {"action", "value", "logits"}
 
 
+def test_an_environment_instance_is_run_from_its_spec_with_its_arguments(tmp_path):
+    import gymnasium as gym
+
+    instance = gym.make("CartPole-v1", sutton_barto_reward=True)  # reward 0 per step, -1 at the end
+    metrics = pipeline.run(pipeline.load_config(TINY), tmp_path / "run", env=instance)
+    recorded = pipeline.load_config(tmp_path / "run" / "config.yaml").env
+    assert recorded.id == "CartPole-v1" and recorded.kwargs == {"sutton_barto_reward": True}
+    assert metrics["eval.mean_return"] == -1.0  # the argument reached the environment (CartPole's own: > 0)
+    with pytest.raises(TypeError, match="pass its class"):
+        pipeline.run(pipeline.load_config(TINY), tmp_path / "other", env=WalkToTheGoal())
+
+
 def test_two_runs_in_one_process_are_their_own_and_equal_the_command_lines(tmp_path):
     results = []
     for seed in (1, 2):
