@@ -1,6 +1,6 @@
 """Loads a SavedModel the way TF Serving does and answers one Predict request.
 
-Run as a script in a fresh process (`python -I serving_client.py VERSION_DIR REQUESTS.json OUT_DIR`), never
+Run as a script in a fresh process (`python -I -S serving_client.py VERSION_DIR REQUESTS.json OUT_DIR`), never
 imported: it must see only TensorFlow and TensorFlow Text, as tensorflow_model_server does. REQUESTS.json is a
 list of REST-style requests, {"signature_name": ..., "inputs": {name: value}}, answered in order. It
 
@@ -18,9 +18,16 @@ import importlib.util
 import json
 import os
 import sys
+import sysconfig
 
-import numpy as np
-import tensorflow as tf
+# Started with -S (no site module, no .pth hooks, and so no notion of the virtual environment either): the
+# environment's installed-packages folders, and nothing else.
+_ENV = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+sys.path.extend(dict.fromkeys(sysconfig.get_paths(vars={"base": _ENV, "platbase": _ENV})[key]
+                              for key in ("purelib", "platlib")))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 try:
     import tensorflow_text  # noqa: F401  (registers TF Text's ops, as the server links them)
