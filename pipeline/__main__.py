@@ -6,7 +6,8 @@ export), talking through typed objects and the run directory. Re-running on a ru
 last checkpoint.
 Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure (among them a
 reward function or environment returning bad numbers, or a non-finite loss: stopped before the next checkpoint
-or export), 143 stopped by SIGTERM (after a checkpoint where the stage has them; re-run to continue).
+or export), 75 another process is working in the run directory (nothing done; try later), 143 stopped by
+SIGTERM (after a checkpoint where the stage has them; re-run to continue).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 import pipeline  # noqa: F401  (sets TensorFlow's environment first)
 from pipeline import config as config_lib
 from pipeline import guards, jobs, preemption
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, RunLocked
 
 log = logging.getLogger("pipeline")
+EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: nothing was done, try again later
 
 
 def main(argv=None) -> int:
@@ -58,6 +60,9 @@ def main(argv=None) -> int:
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except RunLocked as e:
+        log.error("%s: %s", args.command, e)
+        return EXIT_LOCKED
     except guards.RunError as e:  # bad numbers from a reward function, an environment or an update: no traceback
         log.error("%s failed: %s", args.command, e)
         return 1

@@ -8,7 +8,8 @@ directories as `python -m pipeline`, with exceptions where the command line has 
     action = policy(observation)
 
 Errors: config_lib.ConfigError (a key or value, named), guards.RunError (bad numbers from a reward function, an
-environment or an update), preemption.Preempted (SIGTERM, where the caller installed the handler).
+environment or an update), rundir.RunLocked (another process works in the run directory), preemption.Preempted
+(SIGTERM, where the caller installed the handler).
 """
 
 from __future__ import annotations

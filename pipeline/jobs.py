@@ -16,13 +16,16 @@ from pipeline.rundir import RunDir
 
 def start(command: str, cfg, run_dir: RunDir) -> dict:
     """run: checks cfg before any work (`preflight`), records it in run_dir (refusing what its checkpoints cannot
-    resume with) and runs every stage; evaluate or export: on the config run_dir recorded. Returns the metrics."""
+    resume with) and runs every stage; evaluate or export: on the config run_dir recorded. Returns the metrics.
+    Holds the run directory's lock throughout: rundir.RunLocked if another process works there."""
     if command == "run":
         preflight(cfg)
-        run_dir.save_config(cfg)
     else:
         cfg = run_dir.load_config()
-    return run_stages(command, cfg, run_dir)
+    with run_dir.lock():  # one process per run directory (RunLocked otherwise)
+        if command == "run":
+            run_dir.save_config(cfg)
+        return run_stages(command, cfg, run_dir)
 
 
 def preflight(cfg) -> None:

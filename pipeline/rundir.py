@@ -5,16 +5,23 @@
     RUN_DIR/tb/<stage>/        one TensorBoard writer per stage
     RUN_DIR/metrics.json       flat `section.key` metrics (train.*, eval.*, export.*)
     RUN_DIR/export/            TF Serving model base paths and models.config
+    RUN_DIR/.lock              held (flock) by the one process working in the directory
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 from pathlib import Path
 
 from pipeline import config as config_lib
+
+
+class RunLocked(RuntimeError):
+    """Another process is working in this run directory (a second scheduled run started before the first ended)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,27 @@ class RunDir:
         metrics = {**self.read_metrics(), **values}
         write_atomic(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         return metrics
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds RUN_DIR/.lock for the block; RunLocked at once if another process holds it. An OS file lock
+        (flock): the kernel releases it when its process ends, however it ends, so a killed run never blocks
+        the next one. The file names the holder, for the message."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunLocked(f"{self.root}: {holder} is working in this run directory; this run did nothing "
+                                f"(wait for it to end, or use another --run-dir)") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+            handle.flush()
+            yield
 
     def load_config(self) -> config_lib.Config:
         if not self.config_path.exists():

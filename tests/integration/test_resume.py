@@ -24,6 +24,7 @@ def test_sigkill_then_rerun_continues(tmp_path):
     assert not (run_dir / "export").exists(), "a killed run must not have exported"
     restored = _restored_variables_match_checkpoint(run_dir, tmp_path)
     assert restored >= 39  # 8 network, 18 optimizer, 4 normaliser, 7 counter, RNG and train-step variables
+    assert (run_dir / ".lock").exists()  # the killed run's lock file stays; its lock went with the process
 
     result = run_driver("run", cfg, "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -61,3 +62,24 @@ def _restored_variables_match_checkpoint(run_dir, tmp_path) -> int:
     for key in keys:
         np.testing.assert_array_equal(resaved.get_tensor(key), original.get_tensor(key), err_msg=key)
     return len(keys)
+
+
+def test_a_second_process_on_a_run_directory_exits_75_at_once_and_changes_nothing(tiny_run, tmp_path):
+    import fcntl
+    import os
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    with open(run / ".lock", "a+") as held:  # what a running job holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"pid {os.getpid()} on this host")
+        held.flush()
+        for command in (["run", run / "config.yaml", "--run-dir", run], ["evaluate", run], ["export", run]):
+            result = run_driver(*command)
+            assert result.returncode == 75, (command, result.stderr[-2000:])
+            assert f"pid {os.getpid()}" in result.stderr and "this run did nothing" in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == {
+        p: t for p, t in before.items() if p.name != ".lock"}
+    assert run_driver("evaluate", run).returncode == 0  # released: the next one runs
