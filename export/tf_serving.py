@@ -1,11 +1,14 @@
 """TF Serving's on-disk contract: BASE/<model_name>/<integer version>/ and a models.config.
 
 A server polls BASE/<model_name> and loads any new integer folder it sees, so a version is written in a
-staging folder outside it and renamed into place in one step: a server never sees half a model.
+staging folder outside it and renamed into place in one step: a server never sees half a model. A base may be
+shared by many runs (a nightly job's): versions are numbered under a file lock, and old ones pruned.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,25 +28,54 @@ def export_info(version_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def publish(base: Path, model_name: str, version: int, write_savedmodel, info: dict) -> Path:
-    """Calls write_savedmodel(staging_path), adds `info`, then renames the folder into place atomically."""
+@contextlib.contextmanager
+def locked(base: Path):
+    """The base's publishing lock (flock on BASE/.lock), waited for: one publisher at a time, so two runs that
+    finish together never take one version number. The kernel frees it if its holder dies."""
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def publish(base: Path, model_name: str, version: int | None, write_savedmodel, info: dict,
+            keep_versions: int | None = None) -> Path:
+    """Calls write_savedmodel(staging_path), adds `info`, then renames the folder into place atomically, as the
+    version given or the next integer after the newest; then keeps only the newest `keep_versions`."""
     model_dir = base / model_name
-    final = model_dir / str(version)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; TF Serving versions are immutable, choose another version")
-    staging = base / ".staging" / f"{model_name}-{version}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_savedmodel(str(staging))
-        (staging / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        model_dir.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_models_config(base)
+    with locked(base):
+        # Staging folders are only written under this lock: any there now were left by a publisher that died.
+        shutil.rmtree(base / ".staging", ignore_errors=True)
+        version = version or max(versions(model_dir), default=0) + 1
+        final = model_dir / str(version)
+        if final.exists():
+            raise FileExistsError(f"{final} already exists; TF Serving versions are immutable, choose another version")
+        staging = base / ".staging" / f"{model_name}-{version}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_savedmodel(str(staging))
+            (staging / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            model_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if keep_versions is not None:
+            prune(model_dir, keep_versions, base / ".staging")
+        write_models_config(base)
     return final
+
+
+def prune(model_dir: Path, keep: int, trash: Path) -> list[int]:
+    """Removes all but the newest `keep` versions: each renamed out of the model folder first (one step, so a
+    server never sees half a version), then deleted. Returns the versions removed."""
+    removed = versions(model_dir)[:-keep] if keep > 0 else []
+    for version in removed:
+        trash.mkdir(parents=True, exist_ok=True)
+        gone = trash / f"{model_dir.name}-{version}-removed"
+        os.rename(model_dir / str(version), gone)
+        shutil.rmtree(gone, ignore_errors=True)
+    return removed
 
 
 def write_models_config(base: Path) -> Path:

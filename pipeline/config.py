@@ -100,7 +100,13 @@ class EvaluateConfig:
 class ExportConfig:
     model_name: Optional[str] = _field(None, "TF Serving model name; null: the environment id, lower-cased (gym) "
                                              "or lm_policy (lm).")
-    version: Optional[int] = _field(None, "Version directory; null takes the next free integer.", low=1)
+    version: Optional[int] = _field(None, "Version directory; null takes the next integer after the newest (TF "
+                                    "Serving serves the highest).", low=1)
+    base_dir: Optional[str] = _field(None, "A TF Serving model base shared by runs (a nightly job's): versions rise "
+                                     "across runs, numbered under a file lock, with a models.config there; null: "
+                                     "RUN_DIR/export.")
+    keep_versions: Optional[int] = _field(None, "After publishing, keep only the newest this-many versions of the "
+                                          "model (never the one just published); null: keep all.", low=1)
 
 
 # === Language-model fine-tuning (task: lm) ===
@@ -369,6 +375,8 @@ def from_dict(raw: dict) -> Config | LMConfig:
     cfg = root(**sections)
     if isinstance(cfg, LMConfig) and cfg.model.checkpoint is not None:  # absolute: a run may resume from elsewhere
         cfg.model.checkpoint = str(Path(cfg.model.checkpoint).expanduser().resolve())
+    if cfg.export.base_dir is not None:
+        cfg.export.base_dir = str(Path(cfg.export.base_dir).expanduser().resolve())
     _check_cross_field(cfg)
     return cfg
 

@@ -55,28 +55,37 @@ def run_lm(cfg, run_dir: RunDir, learner, data, checkpoint: str) -> dict:
 
 
 def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, build: Build, info: dict) -> dict:
-    model_dir = run_dir.export_root / name
-    existing = tf_serving.versions(model_dir)
+    """Publishes into export.base_dir (shared by runs) or RUN_DIR/export, unless this run already published this
+    checkpoint there: re-running a finished job adds no version, even where retention has pruned it since."""
+    base = Path(export.base_dir) if export.base_dir is not None else run_dir.export_root
+    model_dir = base / name
     source = Path(checkpoint).name
-    version = export.version or (existing[-1] + 1 if existing else 1)
-    # Re-running a finished job must not pile up identical versions: reuse the one made from this checkpoint.
-    for candidate in ([export.version] if export.version else existing[-1:]):
-        if candidate in existing:
-            if tf_serving.export_info(model_dir / str(candidate)).get("checkpoint") == source:
-                log.info("export: version %d already holds checkpoint %s", candidate, source)
-                tf_serving.write_models_config(run_dir.export_root)  # base paths follow a moved run directory
-                return _metrics(name, candidate, model_dir / str(candidate), run_dir)
-            if export.version:
-                raise FileExistsError(f"export.version {candidate}: {model_dir / str(candidate)} already exists "
-                                      f"from another checkpoint; versions are immutable, choose a new one")
-    path = tf_serving.publish(run_dir.export_root, name, version, build(), {"checkpoint": source, **info})
+    run = str(run_dir.root.resolve())
+    shared = export.base_dir is not None
+    done = run_dir.read_metrics()
+    if shared and done.get("export.checkpoint") == source and done.get("export.base") == str(base):
+        log.info("export: this run published checkpoint %s already (version %s)", source, done["export.version"])
+        tf_serving.write_models_config(base)  # base paths follow a moved run directory
+        return _metrics(name, done["export.version"], model_dir / str(done["export.version"]), base, source)
+    existing = tf_serving.versions(model_dir)
+    for version in existing:  # published by this run before metrics.json recorded it (a kill in between)
+        published = tf_serving.export_info(model_dir / str(version))
+        if published.get("checkpoint") == source and (not shared or published.get("run") == run):
+            log.info("export: version %d already holds checkpoint %s", version, source)
+            tf_serving.write_models_config(base)  # base paths follow a moved run directory
+            return _metrics(name, version, model_dir / str(version), base, source)
+    if export.version in existing:
+        raise FileExistsError(f"export.version {export.version}: {model_dir / str(export.version)} already exists "
+                              f"from another checkpoint; versions are immutable, choose a new one")
+    path = tf_serving.publish(base, name, export.version, build(), {"checkpoint": source, "run": run, **info},
+                              keep_versions=export.keep_versions)
     with summaries.stage_writer(run_dir, "export"):
         summaries.text("export/savedmodel", summaries.markdown_table({
-            "path": path, "model_name": name, "version": version, "from checkpoint": source,
-            "models.config": run_dir.export_root / "models.config"}))
+            "path": path, "model_name": name, "version": path.name, "from checkpoint": source, "run": run,
+            "models.config": base / "models.config"}))
         for key, rows in signatures(path).items():
             summaries.text(f"export/{key}", summaries.markdown_table(rows))
-    return _metrics(name, version, path, run_dir)
+    return _metrics(name, int(path.name), path, base, source)
 
 
 def signatures(version_dir: Path) -> dict[str, dict[str, str]]:
@@ -98,6 +107,7 @@ def _describe(info) -> str:
     return f"{types_pb2.DataType.Name(info.dtype)[3:].lower()} {dims}"
 
 
-def _metrics(name: str, version: int, path: Path, run_dir: RunDir) -> dict:
+def _metrics(name: str, version: int, path: Path, base: Path, checkpoint: str) -> dict:
     return {"export.model_name": name, "export.version": version, "export.path": str(path),
-            "export.models_config": str(run_dir.export_root / "models.config")}
+            "export.models_config": str(base / "models.config"), "export.base": str(base),
+            "export.checkpoint": checkpoint}

@@ -1,0 +1,73 @@
+"""One TF Serving model base shared by runs (export.base_dir): versions rise across runs, retention prunes, a
+re-run publishes nothing again; publishers that finish together or die mid-write leave only whole versions."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+from export import tf_serving
+from tests.conftest import run_driver, write_config
+from tests.export.test_export_roundtrip import assert_clean_layout, read_models_config
+
+MODEL = "cartpole_v1"
+
+
+def test_runs_publish_rising_versions_into_one_base_and_retention_prunes(tmp_path):
+    base = tmp_path / "serving"
+    config = write_config(tmp_path / "nightly.yaml", {"export": {"base_dir": str(base), "keep_versions": 1}})
+    for night in ("night1", "night2"):
+        result = run_driver("run", config, "--run-dir", tmp_path / night)
+        assert result.returncode == 0, result.stderr[-3000:]
+    night2 = json.loads((tmp_path / "night2" / "metrics.json").read_text())
+    assert night2["export.version"] == 2 and Path(night2["export.path"]) == base / MODEL / "2"
+    assert tf_serving.versions(base / MODEL) == [2]  # keep_versions 1: version 1 pruned
+    assert tf_serving.export_info(base / MODEL / "2")["run"] == str((tmp_path / "night2").resolve())
+    assert read_models_config(base) == {MODEL: (base / MODEL).resolve()}
+    assert not (tmp_path / "night2" / "export").exists()
+    assert_clean_layout(base)
+    # Re-running night 1 (finished, its version pruned) must not publish its older model as the newest.
+    again = run_driver("run", config, "--run-dir", tmp_path / "night1")
+    assert again.returncode == 0 and "published checkpoint" in again.stderr, again.stderr[-3000:]
+    assert tf_serving.versions(base / MODEL) == [2]
+
+
+def _publish_slowly(base: str, seconds: float, started) -> None:
+    def write(path):
+        os.makedirs(path)
+        Path(path, "saved_model.pb").write_bytes(b"half")
+        started.set()
+        time.sleep(seconds)
+        Path(path, "saved_model.pb").write_bytes(b"whole model")
+
+    tf_serving.publish(Path(base), MODEL, None, write, {"checkpoint": f"ckpt-{os.getpid()}"})
+
+
+def test_publishers_finishing_together_take_distinct_versions_and_a_killed_one_leaves_no_half(tmp_path):
+    context = multiprocessing.get_context("fork")
+    events = [context.Event() for _ in range(3)]
+    together = [context.Process(target=_publish_slowly, args=(str(tmp_path), 0.5, events[i])) for i in range(2)]
+    for process in together:
+        process.start()
+    for process in together:
+        process.join(30)
+        assert process.exitcode == 0
+    assert tf_serving.versions(tmp_path / MODEL) == [1, 2]
+    assert {tf_serving.export_info(tmp_path / MODEL / v)["checkpoint"] for v in ("1", "2")} == {
+        f"ckpt-{p.pid}" for p in together}
+
+    killed = context.Process(target=_publish_slowly, args=(str(tmp_path), 30, events[2]))
+    killed.start()
+    assert events[2].wait(30)  # half written, in staging
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.join(30)
+    assert tf_serving.versions(tmp_path / MODEL) == [1, 2]  # nothing half-written where a server looks
+    assert all((tmp_path / MODEL / v / "saved_model.pb").read_bytes() == b"whole model" for v in ("1", "2"))
+    # The lock died with it: the next publisher gets version 3 and clears the dead one's staging folder.
+    _publish_slowly(str(tmp_path), 0.0, context.Event())
+    assert tf_serving.versions(tmp_path / MODEL) == [1, 2, 3]
+    assert_clean_layout(tmp_path)
