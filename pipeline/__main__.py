@@ -1,7 +1,8 @@
 """Driver: `python -m pipeline run CONFIG [--run-dir DIR] [--set key.path=value ...]`.
 
 `check CONFIG [--set ...]` validates and prints the resolved config, every key documented; `evaluate RUN_DIR`
-and `export RUN_DIR` work on an existing run. Stages run in order (environment -> model -> train -> evaluate ->
+and `export RUN_DIR` work on an existing run; `status PATH [--json]` tells where a run directory stands or what
+a serving base holds. Stages run in order (environment -> model -> train -> evaluate ->
 export), talking through typed objects and the run directory. Re-running on a run directory resumes from its
 last checkpoint.
 Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure (among them a
@@ -42,7 +43,12 @@ def main(argv=None) -> int:
                        ("export", "export the latest checkpoint of a run directory for TF Serving")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir")
+    status_p = sub.add_parser("status", help="where a run directory stands, or what a serving base holds")
+    status_p.add_argument("path", help="a run directory or an export.base_dir")
+    status_p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    if args.command == "status":
+        return _status(Path(args.path), args.json)
     # Our stages log at INFO; libraries only warnings (TensorFlow's checkpoint and SavedModel code log at INFO).
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
@@ -77,6 +83,18 @@ def main(argv=None) -> int:
           f"metrics:       {run_dir.metrics_path}")
     if "export.path" in metrics:
         print(f"export:        {metrics['export.path']}\nmodels.config: {metrics['export.models_config']}")
+    return 0
+
+
+def _status(path: Path, as_json: bool) -> int:
+    from pipeline import status
+
+    try:
+        described = status.describe(path)
+    except (FileNotFoundError, config_lib.ConfigError) as e:
+        print(f"status: {e}", file=sys.stderr)
+        return 2
+    print((status.as_json if as_json else status.as_text)(described), end="")
     return 0
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 from pipeline import config as config_lib
@@ -64,13 +65,17 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
         with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            for attempt in range(5):  # a moment's grace: `status` takes the lock shared for an instant to look
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.2)
+            else:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise RunLocked(f"{self.root}: {holder} is working in this run directory; this run did nothing "
-                                f"(wait for it to end, or use another --run-dir)") from None
+                                f"(wait for it to end, or use another --run-dir)")
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()} on {os.uname().nodename}")

@@ -77,7 +77,9 @@ def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, b
     if export.version in existing:
         raise FileExistsError(f"export.version {export.version}: {model_dir / str(export.version)} already exists "
                               f"from another checkpoint; versions are immutable, choose a new one")
-    path = tf_serving.publish(base, name, export.version, build(), {"checkpoint": source, "run": run, **info},
+    evaluated = {k: v for k, v in done.items() if k.startswith("eval.")}  # what this version scored, for `status`
+    path = tf_serving.publish(base, name, export.version, build(),
+                              {"checkpoint": source, "run": run, **info, "eval": evaluated},
                               keep_versions=export.keep_versions)
     with summaries.stage_writer(run_dir, "export"):
         summaries.text("export/savedmodel", summaries.markdown_table({

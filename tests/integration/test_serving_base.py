@@ -30,6 +30,14 @@ def test_runs_publish_rising_versions_into_one_base_and_retention_prunes(tmp_pat
     assert read_models_config(base) == {MODEL: (base / MODEL).resolve()}
     assert not (tmp_path / "night2" / "export").exists()
     assert_clean_layout(base)
+    # `status` on the base and on a night's run directory, for people and for scripts.
+    listed = json.loads(run_driver("status", base, "--json").stdout)
+    assert [v["version"] for v in listed["models"][MODEL]] == [2] and listed["publishing"] is None
+    assert listed["models"][MODEL][0]["eval"]["eval.mean_return"] == night2["eval.mean_return"]
+    assert "TF Serving serves 2" in run_driver("status", base).stdout
+    text = run_driver("status", tmp_path / "night2").stdout
+    assert "not running; stages done: train, evaluate, export" in text and "progress: 1,024 of 1,024" in text
+    assert f"published: {MODEL} version 2 at {base / MODEL / '2'}" in text
     # Re-running night 1 (finished, its version pruned) must not publish its older model as the newest.
     again = run_driver("run", config, "--run-dir", tmp_path / "night1")
     assert again.returncode == 0 and "published checkpoint" in again.stderr, again.stderr[-3000:]
