@@ -42,27 +42,33 @@ def publish(base: Path, model_name: str, version: int | None, write_savedmodel, 
             keep_versions: int | None = None) -> Path:
     """Calls write_savedmodel(staging_path), adds `info`, then renames the folder into place atomically, as the
     version given or the next integer after the newest; then keeps only the newest `keep_versions`."""
-    model_dir = base / model_name
     with locked(base):
-        # Staging folders are only written under this lock: any there now were left by a publisher that died.
-        shutil.rmtree(base / ".staging", ignore_errors=True)
-        version = version or max(versions(model_dir), default=0) + 1
-        final = model_dir / str(version)
-        if final.exists():
-            raise FileExistsError(f"{final} already exists; TF Serving versions are immutable, choose another version")
-        staging = base / ".staging" / f"{model_name}-{version}"
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            write_savedmodel(str(staging))
-            (staging / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
-            (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-            model_dir.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        if keep_versions is not None:
-            prune(model_dir, keep_versions, base / ".staging")
-        write_models_config(base)
+        return publish_locked(base, model_name, version, write_savedmodel, info, keep_versions)
+
+
+def publish_locked(base: Path, model_name: str, version: int | None, write_savedmodel, info: dict,
+                   keep_versions: int | None = None) -> Path:
+    """`publish`, for a caller that holds `locked(base)` already (to compare with the served version first)."""
+    model_dir = base / model_name
+    # Staging folders are only written under the lock: any there now were left by a publisher that died.
+    shutil.rmtree(base / ".staging", ignore_errors=True)
+    version = version or max(versions(model_dir), default=0) + 1
+    final = model_dir / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; TF Serving versions are immutable, choose another version")
+    staging = base / ".staging" / f"{model_name}-{version}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_savedmodel(str(staging))
+        (staging / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        model_dir.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if keep_versions is not None:
+        prune(model_dir, keep_versions, base / ".staging")
+    write_models_config(base)
     return final
 
 

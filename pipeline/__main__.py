@@ -7,8 +7,9 @@ export), talking through typed objects and the run directory. Re-running on a ru
 last checkpoint.
 Exit codes: 0 success, 2 usage or config error (before any work starts), 1 any other failure (among them a
 reward function or environment returning bad numbers, or a non-finite loss: stopped before the next checkpoint
-or export), 75 another process is working in the run directory (nothing done; try later), 143 stopped by
-SIGTERM (after a checkpoint where the stage has them; re-run to continue).
+or export), 3 trained fine but not published (blessing: the candidate scored below the served version), 75
+another process is working in the run directory (nothing done; try later), 143 stopped by SIGTERM (after a
+checkpoint where the stage has them; re-run to continue).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipeline.rundir import RunDir, RunLocked
 
 log = logging.getLogger("pipeline")
 EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: nothing was done, try again later
+EXIT_NOT_PUBLISHED = 3  # trained and evaluated fine; blessing kept the candidate from the serving base
 
 
 def main(argv=None) -> int:
@@ -81,6 +83,10 @@ def main(argv=None) -> int:
     print(f"run directory: {run_dir.root}\n"
           f"tensorboard:   tensorboard --logdir {run_dir.root / 'tb'}\n"
           f"metrics:       {run_dir.metrics_path}")
+    if args.command in ("run", "export") and metrics.get("export.published") is False:
+        print(f"not published: {metrics['bless.reason']} (candidate and its NOT_BLESSED marker in "
+              f"{run_dir.root / 'candidate'})")
+        return EXIT_NOT_PUBLISHED
     if "export.path" in metrics:
         print(f"export:        {metrics['export.path']}\nmodels.config: {metrics['export.models_config']}")
     return 0

@@ -107,6 +107,13 @@ class ExportConfig:
                                      "RUN_DIR/export.")
     keep_versions: Optional[int] = _field(None, "After publishing, keep only the newest this-many versions of the "
                                           "model (never the one just published); null: keep all.", low=1)
+    bless_tolerance: Optional[float] = _field(
+        None, "Blessing: publish only if the candidate scores at least the version now served minus this, both "
+              "scored now on the same work (gym: mean greedy return on the evaluation episodes; lm: mean "
+              "reward.function on the held-out evaluation prompts, one sampling seed); not published: exit 3. "
+              "null (and bless_floor null): publish every run.", low=0.0)
+    bless_floor: Optional[float] = _field(None, "Blessing: publish only if the candidate scores at least this (also "
+                                          "when nothing is served yet); null: no floor.")
 
 
 # === Language-model fine-tuning (task: lm) ===

@@ -116,7 +116,8 @@ def _lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
     if command in ("run", "evaluate"):
         metrics = _save(run_dir, {**lm_evaluate.run(cfg, run_dir, data, learner, rewards), **peaks("evaluate")})
     if command in ("run", "export"):
-        metrics = _save(run_dir, {**export.run_lm(cfg, run_dir, learner, data, lm_ppo.latest_checkpoint(run_dir)),
+        metrics = _save(run_dir, {**export.run_lm(cfg, run_dir, learner, data, lm_ppo.latest_checkpoint(run_dir),
+                                                reward_fn),
                                   **peaks("export")})
     return metrics
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from export import tf_serving
-from tests.conftest import run_driver, write_config
+from tests.conftest import REPO, run_driver, write_config
 from tests.export.test_export_roundtrip import assert_clean_layout, read_models_config
 
 MODEL = "cartpole_v1"
@@ -79,3 +79,42 @@ def test_publishers_finishing_together_take_distinct_versions_and_a_killed_one_l
     _publish_slowly(str(tmp_path), 0.0, context.Event())
     assert tf_serving.versions(tmp_path / MODEL) == [1, 2, 3]
     assert_clean_layout(tmp_path)
+
+
+def test_a_worse_night_is_evaluated_against_the_served_version_and_not_published(tmp_path):
+    base = tmp_path / "serving"
+    nightly = ["--set", f"export.base_dir={base}", "--set", "export.bless_tolerance=50", "--set", "evaluate.episodes=5"]
+    good = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night1", *nightly,
+                      "--set", "train.stop_at_return=150", "--set", "train.total_env_steps=150000")
+    assert good.returncode == 0, good.stderr[-3000:]
+    night1 = json.loads((tmp_path / "night1" / "metrics.json").read_text())
+    assert night1["bless.blessed"] and night1["bless.baseline"] is None and night1["export.version"] == 1
+    assert (tmp_path / "night1" / "candidate" / "BLESSED").exists()
+    # Night 2 hardly trains: scored on the same episodes as the served version, it falls short and is kept back.
+    worse = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night2", *nightly,
+                       "--set", "train.total_env_steps=512", "--set", "train.rollout_steps=64")
+    assert worse.returncode == 3, worse.stderr[-3000:]
+    assert "not published:" in worse.stdout and "< the served version's" in worse.stdout
+    night2 = json.loads((tmp_path / "night2" / "metrics.json").read_text())
+    assert night2["export.published"] is False and night2["bless.baseline"] >= 100 > night2["bless.candidate"]
+    marker = json.loads((tmp_path / "night2" / "candidate" / "NOT_BLESSED").read_text())
+    assert marker["candidate"] == night2["bless.candidate"] and marker["blessed"] is False
+    assert tf_serving.versions(base / MODEL) == [1]  # the base still serves night 1's
+    assert run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night2", *nightly,
+                      "--set", "train.total_env_steps=512", "--set", "train.rollout_steps=64").returncode == 3
+    assert tf_serving.versions(base / MODEL) == [1]  # and a re-run decides the same
+
+
+def test_an_lm_candidate_is_scored_by_its_reward_function_through_its_export(lm_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lm_run, run)
+    # A floor above what the reward function can give (mentions_moon: 0 or 1): scored, then kept back.
+    result = run_driver("run", run / "config.yaml", "--run-dir", run, "--set", f"export.base_dir={tmp_path / 'base'}",
+                        "--set", "export.bless_floor=1.5")
+    assert result.returncode == 3, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 < metrics["bless.candidate"] <= 1.0 and "below the floor 1.5" in metrics["bless.reason"]
+    assert (run / "candidate" / "lm_policy" / "saved_model.pb").exists() and (run / "candidate" / "NOT_BLESSED").exists()
+    assert not (tmp_path / "base" / "lm_policy").exists()
