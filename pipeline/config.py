@@ -85,6 +85,11 @@ class TrainConfig:
                                  low=0.0, low_open=True)
     checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)
     log_every: int = _field(1, "Iterations between TensorBoard train summaries.", low=1)
+    warm_start: Optional[str] = _field(
+        None, "Start a new run's agent (networks, observation normaliser, the optimizer's moments; not the env-step "
+              "counters or RNG) from another run: a serving base's model folder (its newest version: the one served), a version folder, or a run "
+              "directory (its latest checkpoint); same env, model and normaliser setting. Ignored once the run "
+              "has a checkpoint of its own.")
     stop_at_return: Optional[float] = _field(
         None, "Stop early once the last 50 training episodes and a greedy evaluation (evaluate.episodes) both "
               "average at least this; null trains the whole budget.")

@@ -32,6 +32,9 @@ def preflight(cfg) -> None:
     """What the config names must exist: a wrong env.id or reward.function is a config error, found before work."""
     if cfg.task == "gym":
         check_environment(cfg.env)
+        if cfg.train.warm_start is not None:
+            from pipeline import warm_start
+            warm_start.resolve(cfg.train.warm_start, cfg)
         return
     from pipeline.lm.rewards import load_reward_function
     try:

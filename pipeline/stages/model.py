@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import tensorflow as tf
+
 from models.actor_critic import parameter_count
-from pipeline import summaries
+from pipeline import summaries, warm_start
 from pipeline.config import Config
 from pipeline.envs import Spaces
 from pipeline.ppo import PPOLearner
@@ -20,6 +22,11 @@ def run(cfg: Config, run_dir: RunDir, spaces: Spaces) -> PPOLearner:
     restored = train.restore_latest(run_dir, learner)
     if restored:
         log.info("model: resumed from %s (%d env steps)", restored, int(learner.counters.env_steps))
+    elif cfg.train.warm_start is not None:
+        # The agent's variables (networks, normaliser, its optimizer's moments): counters and RNG start anew.
+        restored = warm_start.resolve(cfg.train.warm_start, cfg)
+        tf.train.Checkpoint(agent=learner.agent).restore(restored).expect_partial().assert_existing_objects_matched()
+        log.info("model: warm start from %s", restored)
     actor, value = learner.agent.actor_net, learner.agent._value_net
     lines = []
     for net in (actor, value):

@@ -103,6 +103,19 @@ def test_a_worse_night_is_evaluated_against_the_served_version_and_not_published
     assert run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night2", *nightly,
                       "--set", "train.total_env_steps=512", "--set", "train.rollout_steps=64").returncode == 3
     assert tf_serving.versions(base / MODEL) == [1]  # and a re-run decides the same
+    # Night 3 trains as little as night 2 (gently: a fine-tuning learning rate), but warm-started from the served
+    # version: blessed, published.
+    warm = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night3", *nightly,
+                      "--set", "train.total_env_steps=512", "--set", "train.rollout_steps=64",
+                      "--set", "train.learning_rate=1e-5", "--set", f"train.warm_start={base / MODEL}")
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    assert f"warm start from {tmp_path / 'night1' / 'checkpoints'}" in warm.stderr
+    assert json.loads((tmp_path / "night3" / "metrics.json").read_text())["bless.blessed"]
+    assert tf_serving.versions(base / MODEL) == [1, 2]
+    # A warm start from a run with other networks is refused before any work.
+    other = run_driver("check", REPO / "configs" / "cartpole.yaml", "--set", f"train.warm_start={base / MODEL}",
+                       "--set", "model.actor_layers=[32]")
+    assert other.returncode == 2 and "train.warm_start: model is" in other.stderr, other.stderr[-2000:]
 
 
 def test_an_lm_candidate_is_scored_by_its_reward_function_through_its_export(lm_run, tmp_path):
