@@ -258,6 +258,11 @@ class LMPPOConfig:
     checkpoint_every: int = _field(10, "Iterations between checkpoints (and one at the end).", low=1)
     sample_every: int = _field(10, "Iterations between tables of the batch's first prompts, responses and rewards "
                                "in TensorBoard's text tab (from the first iteration; 0: never).", low=0)
+    warm_start: Optional[str] = _field(
+        None, "Start PPO's policy (its weights, or its LoRA adapters) and value model from another run's PPO "
+              "checkpoint: a serving base's model folder (its newest version), a version folder, or a run "
+              "directory; same data, model and value model. The reference stays this run's SFT model. Ignored once "
+              "the run has a PPO checkpoint of its own.")
     jit_generation: bool = _field(True, "XLA-compile the sampling loop (~2.5x tokens/s here).")
     jit_update: bool = _field(True, "XLA-compile the scoring passes and each optimizer step (~1.5x here).")
 

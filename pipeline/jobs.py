@@ -41,6 +41,9 @@ def preflight(cfg) -> None:
         load_reward_function(cfg.reward.function)
     except ValueError as e:
         raise config_lib.ConfigError(f"reward.function: {e}") from None
+    if cfg.ppo.warm_start is not None:
+        from pipeline import warm_start
+        warm_start.resolve(cfg.ppo.warm_start, cfg)
     if cfg.data.prompts is not None and not Path(cfg.data.prompts).is_file():
         raise config_lib.ConfigError(f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "
                                      f"prompts (one object per line, the text under data.prompt_field), or null")

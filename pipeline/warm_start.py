@@ -1,10 +1,11 @@
-"""Warm starts (train.warm_start): a new run's agent (networks, observation normaliser, its optimizer's moments)
-starts from another run's checkpoint instead of from scratch, so a nightly job keeps improving the model it serves.
+"""Warm starts (train.warm_start, ppo.warm_start): a new run's agent (networks, observation normaliser, its
+optimizer's moments), or LM policy (weights or adapters, value head), starts from another run's checkpoint instead
+of from scratch, so a nightly job keeps improving the model it serves.
 
 The source may be a version folder of a serving base (its export info names the run and checkpoint it came
 from), a model folder (its newest version: the one TF Serving serves), or a run directory (its latest
-checkpoint). It must have been made with the same environment, networks and normaliser setting: checked, with
-the source run's config, before any work starts.
+checkpoint). It must have been made with the same environment, networks and normaliser setting (lm: the same data,
+model and value model): checked, with the source run's config, before any work starts.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from export import tf_serving
 from pipeline import config as config_lib
 from pipeline.rundir import RunDir
 
-MUST_MATCH = ("env.id", "env.kwargs", "model", "train.normalize_observations")
+# What the source run must share with this one, per task; where its checkpoints are; the config key.
+MUST_MATCH = {"gym": ("env.id", "env.kwargs", "model", "train.normalize_observations"),
+              "lm": ("data", "model", "ppo.value_model")}
+CHECKPOINTS = {"gym": ".", "lm": "ppo"}
+KEY = {"gym": "train.warm_start", "lm": "ppo.warm_start"}
 
 
 def resolve(source: str, cfg) -> str:
-    """The checkpoint prefix a warm start reads; config_lib.ConfigError (train.warm_start) if it cannot be used."""
+    """The checkpoint prefix a warm start reads; config_lib.ConfigError naming the key if it cannot be used."""
+    key = KEY[cfg.task]
     path = Path(source)
     versions = tf_serving.versions(path)
     if versions:  # a model folder: the version a server serves
@@ -30,19 +36,23 @@ def resolve(source: str, cfg) -> str:
         run, checkpoint = RunDir(Path(info.get("run", ""))), info.get("checkpoint")
         where = f"{path} was exported from {run.root}, checkpoint {checkpoint}"
     elif (path / "config.yaml").is_file():
-        run, checkpoint = RunDir(path), _latest(path / "checkpoints")
+        run = RunDir(path)
+        checkpoint = _latest(run.checkpoints / CHECKPOINTS[cfg.task])
         where = f"run directory {path}"
     else:
-        raise config_lib.ConfigError(f"train.warm_start: {source} is neither a run directory nor an exported version "
+        raise config_lib.ConfigError(f"{key}: {source} is neither a run directory nor an exported version "
                                      f"(or a model folder of them)")
-    if not checkpoint or not (run.checkpoints / f"{checkpoint}.index").exists():
-        raise config_lib.ConfigError(f"train.warm_start: {where}, whose checkpoint is not there any more")
+    prefix = run.checkpoints / CHECKPOINTS[cfg.task] / str(checkpoint)
+    if not checkpoint or not prefix.with_name(f"{prefix.name}.index").exists():
+        raise config_lib.ConfigError(f"{key}: {where}, whose checkpoint is not there any more")
     theirs = run.load_config()
-    for key in MUST_MATCH:
-        if _get(theirs, key) != _get(cfg, key):
-            raise config_lib.ConfigError(f"train.warm_start: {key} is {_get(cfg, key)!r} here but "
-                                         f"{_get(theirs, key)!r} in {run.root}; a warm start needs the same")
-    return str(run.checkpoints / checkpoint)
+    if theirs.task != cfg.task:
+        raise config_lib.ConfigError(f"{key}: {run.root} is a {theirs.task} run, this is {cfg.task}")
+    for shared in MUST_MATCH[cfg.task]:
+        if _get(theirs, shared) != _get(cfg, shared):
+            raise config_lib.ConfigError(f"{key}: {shared} is {_get(cfg, shared)!r} here but "
+                                         f"{_get(theirs, shared)!r} in {run.root}; a warm start needs the same")
+    return str(prefix.resolve())
 
 
 def _latest(checkpoints: Path) -> str | None:

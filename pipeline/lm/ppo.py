@@ -81,13 +81,20 @@ class LMPPOLearner:
     def checkpoint(self) -> tf.train.Checkpoint:
         """What PPO changes: with adapters, only they (apart from the base, which SFT's checkpoint or
         model.checkpoint holds), the value head and the optimizer's state."""
-        parts = dict(value_head=self.value_head, optimizer=self.optimizer, generator=self.generator,
-                     kl_coef=self.kl_coef, iteration=self.iteration)
-        trunks = {"policy": self.policy, "value_trunk": self.value_trunk}
-        for name, lm in trunks.items():
+        return tf.train.Checkpoint(**self._trained(), optimizer=self.optimizer, generator=self.generator,
+                                   kl_coef=self.kl_coef, iteration=self.iteration)
+
+    def trained_parts(self) -> tf.train.Checkpoint:
+        """The part of `checkpoint` a warm start takes: the policy (or its adapters) and the value model, not
+        the optimizer, counters, RNG or KL coefficient."""
+        return tf.train.Checkpoint(**self._trained())
+
+    def _trained(self) -> dict:
+        parts = {"value_head": self.value_head}
+        for name, lm in (("policy", self.policy), ("value_trunk", self.value_trunk)):
             if lm is not None:
                 parts[name] = lm if self.adapters is None else lora.adapter_variables(lm)
-        return tf.train.Checkpoint(**parts)
+        return parts
 
     @contextlib.contextmanager
     def _as_reference(self):

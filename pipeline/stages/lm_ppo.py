@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline import devices, preemption, summaries
+from pipeline import devices, preemption, summaries, warm_start
 from pipeline.config import LMConfig
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.progress import Progress
@@ -50,6 +50,10 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     if manager.latest_checkpoint:
         learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
         log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
+    elif p.warm_start is not None:
+        source = warm_start.resolve(p.warm_start, cfg)
+        learner.trained_parts().restore(source).expect_partial().assert_existing_objects_matched()
+        log.info("ppo: warm start from %s", source)
     if not train:
         return learner, {}
     log.info("ppo: %s", devices.describe(learner.variables))

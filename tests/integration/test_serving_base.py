@@ -131,3 +131,20 @@ def test_an_lm_candidate_is_scored_by_its_reward_function_through_its_export(lm_
     assert 0.0 < metrics["bless.candidate"] <= 1.0 and "below the floor 1.5" in metrics["bless.reason"]
     assert (run / "candidate" / "lm_policy" / "saved_model.pb").exists() and (run / "candidate" / "NOT_BLESSED").exists()
     assert not (tmp_path / "base" / "lm_policy").exists()
+
+
+def test_an_lm_run_warm_starts_from_another_runs_ppo_policy(lm_run, tmp_path):
+    """One PPO iteration from the finished run's PPO policy keeps what that run learned (from the SFT model, one
+    iteration does not get there)."""
+    before = json.loads((lm_run / "metrics.json").read_text())
+    run = tmp_path / "run"
+    result = run_driver("run", lm_run / "config.yaml", "--run-dir", run, "--set", f"ppo.warm_start={lm_run}",
+                        "--set", "ppo.iterations=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"ppo: warm start from {(lm_run / 'checkpoints' / 'ppo').resolve()}" in result.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval.ppo.gold_reward"] > before["eval.sft.gold_reward"] + 0.15, (metrics, before)
+    assert metrics["eval.ppo.kl"] > 1.0  # far from the reference already: the policy came from the other run
+    other = run_driver("check", lm_run / "config.yaml", "--set", f"ppo.warm_start={lm_run}",
+                       "--set", "model.hidden_dim=64")
+    assert other.returncode == 2 and "ppo.warm_start: model is" in other.stderr, other.stderr[-2000:]
