@@ -15,7 +15,9 @@ checkpoint where the stage has them; re-run to continue).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -77,8 +79,14 @@ def main(argv=None) -> int:
     except preemption.Preempted as e:
         log.warning("%s: %s; re-run the same command to continue", args.command, e)
         return preemption.EXIT_CODE
-    except Exception:  # a failed batch job must say why, then exit non-zero
-        log.exception("%s failed", args.command)
+    except Exception as e:  # a failed batch job must say why, then exit non-zero
+        full = _disk_full(e)
+        if full:
+            log.error("%s failed: no space left on the device holding %s. Nothing half-written is left where a "
+                      "resume or a server reads; free space and run the same command again to continue from the "
+                      "last checkpoint", args.command, full)
+        else:
+            log.exception("%s failed", args.command)
         return 1
     print(f"run directory: {run_dir.root}\n"
           f"tensorboard:   tensorboard --logdir {run_dir.root / 'tb'}\n"
@@ -90,6 +98,20 @@ def main(argv=None) -> int:
     if "export.path" in metrics:
         print(f"export:        {metrics['export.path']}\nmodels.config: {metrics['export.models_config']}")
     return 0
+
+
+def _disk_full(error: BaseException) -> str | None:
+    """The path a write failed on for want of space (an OSError's ENOSPC, or TensorFlow's ResourceExhaustedError
+    from a checkpoint or SavedModel write, which names its file), found along the exception's causes; else None."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error.filename or str(error)
+        text = str(error)
+        if type(error).__name__ == "ResourceExhaustedError" and "No space left on device" in text:
+            match = re.search(r"(/\S+); No space left on device", text)
+            return match.group(1) if match else text
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _status(path: Path, as_json: bool) -> int:
