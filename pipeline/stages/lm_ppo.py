@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline import devices, preemption, summaries, warm_start
+from pipeline import devices, preemption, resume, summaries, warm_start
 from pipeline.config import LMConfig
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.progress import Progress
@@ -47,9 +47,9 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     p = cfg.ppo
     learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg))
     manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
-    if manager.latest_checkpoint:
-        learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
-        log.info("ppo: resumed from %s (iteration %d)", manager.latest_checkpoint, int(learner.iteration))
+    restored = resume.restore_newest_readable(learner.checkpoint(), manager, "ppo")
+    if restored:
+        log.info("ppo: resumed from %s (iteration %d)", restored, int(learner.iteration))
     elif p.warm_start is not None:
         source = warm_start.resolve(p.warm_start, cfg)
         learner.trained_parts().restore(source).expect_partial().assert_existing_objects_matched()

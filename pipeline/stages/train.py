@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import devices, envs, preemption, summaries
+from pipeline import devices, envs, preemption, resume, summaries
 from pipeline.config import Config
 from pipeline.ppo import PPOLearner, Tally
 from pipeline.progress import Progress
@@ -25,11 +25,8 @@ def checkpoint_manager(run: RunDir, learner: PPOLearner) -> tf.train.CheckpointM
 
 
 def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
-    """Restores every variable of the latest checkpoint, or nothing if there is none; returns its path."""
-    manager = checkpoint_manager(run, learner)
-    if manager.latest_checkpoint:
-        learner.checkpoint().restore(manager.latest_checkpoint).assert_consumed()
-    return manager.latest_checkpoint
+    """Restores every variable of the newest readable checkpoint, or nothing if there is none; returns its path."""
+    return resume.restore_newest_readable(learner.checkpoint(), checkpoint_manager(run, learner), "train")
 
 
 def latest_checkpoint(run: RunDir) -> str | None:

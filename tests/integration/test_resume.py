@@ -85,3 +85,18 @@ def test_a_second_process_on_a_run_directory_exits_75_at_once_and_changes_nothin
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == {
         p: t for p, t in before.items() if p.name != ".lock"}
     assert run_driver("evaluate", run).returncode == 0  # released: the next one runs
+
+
+def test_a_truncated_latest_checkpoint_is_reported_and_the_one_before_resumes(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = next((run / "checkpoints").glob("ckpt-1024.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a copy cut short
+    result = run_driver("run", run / "config.yaml", "--run-dir", run, "--set", "train.total_env_steps=1536")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "checkpoint" in result.stderr and "ckpt-1024 cannot be read" in result.stderr
+    assert f"resumed from {run / 'checkpoints' / 'ckpt-512'}" in result.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train.env_steps"] == 1536 and metrics["train.iterations"] == 1536 // BATCH
