@@ -89,8 +89,8 @@ def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, b
                               f"from another checkpoint; versions are immutable, choose a new one")
     evaluated = {k: v for k, v in done.items() if k.startswith("eval.")}  # what this version scored, for `status`
     info = {"checkpoint": source, "run": run, **info, "eval": evaluated}
-    blessed = export.bless_tolerance is not None or export.bless_floor is not None
-    if not blessed:
+    blessing_on = export.bless_tolerance is not None or export.bless_floor is not None
+    if not blessing_on:
         path = tf_serving.publish(base, name, export.version, build(), info, keep_versions=export.keep_versions)
         decision = None
     else:
