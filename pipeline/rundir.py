@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -96,7 +97,7 @@ class RunDir:
                 raise config_lib.ConfigError(f"task: {cfg.task} differs from the run directory's {old.task}; "
                                              f"use a new --run-dir")
             for path in cfg.resume_locked:
-                before, now = _get(old, path), _get(cfg, path)
+                before, now = setting(old, path), setting(cfg, path)
                 if before != now:
                     raise config_lib.ConfigError(
                         f"{path}: {now} differs from the run directory's {before} ({self.config_path}); its "
@@ -105,12 +106,20 @@ class RunDir:
         write_atomic(self.config_path, config_lib.to_yaml(cfg))
 
 
-def _get(cfg, path: str):
+def setting(cfg, path: str):
     """A section (`model`) or one key (`train.normalize_observations`) of a config."""
     value = cfg
     for part in path.split("."):
         value = getattr(value, part)
     return value
+
+
+def latest_checkpoint_name(folder: Path) -> str | None:
+    """The newest checkpoint's name in a tf.train.CheckpointManager folder (its `checkpoint` state file), read
+    without TensorFlow; None when there is none."""
+    state = folder / "checkpoint"
+    match = re.search(r'^model_checkpoint_path: "(.+)"', state.read_text(), re.MULTILINE) if state.exists() else None
+    return match.group(1) if match else None
 
 
 def write_atomic(path: Path, text: str) -> None:

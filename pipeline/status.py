@@ -6,11 +6,10 @@ from __future__ import annotations
 import datetime
 import fcntl
 import json
-import re
 from pathlib import Path
 
 from export import tf_serving
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, latest_checkpoint_name
 
 # The stages of each task in order, and the metrics prefix each writes when it ends.
 STAGES = {"gym": [("train", "train."), ("evaluate", "eval."), ("export", "export.")],
@@ -37,10 +36,10 @@ def run_status(run_dir: RunDir) -> dict:
         progress = {"iterations": metrics.get("ppo.iterations", 0), "of": cfg.ppo.iterations}
     checkpoints = {}
     for state in sorted(run_dir.checkpoints.rglob("checkpoint")) if run_dir.checkpoints.is_dir() else []:
-        match = re.search(r'^model_checkpoint_path: "(.+)"', state.read_text(), flags=re.MULTILINE)
-        if match:
+        name = latest_checkpoint_name(state.parent)
+        if name:
             stage = state.parent.relative_to(run_dir.checkpoints).as_posix()
-            checkpoints["train" if stage == "." else stage] = {"checkpoint": match.group(1), "at": _when(state)}
+            checkpoints["train" if stage == "." else stage] = {"checkpoint": name, "at": _when(state)}
     published = {k.removeprefix("export."): v for k, v in metrics.items() if k.startswith("export.")}
     return {"kind": "run directory", "path": str(run_dir.root), "task": cfg.task,
             "subject": cfg.env.id if cfg.task == "gym" else cfg.model.checkpoint or "GPT-2 from scratch",

@@ -10,12 +10,11 @@ model and value model): checked, with the source run's config, before any work s
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from export import tf_serving
 from pipeline import config as config_lib
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, latest_checkpoint_name, setting
 
 # What the source run must share with this one, per task; where its checkpoints are; the config key.
 MUST_MATCH = {"gym": ("env.id", "env.kwargs", "model", "train.normalize_observations"),
@@ -37,7 +36,7 @@ def resolve(source: str, cfg) -> str:
         where = f"{path} was exported from {run.root}, checkpoint {checkpoint}"
     elif (path / "config.yaml").is_file():
         run = RunDir(path)
-        checkpoint = _latest(run.checkpoints / CHECKPOINTS[cfg.task])
+        checkpoint = latest_checkpoint_name(run.checkpoints / CHECKPOINTS[cfg.task])
         where = f"run directory {path}"
     else:
         raise config_lib.ConfigError(f"{key}: {source} is neither a run directory nor an exported version "
@@ -49,20 +48,7 @@ def resolve(source: str, cfg) -> str:
     if theirs.task != cfg.task:
         raise config_lib.ConfigError(f"{key}: {run.root} is a {theirs.task} run, this is {cfg.task}")
     for shared in MUST_MATCH[cfg.task]:
-        if _get(theirs, shared) != _get(cfg, shared):
-            raise config_lib.ConfigError(f"{key}: {shared} is {_get(cfg, shared)!r} here but "
-                                         f"{_get(theirs, shared)!r} in {run.root}; a warm start needs the same")
+        if setting(theirs, shared) != setting(cfg, shared):
+            raise config_lib.ConfigError(f"{key}: {shared} is {setting(cfg, shared)!r} here but "
+                                         f"{setting(theirs, shared)!r} in {run.root}; a warm start needs the same")
     return str(prefix.resolve())
-
-
-def _latest(checkpoints: Path) -> str | None:
-    state = checkpoints / "checkpoint"
-    match = re.search(r'^model_checkpoint_path: "(.+)"', state.read_text(), re.MULTILINE) if state.exists() else None
-    return match.group(1) if match else None
-
-
-def _get(cfg, path: str):
-    value = cfg
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value
