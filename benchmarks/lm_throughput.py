@@ -1,19 +1,23 @@
 """LM PPO throughput at the settings of the PyTorch reference measured on this machine (TRL 1.12, README).
 
-Random-init GPT-2, random 16-token prompts, 32-token responses sampled to full length (no EOS), 4 PPO
-epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s, update tokens/s and
+Random-init GPT-2 (or --checkpoint: a local keras-hub or Hugging Face checkpoint, e.g. the GPT-2-124M one
+benchmarks/trl_peer/write_checkpoint.py writes), random 16-token prompts, 32-token responses sampled to full
+length (no EOS), 4 PPO epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s, update tokens/s and
 seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
 The phases are TRL's: generation; scoring (policy, reference and value forward passes, rewards, GAE: TRL
 does these in its rollout phase, after generating); update (the PPO epochs).
 The value model is separate by default, as in the reference (--value-model shared: a head on the policy).
+--lora-rank R trains LoRA adapters on every attention and feed-forward projection (and the separate value
+trunk's own) instead of every weight. Prints the process's peak RSS at the end.
 
-    python benchmarks/lm_throughput.py [--size tiny|small] [--batch 16] [--iterations 3] [--no-jit]
-                                       [--value-model separate|shared]
+    python benchmarks/lm_throughput.py [--size tiny|small | --checkpoint DIR] [--batch 16] [--iterations 3]
+                                       [--no-jit] [--no-jit-update] [--value-model separate|shared] [--lora-rank R]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -25,7 +29,9 @@ import pipeline  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from models import checkpoints  # noqa: E402
 from models import lm as lm_lib  # noqa: E402
+from models import lora  # noqa: E402
 from pipeline import devices  # noqa: E402
 from pipeline.config import LMPPOConfig  # noqa: E402
 from pipeline.lm.ppo import LMPPOLearner  # noqa: E402
@@ -45,17 +51,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--no-jit", dest="jit", action="store_false", help="sampling without XLA")
+    parser.add_argument("--no-jit-update", dest="jit_update", action="store_false",
+                        help="scoring and optimizer steps without XLA (ppo.jit_update: false)")
     parser.add_argument("--value-model", choices=["separate", "shared"], default="separate")
+    parser.add_argument("--checkpoint", help="a local checkpoint directory instead of --size")
+    parser.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
     args = parser.parse_args()
-    size = SIZES[args.size]
-    learner = LMPPOLearner(lm_lib.build_causal_lm(size), LMPPOConfig(
+    if args.checkpoint:
+        info = checkpoints.inspect(args.checkpoint)
+        lm, family, args.size = checkpoints.load_causal_lm(info), info.family, args.checkpoint
+    else:
+        lm, family = lm_lib.build_causal_lm(SIZES[args.size]), "GPT-2"
+    vocabulary_size = lm.backbone.vocabulary_size
+    unavailable = lora.unavailable_targets(family, lora.TARGETS)
+    adapters = lora.Adapters(args.lora_rank, float(args.lora_rank), tuple(
+        t for t in lora.TARGETS if t not in unavailable)) if args.lora_rank else None
+    learner = LMPPOLearner(lm, LMPPOConfig(
         max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit,
-        value_model=args.value_model), eos_id=None, seed=0)
+        jit_update=args.jit_update,        value_model=args.value_model), eos_id=None, seed=0, adapters=adapters)
     rng = np.random.default_rng(0)
     score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
     generation, scoring, update, total = [], [], [], []
     for i in range(args.iterations + 1):
-        prompts = rng.integers(0, size.vocabulary_size, size=(args.batch, PROMPT)).astype(np.int32)
+        prompts = rng.integers(0, vocabulary_size, size=(args.batch, PROMPT)).astype(np.int32)
         start = time.perf_counter()
         sequences = tf.constant(learner.generate(prompts))
         generated = time.perf_counter()
@@ -75,14 +93,17 @@ def main() -> None:
         update.append(done - scored)
         total.append(done - start)
     gen_s, score_s, upd_s, it_s = (statistics.median(x) for x in (generation, scoring, update, total))
-    print(f"size={args.size} batch={args.batch} jit={args.jit} value_model={args.value_model} prompt={PROMPT} "
-          f"response={RESPONSE} epochs={EPOCHS}; {devices.describe(learner.variables)}")
+    print(f"size={args.size} batch={args.batch} jit={args.jit} jit_update={args.jit_update} "
+          f"value_model={args.value_model} prompt={PROMPT} "
+          f"response={RESPONSE} epochs={EPOCHS} lora_rank={args.lora_rank}; {devices.describe(learner.variables)}; "
+          f"trainable parameters {sum(int(np.prod(v.shape)) for v in learner.variables):,}")
     print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
     update_tokens = args.batch * (PROMPT + RESPONSE) * EPOCHS
     print(f"update tokens/s:     {update_tokens / upd_s:,.0f}  (batch x (prompt + response) x epochs / seconds "
           f"of the epochs; with scoring: {update_tokens / (upd_s + score_s):,.0f})")
     print(f"seconds per PPO iteration: {it_s:.3f} (generation {gen_s:.3f}, scoring {score_s:.3f}, "
           f"update {upd_s:.3f})")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -81,3 +81,18 @@ def test_hugging_face_layouts_load_with_their_tokenizers_and_conventions(tmp_pat
         np.testing.assert_allclose(lm_lib.forward(loaded, ids)[0].numpy(), lm_lib.forward(original, ids)[0].numpy(),
                                    atol=1e-6)
     assert checkpoints.inspect(tmp_path / "gpt2-hf").max_sequence_length == 32
+
+
+def test_stored_dtypes_are_read_from_the_safetensors_headers(tmp_path):
+    """What decides the Mistral float16 warning: every shard's dtypes, as safetensors wrote them."""
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float16)}, str(tmp_path / "model.safetensors"))
+    assert checkpoints.stored_dtypes(tmp_path) == {"F32", "F16"}
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    save_file({"a": np.zeros(2, np.int32)}, str(sharded / "one.safetensors"), metadata={"format": "pt"})
+    save_file({"b": np.zeros(2, np.float64)}, str(sharded / "two.safetensors"))
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}}))
+    assert checkpoints.stored_dtypes(sharded) == {"I32", "F64"}
