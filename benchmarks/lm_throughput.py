@@ -2,8 +2,8 @@
 
 Random-init GPT-2 (or --checkpoint: a local keras-hub or Hugging Face checkpoint, e.g. the GPT-2-124M one
 benchmarks/trl_peer/write_checkpoint.py writes), random 16-token prompts, 32-token responses sampled to full
-length (no EOS), 4 PPO epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s, update tokens/s and
-seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
+length (no EOS), 4 PPO epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s,
+update tokens/s and seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
 The phases are TRL's: generation; scoring (policy, reference and value forward passes, rewards, GAE: TRL
 does these in its rollout phase, after generating); update (the PPO epochs).
 The value model is separate by default, as in the reference (--value-model shared: a head on the policy).
@@ -68,7 +68,7 @@ def main() -> None:
         t for t in lora.TARGETS if t not in unavailable)) if args.lora_rank else None
     learner = LMPPOLearner(lm, LMPPOConfig(
         max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit,
-        jit_update=args.jit_update,        value_model=args.value_model), eos_id=None, seed=0, adapters=adapters)
+        jit_update=args.jit_update, value_model=args.value_model), eos_id=None, seed=0, adapters=adapters)
     rng = np.random.default_rng(0)
     score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
     generation, scoring, update, total = [], [], [], []
