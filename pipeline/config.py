@@ -121,6 +121,18 @@ class ExportConfig:
                                           "when nothing is served yet); null: no floor.")
 
 
+@dataclasses.dataclass
+class DistributeConfig:
+    strategy: str = _field("auto", "tf.distribute engine: none (one device), mirrored (every GPU of this host; on a "
+                           "CPU-only host, cpu_replicas logical CPUs), multi_worker (one process per host, the "
+                           "cluster from TF_CONFIG or Slurm); auto: multi_worker when TF_CONFIG names a cluster, "
+                           "mirrored when several GPUs are visible, else none. Batch sizes in this config are "
+                           "totals, split over the replicas.", choices=["auto", "none", "mirrored", "multi_worker"])
+    cpu_replicas: int = _field(2, "With strategy mirrored and no GPU: the host's CPU split into this many logical "
+                               "devices (to try data parallelism, and for tests; no faster than one).", low=1,
+                               high=64)
+
+
 # === Language-model fine-tuning (task: lm) ===
 
 @dataclasses.dataclass
@@ -295,6 +307,7 @@ class Config(_Root):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
 
 @dataclasses.dataclass

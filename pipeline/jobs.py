@@ -84,10 +84,12 @@ def run_stages(command: str, cfg, run_dir: RunDir) -> dict:
 
 
 def _gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
+    from pipeline import distribute
     from pipeline.stages import environment, evaluate, export, model, train
 
+    strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op
     spaces = environment.run(cfg, run_dir)
-    learner = model.run(cfg, run_dir, spaces)
+    learner = model.run(cfg, run_dir, spaces, strategy)
     if command == "run":
         metrics = _save(run_dir, train.run(cfg, run_dir, learner))
     else:

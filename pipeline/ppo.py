@@ -9,6 +9,7 @@ losses TF-Agents already has, so it is traced once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -20,7 +21,7 @@ from tf_agents.utils import common
 
 from models.actor_critic import build_actor_and_value, specs
 from pipeline import guards
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.envs import Spaces
 from pipeline.rl.advantages import explained_variance, gae
 from pipeline.rl.estimators import k3, whiten
@@ -87,11 +88,33 @@ class Tally:
 
 
 class PPOLearner(tf.Module):
-    """Everything a checkpoint must hold, and the compiled functions that act and learn."""
+    """Everything a checkpoint must hold, and the compiled functions that act and learn.
 
-    def __init__(self, cfg: Config, spaces: Spaces):
+    Under a tf.distribute strategy (pipeline/distribute.py) the networks, normaliser and optimizer are mirrored
+    and each gradient step runs on every replica's equal share of the minibatch: TF-Agents' losses divide by the
+    global count, the gradients are summed across replicas before they are clipped on their global norm, and the
+    advantages are whitened and the normaliser updated over the whole rollout, so R replicas take the steps one
+    device takes. Collection, GAE and the statistics run once, in cross-replica context."""
+
+    def __init__(self, cfg: Config, spaces: Spaces, strategy: tf.distribute.Strategy | None = None):
         super().__init__(name="ppo")
         self.spaces = spaces
+        self.strategy = strategy  # None: one device
+        self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
+        if minibatch % self.replicas:
+            raise ConfigError(f"train.num_minibatches: minibatches of {minibatch} rows do not split evenly over "
+                              f"{self.replicas} replicas; allowed: env.num_envs * train.rollout_steps / "
+                              f"train.num_minibatches a multiple of the replica count")
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self._build(cfg, spaces)
+        self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
+        self.counters = TrainCounters()
+        self._observation_spec = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
+        # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
+        self._compiled_train = tf.function(self._train_on_rollout, autograph=False)
+
+    def _build(self, cfg: Config, spaces: Spaces) -> None:
         t = cfg.train
         self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
         self._max_grad_norm, self._normalize_advantages = t.max_grad_norm, t.normalize_advantages
@@ -116,12 +139,8 @@ class PPOLearner(tf.Module):
             train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"))
         self.agent.initialize()
         self.variables_to_train = actor.trainable_variables + value.trainable_variables
-        self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run
-        self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
-        self.counters = TrainCounters()
-        self._observation_spec = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
-        # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
-        self._compiled_train = tf.function(self._train_on_rollout, autograph=False)
+        self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
+        # strategy, before the first strategy.run: Keras cannot create them while tracing one)
 
     # Traced on first use (~0.06 s each): training itself needs neither.
     @functools.cached_property
@@ -171,7 +190,7 @@ class PPOLearner(tf.Module):
         stats, advantages = self._compiled_train(rollout)
         finite = stats.pop("finite")
         guards.check(finite, "train", "loss, gradient or weight",
-                     f"at gradient step {int(self.agent.train_step_counter)}")
+                     f"at gradient step {int(self.agent.train_step_counter.numpy())}")
         return stats, advantages
 
     def _train_on_rollout(self, rollout):
@@ -202,22 +221,14 @@ class PPOLearner(tf.Module):
             advantages = whiten(advantages)
 
         def gradient_step(mb):
-            with tf.GradientTape() as tape:
-                loss = self.agent.get_loss(
-                    self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"],
-                    mb["advantages"], action_distribution_parameters=(), weights=tf.ones([size]),
-                    train_step=self.agent.train_step_counter, debug_summaries=False,
-                    old_value_predictions=mb["old_values"], training=True)
-            grads = tape.gradient(loss.loss, self.variables_to_train)
-            grad_norm = tf.linalg.global_norm(grads)
-            if self._max_grad_norm is not None:
-                grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
-            self.optimizer.apply_gradients(zip(grads, self.variables_to_train))
+            # Every replica's stats summed: [policy loss, value loss, clip fraction, grad norm, non-finite count].
+            if self.strategy is None:  # one device: the same step, without the strategy's wrapper to trace
+                stats = self._replica_step(mb)
+            else:
+                per_replica = self.strategy.run(self._replica_step, (mb,))
+                stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
             self.agent.train_step_counter.assign_add(1)
-            # TF-Agents' value_estimation_loss is weighted by value_coef; logged unweighted, as SB3 and TRL log it.
-            stats = tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss / self._value_coef,
-                              loss.extra.clip_fraction, grad_norm])
-            return stats, tf.math.is_finite(loss.loss) & tf.math.is_finite(grad_norm)
+            return stats[:4], tf.equal(stats[4], 0.0)
 
         rollout = dict(observations=observations, actions=actions, old_log_probs=old_log_probs,
                        advantages=advantages, returns=returns, old_values=old_values)
@@ -259,6 +270,32 @@ class PPOLearner(tf.Module):
                            & guards.all_finite(self.agent.variables))  # networks, normaliser, counter
         return stats
 
+    def _replica_step(self, minibatch):
+        """One gradient step on this replica's share of the minibatch (all of it on one device)."""
+        context = tf.distribute.get_replica_context()
+        count = context.num_replicas_in_sync
+        mb = {k: _share(v, context) for k, v in minibatch.items()}
+        with tf.GradientTape() as tape:
+            # TF-Agents' losses divide by this share's size x the replica count: summed across replicas, the
+            # minibatch mean.
+            loss = self.agent.get_loss(
+                self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"],
+                mb["advantages"], action_distribution_parameters=(), weights=tf.ones_like(mb["returns"]),
+                train_step=self.agent.train_step_counter, debug_summaries=False,
+                old_value_predictions=mb["old_values"], training=True)
+        grads = tape.gradient(loss.loss, self.variables_to_train)
+        if count > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)  # clipped below as one device clips
+        grad_norm = tf.linalg.global_norm(grads)
+        if self._max_grad_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
+        self.optimizer.apply_gradients(zip(grads, self.variables_to_train), skip_gradients_aggregation=True)
+        finite = tf.math.is_finite(loss.loss) & tf.math.is_finite(grad_norm)
+        # TF-Agents' value_estimation_loss is weighted by value_coef; logged unweighted, as SB3 and TRL log it.
+        # The losses are already shares of the mean; the clip fraction is this share's mean, the norm global.
+        return tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss / self._value_coef,
+                         loss.extra.clip_fraction / count, grad_norm / count, 1.0 - tf.cast(finite, tf.float32)])
+
     def _entropy_and_kl(self, observations, actions, old_log_probs):
         """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the current policy."""
         dist = self.distribution(observations)
@@ -274,6 +311,12 @@ class PPOLearner(tf.Module):
         """Networks, normaliser, optimizer slots, RNG state and counters: all a resumed run needs."""
         return tf.train.Checkpoint(agent=self.agent, optimizer=self.optimizer, generator=self.generator,
                                    counters=self.counters)
+
+
+def _share(tensor, context):
+    """This replica's rows of a batch every replica holds: equal contiguous shares, in replica order."""
+    size = tf.shape(tensor)[0] // context.num_replicas_in_sync
+    return tensor[context.replica_id_in_sync_group * size:][:size]
 
 
 def _concrete(fn, signature):

@@ -17,8 +17,11 @@ from pipeline.stages import train
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, run_dir: RunDir, spaces: Spaces) -> PPOLearner:
-    learner = PPOLearner(cfg, spaces)
+def run(cfg: Config, run_dir: RunDir, spaces: Spaces, strategy: tf.distribute.Strategy | None = None) -> PPOLearner:
+    learner = PPOLearner(cfg, spaces, strategy)
+    if strategy is not None:
+        log.info("model: %s, %d replicas (%s)", type(strategy).__name__, learner.replicas,
+                 ", ".join(strategy.extended.worker_devices))
     restored = train.restore_latest(run_dir, learner)
     if restored:
         log.info("model: resumed from %s (%d env steps)", restored, int(learner.counters.env_steps))

@@ -99,7 +99,8 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(config.to_yaml(cfg))
     assert config.load(path) == cfg
-    assert set(yaml.safe_load(path.read_text())) == {"task", "env", "model", "train", "evaluate", "export"}
+    assert set(yaml.safe_load(path.read_text())) == {"task", "env", "model", "train", "evaluate", "export",
+                                                       "distribute"}
 
 
 def test_driver_exits_2_before_any_work(tmp_path):
