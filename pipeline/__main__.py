@@ -47,12 +47,23 @@ def main(argv=None) -> int:
                        ("export", "export the latest checkpoint of a run directory for TF Serving")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir")
+    launch_p = sub.add_parser("launch", help="run one config as N workers on this host (multi-worker training)")
+    launch_p.add_argument("--workers", type=int, required=True)
+    launch_p.add_argument("config")
+    launch_p.add_argument("--run-dir")
+    launch_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides")
     status_p = sub.add_parser("status", help="where a run directory stands, or what a serving base holds")
     status_p.add_argument("path", help="a run directory or an export.base_dir")
     status_p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.command == "status":
         return _status(Path(args.path), args.json)
+    if args.command == "launch":
+        from pipeline.launch import launch
+
+        run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+        return launch(args.workers, [args.config, "--run-dir", run_dir,
+                                     *(f"--set={o}" for o in args.overrides)])
     # Our stages log at INFO; libraries only warnings (TensorFlow's checkpoint and SavedModel code log at INFO).
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
@@ -81,13 +92,19 @@ def main(argv=None) -> int:
         return preemption.EXIT_CODE
     except Exception as e:  # a failed batch job must say why, then exit non-zero
         full = _disk_full(e)
-        if full:
+        if type(e).__name__ == "UnavailableError" and "Collective ops is aborted" in str(e):
+            log.error("%s failed: another worker of this run stopped or cannot be reached (%s). Nothing past the "
+                      "last checkpoint is kept; start every worker's command again to continue from it",
+                      args.command, str(e).split("\n")[0][:300])
+        elif full:
             log.error("%s failed: no space left on the device holding %s. Nothing half-written is left where a "
                       "resume or a server reads; free space and run the same command again to continue from the "
                       "last checkpoint", args.command, full)
         else:
             log.exception("%s failed", args.command)
         return 1
+    if metrics.get("distribute.worker"):  # a worker beside the chief: the chief reports the run
+        return 0
     print(f"run directory: {run_dir.root}\n"
           f"tensorboard:   tensorboard --logdir {run_dir.root / 'tb'}\n"
           f"metrics:       {run_dir.metrics_path}")

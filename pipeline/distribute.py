@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline.config import DistributeConfig
@@ -38,7 +39,67 @@ def strategy(settings: DistributeConfig) -> tf.distribute.Strategy | None:
             return tf.distribute.MirroredStrategy()
         _split_cpu(settings.cpu_replicas)
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(settings.cpu_replicas)])
-    raise NotImplementedError("distribute.strategy multi_worker is not built yet")
+    # One process per host (or per worker), the cluster from TF_CONFIG, else Slurm's environment.
+    resolver = None
+    if not os.environ.get("TF_CONFIG") and os.environ.get("SLURM_JOB_ID"):
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
+def worker(strategy_: tf.distribute.Strategy | None) -> tuple[int, int]:
+    """(this worker's index, worker count); (0, 1) on one host. Worker 0 is the chief: it alone writes the run
+    directory (config, TensorBoard, metrics, the export) and holds its lock."""
+    if not isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
+        return 0, 1
+    resolver = strategy_.cluster_resolver
+    workers = len(resolver.cluster_spec().as_dict().get("worker", [])) + len(
+        resolver.cluster_spec().as_dict().get("chief", []))
+    index = resolver.task_id + (1 if resolver.task_type == "worker" and "chief" in resolver.cluster_spec().jobs
+                                else 0)
+    return index, workers
+
+
+def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) -> dict:
+    """Every worker's tensors concatenated in worker order along axes[name]: what one device would hold. The
+    same on every worker afterwards. Identity on one host (its replicas already share the host's arrays)."""
+    if worker(strategy_)[1] == 1:
+        return tensors
+    local = len(strategy_.extended.worker_devices)
+    # Each local replica contributes an equal slice of this worker's rows, so the gathered rows are in order.
+    dtypes = {k: np.asarray(v).dtype for k, v in tensors.items()}
+    # Collectives take numbers, not booleans.
+    shares = {k: np.array_split(np.asarray(v, np.int32 if dtypes[k] == bool else None), local, axis=axes[k])
+              for k, v in tensors.items()}
+    values = strategy_.experimental_distribute_values_from_function(
+        lambda context: {k: v[context.replica_id_in_sync_group % local] for k, v in shares.items()})
+    gathered = _collective(strategy_, ("gather", *sorted(axes.items())), lambda d: {
+        k: tf.distribute.get_replica_context().all_gather(tf.identity(v), axes[k]) for k, v in d.items()})(values)
+    return {k: strategy_.experimental_local_results(v)[0].numpy().astype(dtypes[k]) for k, v in gathered.items()}
+
+
+def any_worker(strategy_: tf.distribute.Strategy | None, flag: bool) -> bool:
+    """Whether any worker's flag is set (SIGTERM reached one of them): every worker gets the same answer, so all
+    stop at the same step and none waits in a collective for one that left."""
+    if worker(strategy_)[1] == 1:
+        return flag
+    local = len(strategy_.extended.worker_devices)
+    value = _collective(strategy_, "sum", lambda x: tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.identity(x)))(tf.constant(float(flag) / local))
+    return float(strategy_.experimental_local_results(value)[0]) > 0
+
+
+_COMPILED: dict = {}
+
+
+def _collective(strategy_, name, replica_fn):
+    """replica_fn run on every replica, compiled once per strategy and name (what replica_fn does) (collectives across workers run in
+    graphs: eagerly, MultiWorkerMirroredStrategy's gather cannot place its result). replica_fn copies its inputs
+    with tf.identity first: made inside the replica's function, the copy has the replica's device, which the
+    collective needs (the function's inputs have none)."""
+    key = (id(strategy_), name)
+    if key not in _COMPILED:
+        _COMPILED[key] = tf.function(lambda *args: strategy_.run(replica_fn, args), autograph=False)
+    return _COMPILED[key]
 
 
 def _split_cpu(count: int) -> None:

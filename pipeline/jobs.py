@@ -6,10 +6,12 @@ it ends, so a killed job keeps what finished. Re-running on a run directory resu
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 from pipeline import config as config_lib
+from pipeline import preemption
 from pipeline.envs import check_environment
 from pipeline.rundir import RunDir
 
@@ -18,14 +20,23 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
     """run: checks cfg before any work (`preflight`), records it in run_dir (refusing what its checkpoints cannot
     resume with) and runs every stage; evaluate or export: on the config run_dir recorded. Returns the metrics.
     Holds the run directory's lock throughout: rundir.RunLocked if another process works there."""
+    strategy = None
     if command == "run":
         preflight(cfg)
+        if cfg.task == "gym":
+            from pipeline import distribute
+            strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op; waits for every worker
+            # Across workers, TensorFlow's coordination service installs a SIGTERM handler of its own (its
+            # preemption notifier): ours again, which tells every worker through a collective (distribute.any_worker).
+            preemption.install()
+            if distribute.worker(strategy)[0] > 0:
+                return _gym_worker(cfg, run_dir, strategy)
     else:
         cfg = run_dir.load_config()
     with run_dir.lock():  # one process per run directory (RunLocked otherwise)
         if command == "run":
             run_dir.save_config(cfg)
-        return run_stages(command, cfg, run_dir)
+        return run_stages(command, cfg, run_dir, strategy)
 
 
 def preflight(cfg) -> None:
@@ -74,20 +85,43 @@ def preflight(cfg) -> None:
             raise config_lib.ConfigError(f"reward.preferences: {e}") from None
 
 
-def run_stages(command: str, cfg, run_dir: RunDir) -> dict:
+def run_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:
     # Imported here so that `--help` and config errors answer without loading TensorFlow.
     from pipeline import summaries
 
-    metrics = (_lm_stages if cfg.task == "lm" else _gym_stages)(command, cfg, run_dir)
+    if cfg.task == "lm":
+        metrics = _lm_stages(command, cfg, run_dir)
+    else:
+        metrics = _gym_stages(command, cfg, run_dir, strategy)
     summaries.write_hparams(run_dir, cfg, metrics)
     return metrics
 
 
-def _gym_stages(command: str, cfg, run_dir: RunDir) -> dict:
+def _gym_worker(cfg, run_dir: RunDir, strategy) -> dict:
+    """A worker other than the chief: it trains beside the chief, restoring what the chief's checkpoints hold
+    (the run directory on a shared filesystem, or the same host), and writes only into a scratch folder of its
+    own under RUN_DIR/workers, removed when it ends; the chief alone evaluates, exports and writes the run."""
+    import shutil
+
     from pipeline import distribute
+    from pipeline.stages import environment, model, train
+
+    index = distribute.worker(strategy)[0]
+    scratch = RunDir(run_dir.root / "workers" / str(index))
+    try:
+        spaces = environment.run(cfg, scratch)
+        learner = model.run(cfg, scratch, spaces, strategy, restore_from=run_dir)
+        train.run(cfg, scratch, learner)
+    finally:
+        shutil.rmtree(scratch.root, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last worker out removes the folder
+            scratch.root.parent.rmdir()
+    return {"distribute.worker": index}
+
+
+def _gym_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:
     from pipeline.stages import environment, evaluate, export, model, train
 
-    strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op
     spaces = environment.run(cfg, run_dir)
     learner = model.run(cfg, run_dir, spaces, strategy)
     if command == "run":

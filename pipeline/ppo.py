@@ -20,7 +20,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
 from models.actor_critic import build_actor_and_value, specs
-from pipeline import guards
+from pipeline import distribute, guards
 from pipeline.config import Config, ConfigError
 from pipeline.envs import Spaces
 from pipeline.rl.advantages import explained_variance, gae
@@ -101,6 +101,10 @@ class PPOLearner(tf.Module):
         self.spaces = spaces
         self.strategy = strategy  # None: one device
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        self.worker, self.workers = distribute.worker(strategy)
+        if cfg.env.num_envs % self.workers:
+            raise ConfigError(f"env.num_envs: {cfg.env.num_envs} environments do not split evenly over {self.workers} "
+                              f"workers; allowed: a multiple of the worker count")
         minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
         if minibatch % self.replicas:
             raise ConfigError(f"train.num_minibatches: minibatches of {minibatch} rows do not split evenly over "
@@ -172,13 +176,21 @@ class PPOLearner(tf.Module):
     def sample(self, observations):
         """A sampled action and its log-probability: what a rollout stores (traced into the collector's loop)."""
         dist = self.distribution(observations)
-        actions = dist.sample(seed=tf.cast(self.generator.make_seeds(1)[:, 0], tf.int32))
+        seed = tf.cast(self.generator.make_seeds(1)[:, 0], tf.int32)
+        if self.worker:  # every worker's generator is in the same state (its shuffles must agree): a stream each
+            seed = tf.random.experimental.stateless_fold_in(seed, self.worker)
+        actions = dist.sample(seed=seed)
         return actions, common.log_probability(dist, actions, self.action_spec)
 
     def _greedy(self, observations):
         return self.agent.policy.action(self._time_steps(observations)).action
 
     # === Learning ===
+
+    def gather(self, rollout: dict) -> dict:
+        """With several workers, every worker's rollout side by side along the env axis (each then trains on the
+        whole rollout: the same GAE, whitening, normaliser update and minibatches everywhere); else `rollout`."""
+        return distribute.gather(self.strategy, rollout, {k: 0 if k == "next_observations" else 1 for k in rollout})
 
     def train_on_rollout(self, rollout: dict) -> tuple[dict, tf.Tensor]:
         """GAE over the (time, env) rollout, then epochs x minibatches of clipped-surrogate steps.

@@ -3,7 +3,8 @@ logical devices is fixed when TensorFlow starts, so the replicas cannot share th
 
     python -m tests.distributed_update CONFIG.yaml ROLLOUT.npz OUT.npz UPDATES
 
-The config's distribute section picks the strategy. OUT.npz holds the trained variables (var_0, var_1, ...), the
+The config's distribute section picks the strategy; with TF_CONFIG naming a cluster, each worker takes its share
+of the rollout's environments and gathers the whole rollout back, as the train stage does. OUT.npz holds the trained variables (var_0, var_1, ...), the
 observation normaliser's variables (norm_0, ...), the last update's statistics (stat_<name>), the replica count
 and the devices holding the variables and optimizer slots.
 """
@@ -22,6 +23,13 @@ def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
     from pipeline.ppo import PPOLearner
 
     learner = PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env)), strategy)
+    if learner.workers > 1:  # this worker's environments, gathered back into the whole rollout
+        share = cfg.env.num_envs // learner.workers
+        mine = {k: np.take(v, range(learner.worker * share, (learner.worker + 1) * share),
+                           axis=0 if k == "next_observations" else 1) for k, v in rollout.items()}
+        gathered = learner.gather(mine)
+        for k, v in rollout.items():
+            np.testing.assert_array_equal(gathered[k], v, err_msg=k)
     for _ in range(updates):
         stats, _ = learner.train_on_rollout(rollout)
     normaliser = learner.agent._observation_normalizer

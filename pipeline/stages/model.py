@@ -17,12 +17,15 @@ from pipeline.stages import train
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, run_dir: RunDir, spaces: Spaces, strategy: tf.distribute.Strategy | None = None) -> PPOLearner:
+def run(cfg: Config, run_dir: RunDir, spaces: Spaces, strategy: tf.distribute.Strategy | None = None,
+        restore_from: RunDir | None = None) -> PPOLearner:
+    """restore_from: the run directory whose checkpoints to resume from, when not run_dir (a worker's scratch)."""
     learner = PPOLearner(cfg, spaces, strategy)
     if strategy is not None:
-        log.info("model: %s, %d replicas (%s)", type(strategy).__name__, learner.replicas,
-                 ", ".join(strategy.extended.worker_devices))
-    restored = train.restore_latest(run_dir, learner)
+        log.info("model: %d replicas (this process: %s)%s", learner.replicas,
+                 ", ".join(strategy.extended.worker_devices),
+                 f", worker {learner.worker} of {learner.workers}" if learner.workers > 1 else "")
+    restored = train.restore_latest(restore_from or run_dir, learner)
     if restored:
         log.info("model: resumed from %s (%d env steps)", restored, int(learner.counters.env_steps))
     elif cfg.train.warm_start is not None:

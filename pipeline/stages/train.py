@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import devices, envs, preemption, resume, summaries
+from pipeline import devices, distribute, envs, preemption, resume, summaries
 from pipeline.config import Config
 from pipeline.ppo import PPOLearner, Tally
 from pipeline.progress import Progress
@@ -44,9 +44,11 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
         return _metrics(tally)
 
     log.info("train: %s", devices.describe(learner.variables_to_train))
-    env = envs.make_vector_env(cfg.env)
-    collector = Collector(env, learner, t.reward_scale,
-                          seeds=envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration))
+    # Each worker steps its share of env.num_envs, with the seeds those environments have on one host.
+    share = cfg.env.num_envs // learner.workers
+    env = envs.make_vector_env(cfg.env, num_envs=share)
+    seeds = envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration)
+    collector = Collector(env, learner, t.reward_scale, seeds=seeds[learner.worker * share:][:share])
     evaluator = GreedyEpisodes(learner, cfg.evaluate.episodes)  # for stop_at_return
     batch = cfg.env.num_envs * t.rollout_steps
     progress = Progress(t.total_env_steps, tally.env_steps)
@@ -62,11 +64,11 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             collect_s = time.monotonic() - iter_start
             # 3-4. GAE (truncated episodes bootstrap from their final observation), then epochs x minibatches.
             with tf.summary.record_if(False):  # TF-Agents' own loss summaries stay out of our logs
-                stats, advantages = learner.train_on_rollout(rollout.arrays())
-            # 5. Counters and logs.
+                stats, advantages = learner.train_on_rollout(learner.gather(rollout.arrays()))
+            # 5. Counters and logs (every worker's episodes: the same tally, and the same stop decision, on each).
             tally.env_steps += batch
             tally.iteration += 1
-            tally.record_episodes(rollout.episode_returns, rollout.episode_lengths)
+            tally.record_episodes(*_episodes(learner, rollout))
             tally.wall_seconds = wall_before + time.monotonic() - loop_start
             if tally.iteration % t.log_every == 0:
                 summaries.write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s,
@@ -76,19 +78,34 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             if _solved(cfg, evaluator, tally):
                 tally.solved = True
                 log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
-            if tally.iteration % t.checkpoint_every == 0 or tally.solved or preemption.requested():
+            stop = distribute.any_worker(learner.strategy, preemption.requested())  # all workers stop together
+            if tally.iteration % t.checkpoint_every == 0 or tally.solved or stop:
                 learner.counters.store(tally)
                 manager.save(checkpoint_number=tally.env_steps)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
             if tally.solved:
                 break
-            preemption.stop_if_requested(f"in train at {tally.env_steps} env steps, after a checkpoint")
+            if stop:
+                raise preemption.Preempted(f"stopped by SIGTERM in train at {tally.env_steps} env steps, after a "
+                                           f"checkpoint")
         learner.counters.store(tally)
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{tally.env_steps}"):
             manager.save(checkpoint_number=tally.env_steps)
     progress.close()
     env.close()
     return _metrics(tally)
+
+
+def _episodes(learner: PPOLearner, rollout) -> tuple[list, list]:
+    """The returns and lengths of the episodes that ended in this rollout, on every worker."""
+    if learner.workers == 1:
+        return rollout.episode_returns, rollout.episode_lengths
+    room = rollout.rewards.size  # at most one episode ends per env step; NaN pads each worker's list to it
+    padded = np.full([2, room], np.nan, np.float32)
+    padded[:, :len(rollout.episode_returns)] = rollout.episode_returns, rollout.episode_lengths
+    gathered = distribute.gather(learner.strategy, {"episodes": padded}, {"episodes": 1})["episodes"]
+    ended = ~np.isnan(gathered[0])
+    return list(gathered[0][ended]), [int(n) for n in gathered[1][ended]]
 
 
 def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, tally: Tally) -> tuple[dict, dict]:
