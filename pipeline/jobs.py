@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 from pathlib import Path
 
 from pipeline import config as config_lib
@@ -20,11 +21,12 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
     """run: checks cfg before any work (`preflight`), records it in run_dir (refusing what its checkpoints cannot
     resume with) and runs every stage; evaluate or export: on the config run_dir recorded. Returns the metrics.
     Holds the run directory's lock throughout: rundir.RunLocked if another process works there."""
+    from pipeline import distribute
+
     strategy = None
     if command == "run":
         preflight(cfg)
         if cfg.task == "gym":
-            from pipeline import distribute
             strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op; waits for every worker
             # Across workers, TensorFlow's coordination service installs a SIGTERM handler of its own (its
             # preemption notifier): ours again, which tells every worker through a collective (distribute.any_worker).
@@ -36,6 +38,8 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
     with run_dir.lock():  # one process per run directory (RunLocked otherwise)
         if command == "run":
             run_dir.save_config(cfg)
+            if strategy is None or distribute.worker(strategy)[1] == 1:  # no other worker: a killed one's leftovers
+                shutil.rmtree(run_dir.root / "workers", ignore_errors=True)
         return run_stages(command, cfg, run_dir, strategy)
 
 
@@ -101,8 +105,6 @@ def _gym_worker(cfg, run_dir: RunDir, strategy) -> dict:
     """A worker other than the chief: it trains beside the chief, restoring what the chief's checkpoints hold
     (the run directory on a shared filesystem, or the same host), and writes only into a scratch folder of its
     own under RUN_DIR/workers, removed when it ends; the chief alone evaluates, exports and writes the run."""
-    import shutil
-
     from pipeline import distribute
     from pipeline.stages import environment, model, train
 
