@@ -296,8 +296,11 @@ class PPOLearner(tf.Module):
                 train_step=self.agent.train_step_counter, debug_summaries=False,
                 old_value_predictions=mb["old_values"], training=True)
         grads = tape.gradient(loss.loss, self.variables_to_train)
-        if count > 1:
-            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)  # clipped below as one device clips
+        if count > 1:  # summed across replicas as one flat tensor (one collective, not one per variable), then
+            # clipped below as one device clips
+            flat = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(g, [-1]) for g in grads], 0))
+            grads = [tf.reshape(g, v.shape) for g, v in zip(
+                tf.split(flat, [int(np.prod(v.shape)) for v in self.variables_to_train]), self.variables_to_train)]
         grad_norm = tf.linalg.global_norm(grads)
         if self._max_grad_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
