@@ -102,10 +102,10 @@ _COMPILED: dict = {}
 
 
 def _collective(strategy_, name, replica_fn):
-    """replica_fn run on every replica, compiled once per strategy and name (what replica_fn does) (collectives across workers run in
-    graphs: eagerly, MultiWorkerMirroredStrategy's gather cannot place its result). replica_fn copies its inputs
-    with tf.identity first: made inside the replica's function, the copy has the replica's device, which the
-    collective needs (the function's inputs have none)."""
+    """replica_fn run on every replica, compiled once per strategy and name (what replica_fn does). Collectives
+    across workers run in graphs (eagerly, MultiWorkerMirroredStrategy's gather cannot place its result).
+    replica_fn copies its inputs with tf.identity first: made inside the replica's function, the copy has the
+    replica's device, which the collective needs (the function's inputs have none)."""
     key = (id(strategy_), name)
     if key not in _COMPILED:
         _COMPILED[key] = tf.function(lambda *args: strategy_.run(replica_fn, args), autograph=False)

@@ -2,8 +2,9 @@
 
 Each worker is the same `python -m pipeline run` command with a TF_CONFIG of its own (a cluster of N workers on
 free loopback ports), as a cluster manager would start them on N hosts. Their output is prefixed with the worker's
-index. When one fails, the others are stopped (SIGTERM: they checkpoint and exit) so none waits forever in a
-collective; SIGTERM to the launcher goes to every worker. The exit code is the chief's, or the first failure's.
+index, and TensorFlow's thread pools share the host's cores out among them. When one fails, the others are
+stopped (SIGTERM: they checkpoint and exit) so none waits forever in a collective; SIGTERM to the launcher goes to
+every worker. The exit code is the chief's, or the first failure's.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ def tf_config(ports: list[int], index: int) -> str:
 def launch(workers: int, run_args: list[str]) -> int:
     ports = free_ports(workers)
     command = [sys.executable, "-m", "pipeline", "run", *run_args, "--set", "distribute.strategy=multi_worker"]
-    procs = [subprocess.Popen(command, env={**os.environ, "TF_CONFIG": tf_config(ports, i)}, stdout=subprocess.PIPE,
+    # The host's cores shared out, unless set: N workers each with TensorFlow's default thread pools (one thread
+    # per core) oversubscribe them (2 workers on 2 cores: 3,923 against 4,482 CartPole env steps/s with 1 each).
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads, **os.environ}
+    procs = [subprocess.Popen(command, env={**env, "TF_CONFIG": tf_config(ports, i)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) for i in range(workers)]
     printers = [threading.Thread(target=_prefix, args=(i, p.stdout), daemon=True) for i, p in enumerate(procs)]
     for printer in printers:

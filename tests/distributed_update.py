@@ -4,9 +4,9 @@ logical devices is fixed when TensorFlow starts, so the replicas cannot share th
     python -m tests.distributed_update CONFIG.yaml ROLLOUT.npz OUT.npz UPDATES
 
 The config's distribute section picks the strategy; with TF_CONFIG naming a cluster, each worker takes its share
-of the rollout's environments and gathers the whole rollout back, as the train stage does. OUT.npz holds the trained variables (var_0, var_1, ...), the
-observation normaliser's variables (norm_0, ...), the last update's statistics (stat_<name>), the replica count
-and the devices holding the variables and optimizer slots.
+of the rollout's environments and gathers the whole rollout back, as the train stage does. OUT.npz holds the
+trained variables (var_0, var_1, ...), the observation normaliser's variables (norm_0, ...), the last update's
+statistics (stat_<name>), the replica count and the devices holding the variables and optimizer slots.
 """
 
 from __future__ import annotations
