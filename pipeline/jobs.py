@@ -30,7 +30,7 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
             strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op; waits for every worker
             # Across workers, TensorFlow's coordination service installs a SIGTERM handler of its own (its
             # preemption notifier): ours again, which tells every worker through a collective (distribute.any_worker).
-            preemption.install()
+            preemption.reinstall()
             if distribute.worker(strategy)[0] > 0:
                 return _gym_worker(cfg, run_dir, strategy)
     else:

@@ -12,6 +12,7 @@ import signal
 
 EXIT_CODE = 128 + signal.SIGTERM
 _requested = False
+_installed = False
 
 
 class Preempted(Exception):
@@ -19,7 +20,15 @@ class Preempted(Exception):
 
 
 def install() -> None:
+    global _installed
     signal.signal(signal.SIGTERM, _note)
+    _installed = True
+
+
+def reinstall() -> None:
+    """Takes SIGTERM back where install() took it before (the driver) and a library has since set its own."""
+    if _installed:
+        install()
 
 
 def _note(signum, frame) -> None:
