@@ -1,9 +1,10 @@
-"""tf.distribute for the learners: which strategy a run trains under, and the sums that make R replicas compute
-what one device computes.
+"""tf.distribute for the learners: which strategy a run trains under, which worker this process is, and the
+collectives the train loop needs beyond the gradients' (a rollout gathered from every worker, a flag any worker
+may raise).
 
-Why sums: a mean taken per replica and then averaged equals the global mean only when every replica holds the
-same number of items; a masked mean (LM tokens) or a count that differs per worker does not. Every statistic
-here is a sum and a count reduced across replicas, divided once.
+So that R replicas compute what one device computes, statistics are sums and counts reduced across replicas and
+divided once (a mean taken per replica and then averaged equals the global mean only when every replica holds
+the same number of items), or are computed on the gathered whole.
 """
 
 from __future__ import annotations
