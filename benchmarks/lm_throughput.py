@@ -3,7 +3,8 @@
 Random-init GPT-2 (or --checkpoint: a local keras-hub or Hugging Face checkpoint, e.g. the GPT-2-124M one
 benchmarks/trl_peer/write_checkpoint.py writes), random 16-token prompts, 32-token responses sampled to full
 length (no EOS), 4 PPO epochs with one optimizer step each (num_minibatches=1). Prints generation tokens/s,
-update tokens/s and seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile times.
+update tokens/s and seconds per PPO iteration (medians over --iterations after one warm-up iteration), and compile
+times.
 The phases are TRL's: generation; scoring (policy, reference and value forward passes, rewards, GAE: TRL
 does these in its rollout phase, after generating); update (the PPO epochs).
 The value model is separate by default, as in the reference (--value-model shared: a head on the policy).

@@ -53,11 +53,10 @@ def worker(strategy_: tf.distribute.Strategy | None) -> tuple[int, int]:
     if not isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
         return 0, 1
     resolver = strategy_.cluster_resolver
-    workers = len(resolver.cluster_spec().as_dict().get("worker", [])) + len(
-        resolver.cluster_spec().as_dict().get("chief", []))
-    index = resolver.task_id + (1 if resolver.task_type == "worker" and "chief" in resolver.cluster_spec().jobs
-                                else 0)
-    return index, workers
+    tasks = resolver.cluster_spec().as_dict()
+    # With a chief task in the cluster, it is worker 0 and the "worker" tasks follow it.
+    index = resolver.task_id + (1 if resolver.task_type == "worker" and "chief" in tasks else 0)
+    return index, len(tasks.get("worker", [])) + len(tasks.get("chief", []))
 
 
 def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) -> dict:

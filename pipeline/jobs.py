@@ -38,7 +38,7 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
     with run_dir.lock():  # one process per run directory (RunLocked otherwise)
         if command == "run":
             run_dir.save_config(cfg)
-            if strategy is None or distribute.worker(strategy)[1] == 1:  # no other worker: a killed one's leftovers
+            if distribute.worker(strategy)[1] == 1:  # no other worker: a killed one's leftovers
                 shutil.rmtree(run_dir.root / "workers", ignore_errors=True)
         return run_stages(command, cfg, run_dir, strategy)
 

@@ -94,7 +94,8 @@ class PPOLearner(tf.Module):
     and each gradient step runs on every replica's equal share of the minibatch: TF-Agents' losses divide by the
     global count, the gradients are summed across replicas before they are clipped on their global norm, and the
     advantages are whitened and the normaliser updated over the whole rollout, so R replicas take the steps one
-    device takes. Collection, GAE and the statistics run once, in cross-replica context."""
+    device takes. GAE and the statistics run in cross-replica context, once per worker, on the whole rollout (with
+    several workers, gathered from each worker's share of the environments: `gather`)."""
 
     def __init__(self, cfg: Config, spaces: Spaces, strategy: tf.distribute.Strategy | None = None):
         super().__init__(name="ppo")
