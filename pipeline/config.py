@@ -322,6 +322,7 @@ class LMConfig(_Root):
     ppo: LMPPOConfig = dataclasses.field(default_factory=LMPPOConfig)
     evaluate: LMEvaluateConfig = dataclasses.field(default_factory=LMEvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
 
 TASKS = {"gym": Config, "lm": LMConfig}

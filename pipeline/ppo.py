@@ -287,7 +287,7 @@ class PPOLearner(tf.Module):
         """One gradient step on this replica's share of the minibatch (all of it on one device)."""
         context = tf.distribute.get_replica_context()
         count = context.num_replicas_in_sync
-        mb = {k: _share(v, context) for k, v in minibatch.items()}
+        mb = {k: distribute.replica_share(v, context) for k, v in minibatch.items()}
         with tf.GradientTape() as tape:
             # TF-Agents' losses divide by this share's size x the replica count: summed across replicas, the
             # minibatch mean.
@@ -297,11 +297,7 @@ class PPOLearner(tf.Module):
                 train_step=self.agent.train_step_counter, debug_summaries=False,
                 old_value_predictions=mb["old_values"], training=True)
         grads = tape.gradient(loss.loss, self.variables_to_train)
-        if count > 1:  # summed across replicas as one flat tensor (one collective, not one per variable), then
-            # clipped below as one device clips
-            flat = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(g, [-1]) for g in grads], 0))
-            grads = [tf.reshape(g, v.shape) for g, v in zip(
-                tf.split(flat, [int(np.prod(v.shape)) for v in self.variables_to_train]), self.variables_to_train)]
+        grads = distribute.all_reduce_sum(context, grads)  # then clipped below as one device clips
         grad_norm = tf.linalg.global_norm(grads)
         if self._max_grad_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
@@ -327,12 +323,6 @@ class PPOLearner(tf.Module):
         """Networks, normaliser, optimizer slots, RNG state and counters: all a resumed run needs."""
         return tf.train.Checkpoint(agent=self.agent, optimizer=self.optimizer, generator=self.generator,
                                    counters=self.counters)
-
-
-def _share(tensor, context):
-    """This replica's rows of a batch every replica holds: equal contiguous shares, in replica order."""
-    size = tf.shape(tensor)[0] // context.num_replicas_in_sync
-    return tensor[context.replica_id_in_sync_group * size:][:size]
 
 
 def _concrete(fn, signature):

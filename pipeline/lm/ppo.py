@@ -10,6 +10,13 @@ One iteration, in TRL's order:
 Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
 sampling is XLA-compiled by default.
 
+Under a tf.distribute strategy (pipeline/distribute.py) each worker samples and scores with the reward function
+its share of the prompts; the sequences and scores are gathered so every worker holds the whole batch, runs
+steps 2-6 on it (the KL, whitening and advantages of the whole batch; the adaptive KL coefficient on its KL) and
+takes the same minibatches, each replica computing the gradient of its equal share of the minibatch's rows over
+the minibatch's token count. The gradients are summed across replicas, clipped on their global norm and applied
+on every replica: R replicas take the steps one device takes.
+
 With top-k / top-p the policy is the filtered distribution tokens are drawn from. The kept set of each response
 position is fixed when the batch is scored (step 2) and used for the whole update: the policy before and after
 each gradient step and the reference are all scored on it, renormalised. So every log-probability of a sampled
@@ -29,8 +36,8 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline import guards
-from pipeline.config import LMPPOConfig
+from pipeline import distribute, guards
+from pipeline.config import ConfigError, LMPPOConfig
 from pipeline.rl import estimators, token_ppo
 
 # Metric names as TRL's PPO trainer logs them.
@@ -47,13 +54,35 @@ class LMPPOLearner:
     own (TRL's layout, twice the memory and compute)."""
 
     def __init__(self, policy_lm, settings: LMPPOConfig, eos_id: Optional[int], seed: int = 0,
-                 adapters: Optional[lora.Adapters] = None):
+                 adapters: Optional[lora.Adapters] = None, strategy: Optional[tf.distribute.Strategy] = None):
         """adapters: train LoRA adapters on policy_lm (and on a separate value trunk) instead of every weight; the
-        reference is then policy_lm with its adapters off, not a copy."""
+        reference is then policy_lm with its adapters off, not a copy. strategy: the one policy_lm was built under
+        (None: one device)."""
         self.settings = s = settings
         self.eos_id = eos_id
         self.policy = policy_lm
         self.adapters = adapters
+        self.strategy = strategy
+        self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        self.worker, self.workers = distribute.worker(strategy)
+        _check_split(s, self.workers, self.replicas)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self._build(policy_lm, s)
+        self.generator = tf.random.Generator.from_seed(seed)
+        self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
+        # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
+        # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here. Under a strategy the
+        # gradients leave the cluster: the replicas' all-reduce cannot run inside one.
+        self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
+            ("score", self._score), ("train_step", self._train_step), ("gradients", self._minibatch_gradients))}
+        self._prepare = tf.function(self._prepare_fn, autograph=False)
+        self._optimize = tf.function(self._optimize_fn, autograph=False)
+
+    def _build(self, policy_lm, s: LMPPOConfig) -> None:
+        """The reference, value model and optimizer: under a strategy, mirrored on its replicas."""
+        adapters = self.adapters
         self.reference = None if adapters is not None else lm_lib.copy_lm(
             policy_lm, trainable=False, precision=None if s.reference_precision == "policy" else s.reference_precision)
         self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
@@ -65,18 +94,8 @@ class LMPPOLearner:
         self._filtered = bool(s.top_k) or s.top_p < 1.0
         self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
                           + (self.value_trunk.trainable_variables if self.value_trunk is not None else []))
-        self.optimizer = keras.optimizers.Adam(learning_rate=s.learning_rate)
-        self.optimizer.build(self.variables)
-        self.generator = tf.random.Generator.from_seed(seed)
-        self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
-        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-        self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
-        # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
-        # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here.
-        self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
-            ("score", self._score), ("train_step", self._train_step))}
-        self._prepare = tf.function(self._prepare_fn, autograph=False)
-        self._optimize = tf.function(self._optimize_fn, autograph=False)
+        self.optimizer = distribute.SummedGradientsAdam(learning_rate=s.learning_rate)
+        self.optimizer.build(self.variables)  # eagerly, before any strategy.run traces a step (keras issue 23085)
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """What PPO changes: with adapters, only they (apart from the base, which SFT's checkpoint or
@@ -125,6 +144,8 @@ class LMPPOLearner:
 
     def _sample(self, prompt_ids, prompt_lengths, use_reference: bool = False):
         seed = self.generator.make_seeds(1)[:, 0]
+        if self.worker:  # every worker's generator is in the same state (its shuffles must agree): a stream each
+            seed = tf.random.experimental.stateless_fold_in(seed, self.worker)
         s = self.settings
         with self._as_reference() if use_reference else contextlib.nullcontext(self.policy) as lm:
             return lm_lib.sample(lm, prompt_ids, s.max_new_tokens, s.temperature, seed, s.top_k, s.top_p,
@@ -147,11 +168,20 @@ class LMPPOLearner:
         (before the missing-EOS penalty and the KL term). Raises guards.NonFiniteError, before changing the KL
         coefficient or the iteration count, if a loss, gradient or weight is not finite."""
         s = self.settings
-        prompt_lengths = _lengths(prompt_ids, prompt_lengths)
-        sequences = self.generate(prompt_ids, prompt_lengths=prompt_lengths)
-        responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
+        prompt_ids, prompt_lengths = np.asarray(prompt_ids), _lengths(prompt_ids, prompt_lengths)
+        # This worker's share of the prompts, sampled and scored here; then the whole batch, on every worker.
+        share = len(prompt_ids) // self.workers
+        mine = slice(self.worker * share, (self.worker + 1) * share)
+        sequences = self.generate(prompt_ids[mine], prompt_lengths=prompt_lengths[mine])
+        responses = lm_lib.responses(sequences, prompt_lengths[mine], s.max_new_tokens).numpy()
+        raw_scores = np.asarray(score_fn(prompt_ids[mine], responses), np.float32)
+        if self.workers > 1:
+            batch = distribute.gather(self.strategy, {"sequences": sequences, "scores": raw_scores},
+                                      {"sequences": 0, "scores": 0})
+            sequences, raw_scores = batch["sequences"], batch["scores"]
+            responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
-        raw_scores = scores = np.asarray(score_fn(np.asarray(prompt_ids), responses), np.float32)
+        scores = raw_scores
         # A response's own EOS, inside its mask: not a later EOS, nor the zeros `sample` leaves after a row stopped
         # (which read as EOS where its id is 0, as with the corpus tokenizer).
         ended = ((responses == self.eos_id) & (mask > 0)).any(axis=1) if self.eos_id is not None else None
@@ -220,8 +250,8 @@ class LMPPOLearner:
 
     def _loss_and_grads(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept,
                         count):
-        """Gradients and stats of this (micro-)batch's share of the minibatch loss: sums over its tokens divided
-        by the minibatch's token count, so micro-batches add up to the minibatch's mean."""
+        """Gradients and stats of this micro-batch's share of the minibatch loss: sums over its tokens divided by
+        the minibatch's token count, so micro-batches (and replicas) add up to the minibatch's mean."""
         s = self.settings
         with tf.GradientTape() as tape:
             log_probs, values, entropy = self._policy_outputs(sequences, prompt_lengths, kept)
@@ -236,14 +266,12 @@ class LMPPOLearner:
                           estimators.masked_mean(entropy, mask, count)])
         return grads, stats, deviation
 
-    def _train_step(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept):
-        """One optimizer step on a minibatch: micro-batch gradients summed (gradient accumulation), clipped, into
-        Adam. One XLA cluster: Keras' Adam alone is ~20 small ops per variable otherwise, and the gradients never
-        leave the cluster. Returns the minibatch's mean stats, the largest first-ratio deviation and whether the
-        loss and gradients were finite."""
+    def _minibatch_gradients(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask,
+                             kept, count):
+        """Micro-batch gradients summed (gradient accumulation) over these rows of a minibatch of `count` tokens:
+        (gradients, their share of the minibatch's mean stats, the largest first-ratio deviation)."""
         s = self.settings
         micro = tf.shape(sequences)[0] // s.gradient_accumulation_steps
-        count = tf.maximum(tf.reduce_sum(mask), 1.0)  # every token of the minibatch weighs the same
         grads, stats, deviation = None, 0.0, 0.0
         for k in range(s.gradient_accumulation_steps):
             part = lambda x: None if x is None else x[k * micro:(k + 1) * micro]  # noqa: E731
@@ -255,10 +283,38 @@ class LMPPOLearner:
             micro_grads = [None if g is None else tf.convert_to_tensor(g) for g in micro_grads]
             grads = micro_grads if grads is None else [None if a is None else a + b for a, b in zip(grads, micro_grads)]
             stats, deviation = stats + micro_stats, tf.maximum(deviation, micro_deviation)
-        grads, norm = tf.clip_by_global_norm(grads, s.max_grad_norm)
+        return grads, stats, deviation
+
+    def _apply(self, grads, stats):
+        """Clips the minibatch's gradients on their global norm and steps Adam; whether loss and gradients were
+        finite."""
+        grads, norm = tf.clip_by_global_norm(grads, self.settings.max_grad_norm)
         finite = tf.math.is_finite(norm) & tf.reduce_all(tf.math.is_finite(stats))
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.variables) if g is not None])
-        return stats, deviation, finite
+        return finite
+
+    def _train_step(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept):
+        """One optimizer step on a minibatch, on one device. One XLA cluster: Keras' Adam alone is ~20 small ops
+        per variable otherwise, and the gradients never leave the cluster. Returns the minibatch's mean stats, the
+        largest first-ratio deviation and whether the loss and gradients were finite."""
+        count = tf.maximum(tf.reduce_sum(mask), 1.0)  # every token of the minibatch weighs the same
+        grads, stats, deviation = self._minibatch_gradients(sequences, prompt_lengths, old_log_probs, advantages,
+                                                            old_values, returns, mask, kept, count)
+        return stats, deviation, self._apply(grads, stats)
+
+    def _replica_train_step(self, minibatch):
+        """`_train_step` on this replica's equal share of the minibatch's rows: gradients and stats summed across
+        replicas (one collective), then clipped and applied as on one device; the same results on every replica."""
+        context = tf.distribute.get_replica_context()
+        count = tf.maximum(tf.reduce_sum(minibatch[6]), 1.0)  # the whole minibatch's tokens (its mask)
+        share = [None if x is None else distribute.replica_share(x, context) for x in minibatch]
+        grads, stats, deviation = self._compiled["gradients"](*share, count)
+        reached = [g for g in grads if g is not None]
+        *reached, stats = distribute.all_reduce_sum(context, reached + [stats])
+        summed = iter(reached)
+        grads = [None if g is None else next(summed) for g in grads]
+        deviation = tf.reduce_max(context.all_gather(deviation[None], 0))
+        return stats, deviation, self._apply(grads, stats)
 
     def _prepare_fn(self, sequences, mask, scores, prompt_lengths):
         """((old log-probs, old values, advantages, returns, kept sets), KL and reward stats), before any update."""
@@ -292,8 +348,12 @@ class LMPPOLearner:
             order = tf.cond(step % s.num_minibatches == 0,
                             lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
             idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
-            stats, deviation, step_finite = self._compiled["train_step"](
-                *(None if x is None else tf.gather(x, idx) for x in rollout))
+            minibatch = [None if x is None else tf.gather(x, idx) for x in rollout]
+            if self.strategy is None:
+                stats, deviation, step_finite = self._compiled["train_step"](*minibatch)
+            else:  # every replica returns the same values
+                stats, deviation, step_finite = (self.strategy.experimental_local_results(x)[0] for x in
+                                                 self.strategy.run(lambda: self._replica_train_step(minibatch)))
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
             return step + 1, order, totals + stats, first_ratio_deviation, step_finite
 
@@ -306,6 +366,20 @@ class LMPPOLearner:
         stats["policy/first_ratio_max_deviation"] = first_ratio_deviation
         stats["finite"] = finite & guards.all_finite(self.variables)
         return stats
+
+
+def _check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
+    """Each worker samples an equal share of the prompts; each replica takes an equal share of every minibatch,
+    cut into gradient_accumulation_steps micro-batches."""
+    if s.batch_size % workers:
+        raise ConfigError(f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {workers} workers; "
+                          f"allowed: a multiple of the worker count")
+    minibatch = s.batch_size // s.num_minibatches
+    if minibatch % (replicas * s.gradient_accumulation_steps):
+        raise ConfigError(f"ppo.num_minibatches: minibatches of {minibatch} sequences do not split evenly over "
+                          f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps; "
+                          f"allowed: ppo.batch_size / ppo.num_minibatches a multiple of "
+                          f"{replicas * s.gradient_accumulation_steps}")
 
 
 def _lengths(prompt_ids, prompt_lengths):
