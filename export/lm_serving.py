@@ -19,6 +19,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from export import tf_serving
 from models import lm as lm_lib
 
 
@@ -94,3 +95,4 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_
 def save(archive: keras.export.ExportArchive, path: str) -> None:
     with lm_lib.core_op_cache_updates():
         archive.write_out(path, verbose=False)
+    tf_serving.drop_cluster_devices(path)

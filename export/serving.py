@@ -9,6 +9,8 @@ from __future__ import annotations
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
+from export import tf_serving
+
 SIGNATURE_INPUT = "observations"
 
 
@@ -36,3 +38,4 @@ class PolicyServingModule(tf.Module):
 
     def save(self, path: str) -> None:
         tf.saved_model.save(self, path, signatures={"serving_default": self.serve})
+        tf_serving.drop_cluster_devices(path)

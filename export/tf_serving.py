@@ -17,6 +17,24 @@ from pathlib import Path
 INFO_FILE = "assets.extra/export_info.json"  # TF Serving ignores assets.extra/ except its warm-up file
 
 
+def drop_cluster_devices(savedmodel_dir: str | Path) -> None:
+    """A SavedModel written by a worker of a tf.distribute cluster pins some ops (a tokenizer's lookup tables) to
+    that worker's job, e.g. /job:worker/replica:0/task:0/device:CPU:0, which a server, a job of its own, cannot
+    place. Those devices lose their job, replica and task here; the device type and number stay."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(savedmodel_dir) / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    pinned = [node for graph in saved.meta_graphs
+              for nodes in [graph.graph_def.node, *(f.node_def for f in graph.graph_def.library.function)]
+              for node in nodes if node.device.startswith("/job:")]
+    for node in pinned:
+        _, found, device = node.device.partition("/device:")
+        node.device = f"/device:{device}" if found else ""
+    if pinned:
+        path.write_bytes(saved.SerializeToString())
+
+
 def versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -99,6 +98,12 @@ def any_worker(strategy_: tf.distribute.Strategy | None, flag: bool) -> bool:
     return float(strategy_.experimental_local_results(value)[0]) > 0
 
 
+def barrier(strategy_: tf.distribute.Strategy | None) -> None:
+    """Waits for every worker to get here. The others wait for the chief's evaluation and export this way: a
+    worker that left first would read as a crashed one in the chief's log (its heartbeats stop)."""
+    any_worker(strategy_, False)
+
+
 def replica_share(tensor, context):
     """This replica's rows of a batch every replica holds: equal contiguous shares, in replica order."""
     size = tf.shape(tensor)[0] // context.num_replicas_in_sync
@@ -113,16 +118,6 @@ def all_reduce_sum(context, tensors: list) -> list:
     flat = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(t, [-1]) for t in tensors], 0))
     parts = tf.split(flat, tf.stack([tf.size(t) for t in tensors]), num=len(tensors))
     return [tf.ensure_shape(tf.reshape(part, tf.shape(t)), t.shape) for part, t in zip(parts, tensors)]
-
-
-class SummedGradientsAdam(keras.optimizers.Adam):
-    """Keras 3's Adam for gradients already summed across replicas and clipped on their global norm. In replica
-    context Keras sums the gradients it is given across replicas itself, and has no switch to skip it (tf.keras's
-    skip_gradients_aggregation): they would be summed twice, and its clipping options act before its sum, per
-    replica. With one device this is Keras' Adam."""
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return grads_and_vars
 
 
 _COMPILED: dict = {}

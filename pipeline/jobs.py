@@ -26,13 +26,14 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
     strategy = None
     if command == "run":
         preflight(cfg)
-        if cfg.task == "gym":
-            strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op; waits for every worker
-            # Across workers, TensorFlow's coordination service installs a SIGTERM handler of its own (its
-            # preemption notifier): ours again, which tells every worker through a collective (distribute.any_worker).
-            preemption.reinstall()
-            if distribute.worker(strategy)[0] > 0:
-                return _gym_worker(cfg, run_dir, strategy)
+        strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op; waits for every worker
+        # Across workers, TensorFlow's coordination service installs a SIGTERM handler of its own (its preemption
+        # notifier): ours again, which tells every worker through a collective (distribute.any_worker).
+        preemption.reinstall()
+        if distribute.worker(strategy)[0] > 0:
+            metrics = _worker(cfg, run_dir, strategy)
+            distribute.barrier(strategy)  # until the chief has evaluated and exported
+            return metrics
     else:
         cfg = run_dir.load_config()
     with run_dir.lock():  # one process per run directory (RunLocked otherwise)
@@ -40,7 +41,9 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
             run_dir.save_config(cfg)
             if distribute.worker(strategy)[1] == 1:  # no other worker: a killed one's leftovers
                 shutil.rmtree(run_dir.root / "workers", ignore_errors=True)
-        return run_stages(command, cfg, run_dir, strategy)
+        metrics = run_stages(command, cfg, run_dir, strategy)
+    distribute.barrier(strategy)
+    return metrics
 
 
 def preflight(cfg) -> None:
@@ -51,6 +54,7 @@ def preflight(cfg) -> None:
             from pipeline import warm_start
             warm_start.resolve(cfg.train.warm_start, cfg)
         return
+    from pipeline import distribute
     from pipeline.lm.rewards import load_reward_function
     try:
         load_reward_function(cfg.reward.function)
@@ -81,6 +85,10 @@ def preflight(cfg) -> None:
             allowed = [t for t in lora.TARGETS if t not in unavailable]
             raise config_lib.ConfigError(f"model.lora_targets: {family} has no {', '.join(unavailable)}; allowed "
                                          f"values: {', '.join(allowed)}")
+    if cfg.reward.kind == "learned" and distribute.chosen(cfg.distribute) != "none":
+        raise config_lib.ConfigError(f"reward.kind: learned trains its reward model on one device; with "
+                                     f"distribute.strategy {distribute.chosen(cfg.distribute)} allowed values: "
+                                     f"scorer (or distribute.strategy: none)")
     if cfg.reward.preferences is not None:
         from pipeline.lm.preferences import PreferenceError, read_preferences
         try:
@@ -94,26 +102,33 @@ def run_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:
     from pipeline import summaries
 
     if cfg.task == "lm":
-        metrics = _lm_stages(command, cfg, run_dir)
+        metrics = _lm_stages(command, cfg, run_dir, strategy)
     else:
         metrics = _gym_stages(command, cfg, run_dir, strategy)
     summaries.write_hparams(run_dir, cfg, metrics)
     return metrics
 
 
-def _gym_worker(cfg, run_dir: RunDir, strategy) -> dict:
+def _worker(cfg, run_dir: RunDir, strategy) -> dict:
     """A worker other than the chief: it trains beside the chief, restoring what the chief's checkpoints hold
     (the run directory on a shared filesystem, or the same host), and writes only into a scratch folder of its
     own under RUN_DIR/workers, removed when it ends; the chief alone evaluates, exports and writes the run."""
     from pipeline import distribute
-    from pipeline.stages import environment, model, train
 
     index = distribute.worker(strategy)[0]
     scratch = RunDir(run_dir.root / "workers" / str(index))
     try:
-        spaces = environment.run(cfg, scratch)
-        learner = model.run(cfg, scratch, spaces, strategy, restore_from=run_dir)
-        train.run(cfg, scratch, learner)
+        if cfg.task == "gym":
+            from pipeline.stages import environment, model, train
+            spaces = environment.run(cfg, scratch)
+            train.run(cfg, scratch, model.run(cfg, scratch, spaces, strategy, restore_from=run_dir))
+        else:
+            from pipeline.lm.rewards import load_reward_function
+            from pipeline.stages import lm_data, lm_ppo, reward, sft
+            data = lm_data.run(cfg, scratch)  # the same tokenizer as the chief's: trained on the same documents
+            lm, _ = sft.run(cfg, scratch, data, strategy, restore_from=run_dir)
+            rewards, _ = reward.run(cfg, scratch, data, lm, load_reward_function(cfg.reward.function))
+            lm_ppo.run(cfg, scratch, data, lm, rewards, strategy=strategy, restore_from=run_dir)
     finally:
         shutil.rmtree(scratch.root, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last worker out removes the folder
@@ -140,7 +155,7 @@ def _gym_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:
     return metrics
 
 
-def _lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
+def _lm_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:
     from pipeline.lm.rewards import load_reward_function
     from pipeline.memory import peaks
     from pipeline.stages import export, lm_data, lm_evaluate, lm_ppo, reward, sft
@@ -150,11 +165,11 @@ def _lm_stages(command: str, cfg, run_dir: RunDir) -> dict:
                                      f"run `python -m pipeline run` first")
     reward_fn = load_reward_function(cfg.reward.function)  # checked by preflight
     data = lm_data.run(cfg, run_dir)
-    lm, sft_metrics = sft.run(cfg, run_dir, data)
+    lm, sft_metrics = sft.run(cfg, run_dir, data, strategy)
     metrics = _save(run_dir, {**sft_metrics, **peaks("sft")})
     rewards, reward_metrics = reward.run(cfg, run_dir, data, lm, reward_fn)  # before PPO changes lm
     metrics = _save(run_dir, {**reward_metrics, **peaks("reward")})
-    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, rewards, train=command == "run")
+    learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, rewards, train=command == "run", strategy=strategy)
     if command == "run":
         metrics = _save(run_dir, {**ppo_metrics, **peaks("ppo")})
     if command in ("run", "evaluate"):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -38,6 +37,7 @@ from models import lm as lm_lib
 from models import lora
 from pipeline import distribute, guards
 from pipeline.config import ConfigError, LMPPOConfig
+from pipeline.lm.optimizer import SummedGradientsAdam
 from pipeline.rl import estimators, token_ppo
 
 # Metric names as TRL's PPO trainer logs them.
@@ -94,7 +94,7 @@ class LMPPOLearner:
         self._filtered = bool(s.top_k) or s.top_p < 1.0
         self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
                           + (self.value_trunk.trainable_variables if self.value_trunk is not None else []))
-        self.optimizer = distribute.SummedGradientsAdam(learning_rate=s.learning_rate)
+        self.optimizer = SummedGradientsAdam(learning_rate=s.learning_rate)
         self.optimizer.build(self.variables)  # eagerly, before any strategy.run traces a step (keras issue 23085)
 
     def checkpoint(self) -> tf.train.Checkpoint:

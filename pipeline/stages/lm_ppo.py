@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline import devices, preemption, resume, summaries, warm_start
+from pipeline import devices, distribute, preemption, resume, summaries, warm_start
 from pipeline.config import LMConfig
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.progress import Progress
@@ -41,13 +41,22 @@ def adapters(cfg: LMConfig):
     return lora.Adapters(m.lora_rank, m.lora_alpha or float(m.lora_rank), tuple(m.lora_targets))
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True,
+        strategy: tf.distribute.Strategy | None = None, restore_from: RunDir | None = None
         ) -> tuple[LMPPOLearner, dict]:
-    """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations."""
+    """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations. strategy: the one
+    sft_lm was built under; restore_from: the run directory whose checkpoints to resume from, when not run_dir
+    (a worker's scratch folder)."""
     p = cfg.ppo
-    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg))
+    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg),
+                           strategy=strategy)
+    if strategy is not None:
+        log.info("ppo: %d replicas (this process: %s)%s", learner.replicas, ", ".join(strategy.extended.worker_devices),
+                 f", worker {learner.worker} of {learner.workers}" if learner.workers > 1 else "")
     manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
-    restored = resume.restore_newest_readable(learner.checkpoint(), manager, "ppo")
+    source = manager if restore_from is None else tf.train.CheckpointManager(
+        learner.checkpoint(), _checkpoint_dir(restore_from), max_to_keep=2)
+    restored = resume.restore_newest_readable(learner.checkpoint(), source, "ppo")
     if restored:
         log.info("ppo: resumed from %s (iteration %d)", restored, int(learner.iteration))
     elif p.warm_start is not None:
@@ -82,10 +91,12 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
                 _sample_table(data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
                               step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
-            if (iteration + 1) % p.checkpoint_every == 0 or preemption.requested():
+            stop = distribute.any_worker(strategy, preemption.requested())  # all workers stop together
+            if (iteration + 1) % p.checkpoint_every == 0 or stop:
                 save(sequences, lengths)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
-            preemption.stop_if_requested(f"in ppo at iteration {iteration + 1}, after a checkpoint")
+            if stop:
+                raise preemption.Preempted(f"stopped by SIGTERM in ppo at iteration {iteration + 1}, after a checkpoint")
         if (manager.latest_checkpoint is None
                 or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
             if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is

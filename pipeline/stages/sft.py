@@ -4,6 +4,7 @@ start-token convention), which another run's model.checkpoint can start from."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -11,8 +12,8 @@ import tensorflow as tf
 
 from models import checkpoints
 from models import lm as lm_lib
-from pipeline import guards, preemption, summaries
-from pipeline.config import LMConfig
+from pipeline import distribute, guards, preemption, summaries
+from pipeline.config import ConfigError, LMConfig
 from pipeline.lm import data as data_lib
 from pipeline.lm.sft import SFTTrainer
 from pipeline.rundir import RunDir
@@ -31,23 +32,34 @@ def build_model(cfg: LMConfig, data: LMData):
     return lm_lib.build_causal_lm(size, seed=cfg.data.seed, precision=cfg.model.precision)
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
-    lm = build_model(cfg, data)
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData, strategy: tf.distribute.Strategy | None = None,
+        restore_from: RunDir | None = None) -> tuple[object, dict]:
+    """strategy: the model is built under it and trained data-parallel. restore_from: the run directory whose
+    checkpoint to take, when not run_dir (a worker's scratch folder: it gets no preset)."""
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        lm = build_model(cfg, data)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(lm=lm), str(run_dir.checkpoints / "sft"), max_to_keep=1)
-    if manager.latest_checkpoint:
-        tf.train.Checkpoint(lm=lm).restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("sft: restored %s, not training again", manager.latest_checkpoint)
-        if _trained(cfg) and not (run_dir.root / "preset").exists():  # a run directory from before presets
-            _save_preset(cfg, run_dir, data, lm)
+    restorable = tf.train.latest_checkpoint(str((restore_from or run_dir).checkpoints / "sft"))
+    if restorable:
+        tf.train.Checkpoint(lm=lm).restore(restorable).assert_existing_objects_matched()
+        log.info("sft: restored %s, not training again", restorable)
+        if _trained(cfg) and restore_from is None and not (run_dir.root / "preset").exists():  # a run directory
+            _save_preset(cfg, run_dir, data, lm)  # from before presets
         return lm, {}
-    trainer = SFTTrainer(lm, cfg.sft.learning_rate)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if cfg.sft.batch_size % replicas:
+        raise ConfigError(f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over {replicas} "
+                          f"replicas; allowed: a multiple of the replica count")
+    trainer = SFTTrainer(lm, cfg.sft.learning_rate, strategy=strategy)
     metrics = {"sft.val_perplexity_init": trainer.perplexity(data.val_ids, data.val_mask)}
     step = 0
     with summaries.stage_writer(run_dir, "sft"):
         for epoch in range(cfg.sft.epochs):
             for ids, mask in data_lib.language_model_dataset(data.train_ids, data.train_mask, cfg.sft.batch_size,
                                                              seed=cfg.data.seed + epoch):
-                preemption.stop_if_requested("in sft (it is not checkpointed part-way: it restarts on re-run)")
+                if distribute.any_worker(strategy, preemption.requested()):  # all workers stop together
+                    raise preemption.Preempted("stopped by SIGTERM in sft (it is not checkpointed part-way: it "
+                                               "restarts on re-run)")
                 loss = trainer.train_step(ids, mask)
                 step += 1
                 if step % 20 == 0:
@@ -61,7 +73,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData) -> tuple[object, dict]:
     # here its validation loss, must be finite too before it is saved, or every re-run restores it.
     guards.check(math.isfinite(metrics["sft.val_perplexity"]), "sft", "validation loss", f"after step {step}")
     if _trained(cfg):  # untrained, model.checkpoint holds it already: no copy of a large model in the run
-        _save_preset(cfg, run_dir, data, lm)
+        if restore_from is None:
+            _save_preset(cfg, run_dir, data, lm)
         manager.save()
     return lm, metrics
 

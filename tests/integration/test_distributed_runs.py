@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.launch import free_ports, tf_config
-from tests.conftest import REPO, run_driver, write_config
+from tests.conftest import REPO, lm_config, run_driver, write_config
 from tests.export.fresh_process import serve
 
 
@@ -32,9 +32,9 @@ def start_workers(config, run_dir, count: int, *overrides: str, logs: Path) -> l
             for i in range(count)]
 
 
-def wait_for_checkpoint(run_dir: Path, procs, timeout_s: float = 120) -> None:
+def wait_for_checkpoint(checkpoints: Path, procs, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while not list((run_dir / "checkpoints").glob("*.index")):
+    while not list(checkpoints.glob("*.index")):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no checkpoint appeared"
         time.sleep(0.1)
 
@@ -63,7 +63,7 @@ def test_sigterm_stops_every_worker_after_one_checkpoint_a_killed_worker_stops_t
     config = write_config(tmp_path / "c.yaml", {"train": {"total_env_steps": 10**6}})
     run = tmp_path / "run"
     procs = start_workers(config, run, 2, logs=tmp_path)
-    wait_for_checkpoint(run, procs)
+    wait_for_checkpoint(run / "checkpoints", procs)
     procs[1].send_signal(signal.SIGTERM)
     assert [p.wait(timeout=60) for p in procs] == [143, 143]
     stopped = [re.search(r"stopped by SIGTERM in train at (\d+) env steps",
@@ -96,3 +96,31 @@ def test_sigterm_stops_every_worker_after_one_checkpoint_a_killed_worker_stops_t
     assert json.loads((run / "metrics.json").read_text())["train.env_steps"] == last + 512
     assert (run / "export" / "cartpole_v1" / "1" / "saved_model.pb").is_file()
     assert not (run / "workers").exists()
+
+
+def test_lm_on_two_workers_stops_together_on_sigterm_resumes_and_exports_a_servable_policy(tmp_path):
+    """The LM demo, shortened, on 2 workers: data-parallel SFT and PPO, each worker sampling half the prompts;
+    a preempted pod stops both after one checkpoint, and the same launch resumes and exports."""
+    config, run = lm_config(tmp_path, iterations=8, checkpoint_every=2), tmp_path / "run"
+    sets = ("sft.epochs=2",)
+    procs = start_workers(config, run, 2, *sets, logs=tmp_path)
+    wait_for_checkpoint(run / "checkpoints" / "ppo", procs)
+    procs[1].send_signal(signal.SIGTERM)
+    assert [p.wait(timeout=60) for p in procs] == [143, 143]
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    stopped = [re.search(r"stopped by SIGTERM in ppo at iteration (\d+)", log) for log in logs]
+    assert stopped[0] and stopped[1] and stopped[0].group(1) == stopped[1].group(1), logs[0][-3000:]
+    iteration = int(stopped[0].group(1))
+    assert iteration < 8 and (run / "checkpoints" / "ppo" / f"ckpt-{iteration}.index").is_file()
+    assert "worker 1 of 2" in logs[1] and not (run / "export").exists()
+
+    result = run_driver("launch", "--workers", "2", config, "--run-dir", run,
+                        *(arg for value in sets for arg in ("--set", value)))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.stdout.count("not training again") == 2  # both workers took the SFT model the first run saved
+    assert result.stdout.count(f"(iteration {iteration})") == 2  # and resumed PPO where both stopped
+    assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 8
+    assert not (run / "workers").exists()
+    report, (answer,) = serve(run / "export" / "lm_policy" / "1",
+                              [{"inputs": {"prompts": ["the cat", "a dog"], "temperature": 0.0}}], tmp_path)
+    assert len(answer["completions"]) == 2
