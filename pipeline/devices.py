@@ -13,8 +13,9 @@ def variable_devices(variables) -> list[str]:
     """Sorted short device names ("CPU:0", "GPU:0") holding the given variables."""
     # Keras 3 variables (the LM's) hold their tf.Variable in `.value`; TF-Agents' (tf_keras) are tf.Variables.
     # A mirrored variable (tf.distribute) has a copy on each replica's device: `values`.
-    copies = (c for v in variables for c in getattr(v, "values", (v,)))
-    specs = (tf.DeviceSpec.from_string(c.device if hasattr(c, "device") else c.value.device) for c in copies)
+    unwrapped = (v.value if not hasattr(v, "device") else v for v in variables)
+    copies = (c for v in unwrapped for c in getattr(v, "values", (v,)))
+    specs = (tf.DeviceSpec.from_string(c.device) for c in copies)
     return sorted({f"{spec.device_type}:{spec.device_index}" for spec in specs})
 
 

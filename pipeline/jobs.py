@@ -30,6 +30,7 @@ def start(command: str, cfg, run_dir: RunDir) -> dict:
         # Across workers, TensorFlow's coordination service installs a SIGTERM handler of its own (its preemption
         # notifier): ours again, which tells every worker through a collective (distribute.any_worker).
         preemption.reinstall()
+        _check_split(cfg, strategy)
         if distribute.worker(strategy)[0] > 0:
             metrics = _worker(cfg, run_dir, strategy)
             distribute.barrier(strategy)  # until the chief has evaluated and exported
@@ -95,6 +96,21 @@ def preflight(cfg) -> None:
             read_preferences(cfg.reward.preferences)
         except PreferenceError as e:
             raise config_lib.ConfigError(f"reward.preferences: {e}") from None
+
+
+def _check_split(cfg, strategy) -> None:
+    """LM batch sizes that do not split over the workers and replicas: config errors before SFT starts (the gym
+    learner checks its own before it trains)."""
+    if cfg.task != "lm" or strategy is None:
+        return
+    from pipeline import distribute
+    from pipeline.lm.ppo import check_split
+
+    replicas = strategy.num_replicas_in_sync
+    if cfg.sft.batch_size % replicas:
+        raise config_lib.ConfigError(f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over "
+                                     f"{replicas} replicas; allowed: a multiple of the replica count")
+    check_split(cfg.ppo, distribute.worker(strategy)[1], replicas)
 
 
 def run_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:

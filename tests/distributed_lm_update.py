@@ -8,7 +8,7 @@ stage builds it), its ppo section the learner, its distribute section the strate
 sequences, their response mask, scores and prompt lengths. With several workers each takes its share of the
 samples and gathers them back, as `LMPPOLearner.step` does, and after the updates takes one `step` of its own.
 OUT.npz holds the trained variables (var_*), the optimizer's (opt_*), the last update's statistics (stat_*), the
-KL coefficient, the replica count, and with several workers the step's gathered sequences.
+KL coefficient, the replica count, the devices holding the variables and optimizer slots, and with several workers the step's gathered sequences.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def learner_for(cfg, strategy=None):
 
 
 def train(cfg, samples: dict, updates: int, strategy=None) -> dict:
-    from pipeline import distribute
+    from pipeline import devices, distribute
 
     learner = learner_for(cfg, strategy)
     if learner.workers > 1:  # this worker's share of the samples, gathered back into the whole batch
@@ -51,7 +51,8 @@ def train(cfg, samples: dict, updates: int, strategy=None) -> dict:
     out = {**{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
            **{f"opt_{i}": v.numpy() for i, v in enumerate(learner.optimizer.variables)},
            **{f"stat_{k.replace('/', ':')}": np.asarray(v) for k, v in stats.items()},
-           "replicas": np.asarray(learner.replicas)}
+           "replicas": np.asarray(learner.replicas),
+           "devices": np.asarray(devices.variable_devices(learner.variables + learner.optimizer.variables))}
     if learner.workers > 1:
         prompts = samples["sequences"][:, :int(samples["prompt_lengths"].min())]
         step_stats, sequences, _ = learner.step(prompts, lambda p, r: (r == 5).mean(axis=1))

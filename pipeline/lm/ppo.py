@@ -65,7 +65,7 @@ class LMPPOLearner:
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         self.worker, self.workers = distribute.worker(strategy)
-        _check_split(s, self.workers, self.replicas)
+        check_split(s, self.workers, self.replicas)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self._build(policy_lm, s)
         self.generator = tf.random.Generator.from_seed(seed)
@@ -368,9 +368,9 @@ class LMPPOLearner:
         return stats
 
 
-def _check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
-    """Each worker samples an equal share of the prompts; each replica takes an equal share of every minibatch,
-    cut into gradient_accumulation_steps micro-batches."""
+def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
+    """ConfigError unless each worker can sample an equal share of the prompts and each replica take an equal
+    share of every minibatch, cut into gradient_accumulation_steps micro-batches."""
     if s.batch_size % workers:
         raise ConfigError(f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {workers} workers; "
                           f"allowed: a multiple of the worker count")

@@ -13,7 +13,7 @@ import tensorflow as tf
 from models import checkpoints
 from models import lm as lm_lib
 from pipeline import distribute, guards, preemption, summaries
-from pipeline.config import ConfigError, LMConfig
+from pipeline.config import LMConfig
 from pipeline.lm import data as data_lib
 from pipeline.lm.sft import SFTTrainer
 from pipeline.rundir import RunDir
@@ -46,10 +46,6 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, strategy: tf.distribute.St
         if _trained(cfg) and restore_from is None and not (run_dir.root / "preset").exists():  # a run directory
             _save_preset(cfg, run_dir, data, lm)  # from before presets
         return lm, {}
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    if cfg.sft.batch_size % replicas:
-        raise ConfigError(f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over {replicas} "
-                          f"replicas; allowed: a multiple of the replica count")
     trainer = SFTTrainer(lm, cfg.sft.learning_rate, strategy=strategy)
     metrics = {"sft.val_perplexity_init": trainer.perplexity(data.val_ids, data.val_mask)}
     step = 0

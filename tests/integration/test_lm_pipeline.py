@@ -87,6 +87,16 @@ def test_lm_config_errors(tmp_path):
     assert result.returncode == 2 and "ppo.top_p" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "data.corpus=/no/such/corpus")
     assert result.returncode == 2 and "data.corpus" in result.stderr and "fortunes" in result.stderr
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned",
+                        "--set", "distribute.strategy=mirrored")
+    assert result.returncode == 2 and "reward.kind" in result.stderr and "allowed values: scorer" in result.stderr
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "distribute.strategy=mirrored",
+                        "--set", "distribute.cpu_replicas=3")
+    assert result.returncode == 2 and "sft.batch_size: 32 documents do not split evenly over 3" in result.stderr
+    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "distribute.strategy=mirrored",
+                        "--set", "ppo.num_minibatches=8", "--set", "ppo.gradient_accumulation_steps=4")
+    assert result.returncode == 2 and "ppo.num_minibatches: minibatches of 4 sequences" in result.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()  # refused before any work
     bad = tmp_path / "prefs.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned",

@@ -89,59 +89,64 @@ def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():
         PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env)), strategy)
 
 
-# LM PPO: two minibatches, each cut into micro-batches per replica; whitened rewards, the adaptive KL coefficient
-# and a clip that binds. Mirrored: a separate value model, eager steps; across workers: LoRA, XLA-compiled steps.
+# LM PPO: two minibatches, each cut into micro-batches per replica; whitened rewards, the adaptive KL coefficient,
+# a clip that binds; LoRA adapters on the policy and on a separate value model (made under the strategy's scope),
+# XLA-compiled gradients.
 LM_SETTINGS = {"task": "lm", "data": {"sequence_length": 16, "prompt_tokens": 4},
                "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
-                         "max_sequence_length": 16},
+                         "max_sequence_length": 16, "lora_rank": 2},
                "ppo": {"batch_size": 8, "max_new_tokens": 6, "num_epochs": 2, "num_minibatches": 2,
                        "gradient_accumulation_steps": 2, "learning_rate": 3e-3, "max_grad_norm": 0.05,
-                       "whiten_rewards": True, "adaptive_kl_target": 0.01, "jit_generation": False}}
+                       "whiten_rewards": True, "adaptive_kl_target": 0.01, "value_model": "separate",
+                       "jit_generation": False, "jit_update": True}}
 
 
-def lm_samples(cfg) -> dict:
+@pytest.fixture(scope="module")
+def lm_one_device(tmp_path_factory):
+    """(samples file, the updates' results on one device), made once for both strategies."""
+    from models import lm as lm_lib
     from tests.distributed_lm_update import VOCABULARY, learner_for
+    from tests.distributed_lm_update import train as train_lm
 
+    cfg = config.from_dict(LM_SETTINGS)
     rng = np.random.default_rng(0)
     prompt_lengths = np.array([4, 3, 4, 2, 4, 4, 3, 4], np.int32)
     prompts = rng.integers(0, VOCABULARY - 1, size=(8, 4)).astype(np.int32)
-    sequences = learner_for(cfg).generate(prompts, prompt_lengths=prompt_lengths)
-    from models import lm as lm_lib
+    learner = learner_for(cfg)
+    sequences = learner.generate(prompts, prompt_lengths=prompt_lengths)
     responses = lm_lib.responses(sequences, prompt_lengths, cfg.ppo.max_new_tokens)
-    mask = lm_lib.response_mask(responses, VOCABULARY - 1).numpy()
-    return {"sequences": sequences, "mask": mask, "scores": rng.normal(size=8).astype(np.float32),
-            "prompt_lengths": prompt_lengths}
-
-
-@pytest.mark.parametrize("workers, settings", [
-    (1, {"distribute": {"strategy": "mirrored", "cpu_replicas": 2},
-         "ppo": {"value_model": "separate", "jit_update": False}}),
-    (2, {"distribute": {"strategy": "multi_worker"}, "model": {"lora_rank": 2}, "ppo": {"jit_update": True}}),
-], ids=["mirrored-2-replicas", "multi-worker-2-workers"])
-def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings):
-    from tests.distributed_lm_update import learner_for
-    from tests.distributed_lm_update import train as train_lm
-
-    raw = {**LM_SETTINGS, **{k: {**LM_SETTINGS.get(k, {}), **v} for k, v in settings.items()}}
-    cfg = config.from_dict({k: v for k, v in raw.items() if k != "distribute"})
-    samples = lm_samples(cfg)
+    samples = {"sequences": sequences, "mask": lm_lib.response_mask(responses, VOCABULARY - 1).numpy(),
+               "scores": rng.normal(size=8).astype(np.float32), "prompt_lengths": prompt_lengths}
     assert 0 < samples["mask"].sum() < samples["mask"].size  # some responses ended early: masks matter
-    np.savez(tmp_path / "samples.npz", **samples)
-    one_device = train_lm(cfg, samples, updates=2)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    path = tmp_path_factory.mktemp("lm_samples") / "samples.npz"
+    np.savez(path, **samples)
+    initial = [v.numpy() for v in learner.variables]
+    return path, train_lm(cfg, samples, updates=2), initial
+
+
+@pytest.mark.parametrize("workers, settings, replica_devices", [
+    (1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),
+    (2, {"strategy": "multi_worker"}, ["CPU:0"]),
+], ids=["mirrored-2-replicas", "multi-worker-2-workers"])
+def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, lm_one_device, workers, settings, replica_devices):
+    samples_path, one_device, initial = lm_one_device
+    one_device = dict(one_device)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**LM_SETTINGS, "distribute": settings}))
     ports = free_ports(workers)
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "tests.distributed_lm_update", str(tmp_path / "config.yaml"),
-         str(tmp_path / "samples.npz"), str(tmp_path / f"out{i}.npz"), "2"], cwd=REPO,
+        [sys.executable, "-m", "tests.distributed_lm_update", str(tmp_path / "config.yaml"), str(samples_path),
+         str(tmp_path / f"out{i}.npz"), "2"], cwd=REPO,
         env={**os.environ, **({"TF_CONFIG": tf_config(ports, i)} if workers > 1 else {})}) for i in range(workers)]
     for p in procs:
         assert p.wait(timeout=300) == 0
     results = [dict(np.load(tmp_path / f"out{i}.npz")) for i in range(workers)]
-    assert int(one_device.pop("replicas")) == 1
-    assert all(int(r.pop("replicas")) == 2 for r in results)
-    moved = [np.abs(one_device[f"var_{i}"] - v.numpy()).max()
-             for i, v in enumerate(learner_for(cfg).variables)]
-    assert max(moved) > 1e-3  # the updates changed the weights: equal results are not both untouched
+    assert int(one_device.pop("replicas")) == 1 and list(one_device.pop("devices")) == ["CPU:0"]
+    for replicated in results:
+        assert int(replicated.pop("replicas")) == 2
+        assert list(replicated.pop("devices")) == replica_devices
+    assert len(initial) == len([k for k in one_device if k.startswith("var_")])
+    assert max(np.abs(one_device[f"var_{i}"] - v).max() for i, v in enumerate(initial)) > 1e-3  # the updates
+    # changed the weights: equal results are not both untouched
     assert any(k.startswith("opt_") and np.abs(v).max() > 0 for k, v in one_device.items())  # Adam's moments:
     # they scale with the gradient, so a sum taken twice would show there even where Adam's step hides it
     replicated = results[0]
@@ -151,4 +156,4 @@ def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings
         for key in ("step_sequences", "kl_coef", *(k for k in replicated if k.startswith("step_var_"))):
             np.testing.assert_array_equal(other[key], replicated[key], err_msg=key)
     if workers > 1:  # the step sampled every prompt: each worker its half, then gathered
-        assert len(replicated["step_sequences"]) == len(samples["sequences"])
+        assert len(replicated["step_sequences"]) == 8
