@@ -35,7 +35,8 @@ def timed(task: str, args: list[str], threads: int, run_dir: Path) -> float:
                    check=True, capture_output=True)
     if task == "lm":
         from pipeline.tb_reader import read_scalars
-        return statistics.median(read_scalars(run_dir / "tb" / "ppo", "time/tokens_per_s")[1:])
+        per_iteration = read_scalars(run_dir / "tb" / "ppo", "time/tokens_per_s")
+        return statistics.median(v for step, v in per_iteration.items() if step > 1)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return metrics["train.env_steps"] / metrics["train.wall_seconds"]
 
