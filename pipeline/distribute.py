@@ -59,6 +59,13 @@ def worker(strategy_: tf.distribute.Strategy | None) -> tuple[int, int]:
     return index, len(tasks.get("worker", [])) + len(tasks.get("chief", []))
 
 
+def describe(strategy_: tf.distribute.Strategy) -> str:
+    """"2 replicas (this process: /job:worker/.../CPU:0), worker 1 of 2": a stage's first log line under a strategy."""
+    index, workers = worker(strategy_)
+    return (f"{strategy_.num_replicas_in_sync} replicas (this process: {', '.join(strategy_.extended.worker_devices)})"
+            + (f", worker {index} of {workers}" if workers > 1 else ""))
+
+
 def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) -> dict:
     """Every worker's tensors concatenated in worker order along axes[name]: what one device would hold. The
     same on every worker afterwards. Identity on one host (its replicas already share the host's arrays).
@@ -85,6 +92,34 @@ def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) 
         part = gathered[:, start:start + width].reshape(-1, *a.shape[1:]).astype(a.dtype)
         out[k], start = np.moveaxis(part, 0, axes[k]), start + width
     return out
+
+
+def broadcast(strategy_: tf.distribute.Strategy | None, arrays: dict) -> dict:
+    """The chief's arrays on every worker (what the others pass only says which names they expect): what one
+    worker made once, e.g. preference pairs ranked with the reward function, shared rather than made again.
+    Two collectives: the shapes, then the values packed as float64 (exact for float32 and integers below 2^53),
+    each a sum to which only the chief's first replica adds anything but zeros."""
+    if worker(strategy_)[1] == 1:
+        return arrays
+    names = sorted(arrays)
+    rank = [np.ndim(arrays[k]) for k in names]
+    chief = worker(strategy_)[0] == 0
+    shapes = [np.shape(arrays[k]) if chief else (0,) * r for k, r in zip(names, rank)]
+    shapes = _from_chief(strategy_, np.concatenate([np.asarray(s, np.float64) for s in shapes]))
+    shapes = np.split(shapes.astype(np.int64), np.cumsum(rank)[:-1])
+    packed = (np.concatenate([np.asarray(arrays[k], np.float64).ravel() for k in names]) if chief
+              else np.zeros(sum(int(np.prod(s)) for s in shapes), np.float64))
+    values = np.split(_from_chief(strategy_, packed), np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
+    return {k: v.reshape(s).astype(np.asarray(arrays[k]).dtype) for k, v, s in zip(names, values, shapes)}
+
+
+def _from_chief(strategy_, vector: np.ndarray) -> np.ndarray:
+    """A float64 vector's sum over the replicas where only the chief's first replica holds it."""
+    values = strategy_.experimental_distribute_values_from_function(
+        lambda context: vector if context.replica_id_in_sync_group == 0 else np.zeros_like(vector))
+    total = _collective(strategy_, "sum", lambda x: tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.identity(x)))(values)
+    return strategy_.experimental_local_results(total)[0].numpy()
 
 
 def any_worker(strategy_: tf.distribute.Strategy | None, flag: bool) -> bool:

@@ -55,7 +55,6 @@ def preflight(cfg) -> None:
             from pipeline import warm_start
             warm_start.resolve(cfg.train.warm_start, cfg)
         return
-    from pipeline import distribute
     from pipeline.lm.rewards import load_reward_function
     try:
         load_reward_function(cfg.reward.function)
@@ -86,10 +85,6 @@ def preflight(cfg) -> None:
             allowed = [t for t in lora.TARGETS if t not in unavailable]
             raise config_lib.ConfigError(f"model.lora_targets: {family} has no {', '.join(unavailable)}; allowed "
                                          f"values: {', '.join(allowed)}")
-    if cfg.reward.kind == "learned" and distribute.chosen(cfg.distribute) != "none":
-        raise config_lib.ConfigError(f"reward.kind: learned trains its reward model on one device; with "
-                                     f"distribute.strategy {distribute.chosen(cfg.distribute)} allowed values: "
-                                     f"scorer (or distribute.strategy: none)")
     if cfg.reward.preferences is not None:
         from pipeline.lm.preferences import PreferenceError, read_preferences
         try:
@@ -109,6 +104,9 @@ def _check_split(cfg, strategy) -> None:
     replicas = strategy.num_replicas_in_sync
     if cfg.sft.batch_size % replicas:
         raise config_lib.ConfigError(f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over "
+                                     f"{replicas} replicas; allowed: a multiple of the replica count")
+    if cfg.reward.kind == "learned" and cfg.reward.batch_size % replicas:
+        raise config_lib.ConfigError(f"reward.batch_size: {cfg.reward.batch_size} pairs do not split evenly over "
                                      f"{replicas} replicas; allowed: a multiple of the replica count")
     check_split(cfg.ppo, distribute.worker(strategy)[1], replicas)
 
@@ -143,7 +141,8 @@ def _worker(cfg, run_dir: RunDir, strategy) -> dict:
             from pipeline.stages import lm_data, lm_ppo, reward, sft
             data = lm_data.run(cfg, scratch)  # the same tokenizer as the chief's: trained on the same documents
             lm, _ = sft.run(cfg, scratch, data, strategy, restore_from=run_dir)
-            rewards, _ = reward.run(cfg, scratch, data, lm, load_reward_function(cfg.reward.function))
+            rewards, _ = reward.run(cfg, scratch, data, lm, load_reward_function(cfg.reward.function), strategy,
+                                    restore_from=run_dir)
             lm_ppo.run(cfg, scratch, data, lm, rewards, strategy=strategy, restore_from=run_dir)
     finally:
         shutil.rmtree(scratch.root, ignore_errors=True)
@@ -183,7 +182,7 @@ def _lm_stages(command: str, cfg, run_dir: RunDir, strategy=None) -> dict:
     data = lm_data.run(cfg, run_dir)
     lm, sft_metrics = sft.run(cfg, run_dir, data, strategy)
     metrics = _save(run_dir, {**sft_metrics, **peaks("sft")})
-    rewards, reward_metrics = reward.run(cfg, run_dir, data, lm, reward_fn)  # before PPO changes lm
+    rewards, reward_metrics = reward.run(cfg, run_dir, data, lm, reward_fn, strategy)  # before PPO changes lm
     metrics = _save(run_dir, {**reward_metrics, **peaks("reward")})
     learner, ppo_metrics = lm_ppo.run(cfg, run_dir, data, lm, rewards, train=command == "run", strategy=strategy)
     if command == "run":

@@ -40,7 +40,19 @@ def requested() -> bool:
     return _requested
 
 
-def stop_if_requested(what: str) -> None:
+def stop_requested(strategy=None) -> bool:
+    """Whether SIGTERM reached this process or, under a multi-worker strategy, any worker: every worker gets the
+    same answer (a collective), so all stop at the same step and none waits in a collective for one that left."""
+    from pipeline import distribute  # TensorFlow: not before the driver has read its arguments
+
+    return distribute.any_worker(strategy, _requested)
+
+
+def stopped(what: str) -> Preempted:
+    return Preempted(f"stopped by SIGTERM {what}")
+
+
+def stop_if_requested(what: str, strategy=None) -> None:
     """Call where stopping loses nothing more than `what` says (after a checkpoint, or before a restartable stage)."""
-    if _requested:
-        raise Preempted(f"stopped by SIGTERM {what}")
+    if stop_requested(strategy):
+        raise stopped(what)

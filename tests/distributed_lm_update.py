@@ -8,7 +8,10 @@ stage builds it), its ppo section the learner, its distribute section the strate
 sequences, their response mask, scores and prompt lengths. With several workers each takes its share of the
 samples and gathers them back, as `LMPPOLearner.step` does, and after the updates takes one `step` of its own.
 OUT.npz holds the trained variables (var_*), the optimizer's (opt_*), the last update's statistics (stat_*), the
-KL coefficient, the replica count, the devices holding the variables and optimizer slots, and with several workers the step's gathered sequences.
+KL coefficient, the replica count, the devices holding the variables and optimizer slots, and with several workers
+the step's gathered sequences. Then a reward model trains one epoch on seeded preference pairs that only the chief
+holds and broadcasts, as the reward stage does: its variables (rm_var_*), Adam's (rm_opt_*), its losses (rm_loss),
+how far its variables moved (rm_moved) and the pairs each worker trained on (rm_pairs).
 """
 
 from __future__ import annotations
@@ -22,17 +25,23 @@ import numpy as np
 VOCABULARY = 16
 
 
-def learner_for(cfg, strategy=None):
+def new_lm(cfg, strategy=None):
+    """A from-scratch GPT-2 the config's model section sizes, built under the strategy as the SFT stage builds it."""
     from models import lm as lm_lib
-    from pipeline.lm.ppo import LMPPOLearner
-    from pipeline.stages.lm_ppo import adapters
 
     m = cfg.model
     size = lm_lib.LMSize(vocabulary_size=VOCABULARY, num_layers=m.num_layers, num_heads=m.num_heads,
                          hidden_dim=m.hidden_dim, intermediate_dim=m.intermediate_dim,
                          max_sequence_length=m.max_sequence_length)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        lm = lm_lib.build_causal_lm(size, seed=0)
+        return lm_lib.build_causal_lm(size, seed=0)
+
+
+def learner_for(cfg, strategy=None):
+    from pipeline.lm.ppo import LMPPOLearner
+    from pipeline.stages.lm_ppo import adapters
+
+    lm = new_lm(cfg, strategy)
     return LMPPOLearner(lm, cfg.ppo, eos_id=VOCABULARY - 1, seed=0, adapters=adapters(cfg), strategy=strategy)
 
 
@@ -61,12 +70,44 @@ def train(cfg, samples: dict, updates: int, strategy=None) -> dict:
     return out
 
 
+def reward_pairs():
+    """Eight seeded pairs of ten tokens, their masks of different lengths."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(4, 11, size=8)
+    mask = (np.arange(10)[None, :] < lengths[:, None]).astype(np.int32)
+    return {"chosen_ids": rng.integers(0, VOCABULARY, (8, 10)).astype(np.int32), "chosen_mask": mask,
+            "rejected_ids": rng.integers(0, VOCABULARY, (8, 10)).astype(np.int32), "rejected_mask": mask[::-1].copy()}
+
+
+def train_reward(cfg, strategy=None) -> dict:
+    """One epoch of 2 steps (batch 4, a clip that binds) of a reward model copied from a new GPT-2."""
+    from models import reward_model as rm_lib
+    from pipeline import distribute
+    from pipeline.lm.preferences import PreferencePairs
+    from pipeline.lm.reward_training import RewardTrainer
+
+    lm = new_lm(cfg, strategy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = rm_lib.from_sft(lm, seed=0)
+    trainer = RewardTrainer(model, learning_rate=3e-3, max_grad_norm=0.05, jit_compile=True, strategy=strategy)
+    chief = distribute.worker(strategy)[0] == 0
+    mine = reward_pairs() if chief else {k: np.zeros([0, 0], np.int32) for k in reward_pairs()}
+    pairs = distribute.broadcast(strategy, mine)
+    initial = [v.numpy() for v in model.trainable_variables]
+    losses = trainer.train_epoch(PreferencePairs(**pairs), batch_size=4, seed=0)
+    return {**{f"rm_var_{i}": v.numpy() for i, v in enumerate(model.trainable_variables)},
+            **{f"rm_opt_{i}": v.numpy() for i, v in enumerate(trainer.optimizer.variables)},
+            "rm_loss": np.asarray(losses),
+            "rm_moved": np.asarray(max(np.abs(v.numpy() - w).max() for v, w in zip(model.trainable_variables, initial))),
+            "rm_pairs": np.stack([pairs[k] for k in sorted(pairs)])}
+
+
 def main(config_path: str, samples_path: str, out_path: str, updates: str) -> None:
     from pipeline import config, distribute
 
     cfg = config.load(config_path)
     strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op
-    np.savez(out_path, **train(cfg, dict(np.load(samples_path)), int(updates), strategy))
+    np.savez(out_path, **train(cfg, dict(np.load(samples_path)), int(updates), strategy), **train_reward(cfg, strategy))
 
 
 if __name__ == "__main__":

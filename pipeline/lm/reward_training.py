@@ -6,18 +6,22 @@ as in InstructGPT and TRL's RewardTrainer.
 
 from __future__ import annotations
 
-import keras
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
 from models import reward_model as rm_lib
-from pipeline import guards
+from pipeline import distribute, guards
+from pipeline.lm.optimizer import SummedGradientsAdam
 from pipeline.lm.preferences import PreferencePairs
 
 
-def bradley_terry_loss(chosen_rewards, rejected_rewards):
-    """Mean of -log sigmoid(r_chosen - r_rejected), written as softplus so large margins do not overflow."""
-    return tf.reduce_mean(tf.nn.softplus(-(tf.cast(chosen_rewards, tf.float32) - rejected_rewards)))
+def bradley_terry_loss(chosen_rewards, rejected_rewards, count=None):
+    """Mean of -log sigmoid(r_chosen - r_rejected), written as softplus so large margins do not overflow.
+    count: divide by this instead (a larger batch's pair count: these pairs' share of its mean)."""
+    losses = tf.nn.softplus(-(tf.cast(chosen_rewards, tf.float32) - tf.cast(rejected_rewards, tf.float32)))
+    return tf.reduce_mean(losses) if count is None else tf.reduce_sum(losses) / tf.cast(count, tf.float32)
 
 
 def pair_accuracy(chosen_rewards, rejected_rewards) -> float:
@@ -25,11 +29,15 @@ def pair_accuracy(chosen_rewards, rejected_rewards) -> float:
     return float(np.mean(np.asarray(chosen_rewards) > np.asarray(rejected_rewards)))
 
 
-def preference_dataset(pairs: PreferencePairs, batch_size: int, seed: int):
+def preference_dataset(pairs: PreferencePairs, batch_size: int, seed: int, replicas: int = 1):
     """tf.data of shuffled (chosen ids, chosen mask, rejected ids, rejected mask) batches; the last partial
-    batch is dropped so the compiled step sees one shape."""
+    batch is dropped so the compiled step sees one shape. Fewer pairs than batch_size: one batch of them all, cut
+    to a multiple of the replica count."""
+    size = min(batch_size, len(pairs) - len(pairs) % replicas)
+    if size < 1:
+        raise ValueError(f"{len(pairs)} training pairs do not split over {replicas} replicas")
     return (tf.data.Dataset.from_tensor_slices(pairs.arrays()).shuffle(len(pairs), seed=seed)
-            .batch(min(batch_size, len(pairs)), drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+            .batch(size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
 
 def reward_function(model: rm_lib.RewardModel, jit_compile: bool = True, batch_size: int = 64):
@@ -45,15 +53,27 @@ def reward_function(model: rm_lib.RewardModel, jit_compile: bool = True, batch_s
 
 
 class RewardTrainer:
+    """Adam on the Bradley-Terry loss. Under a tf.distribute strategy (the one the model was built under) each
+    replica takes an equal share of every batch's pairs, its loss a sum over them divided by the batch's pair
+    count; gradients summed, clipped on their global norm and applied on every replica, as pipeline/lm/sft.py."""
+
     def __init__(self, model: rm_lib.RewardModel, learning_rate: float, max_grad_norm: float = 1.0,
-                 jit_compile: bool = True):
+                 jit_compile: bool = True, strategy: tf.distribute.Strategy | None = None):
         self.model = model
-        self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        self.optimizer.build(model.trainable_variables)
+        self.strategy = strategy
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.optimizer = SummedGradientsAdam(learning_rate=learning_rate)
+            self.optimizer.build(model.trainable_variables)
         self._max_grad_norm = max_grad_norm
         self._steps = 0
-        self.train_step = tf.function(self._train_step, autograph=False, jit_compile=jit_compile)
+        # One device: the whole step one XLA cluster. Under a strategy the gradients leave it for the all-reduce.
+        self.train_step = tf.function(self._step, autograph=False, jit_compile=jit_compile and strategy is None)
+        self._gradients = tf.function(self._share_gradients, autograph=False, jit_compile=jit_compile)
         self.rewards = reward_function(model, jit_compile)
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
 
     def _pair_rewards(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask):
         """Chosen and rejected rewards from one forward pass over both halves."""
@@ -61,20 +81,34 @@ class RewardTrainer:
                                  tf.concat([chosen_mask, rejected_mask], 0))
         return tf.split(raw, 2)
 
-    def _train_step(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask):
-        variables = self.model.trainable_variables
+    def _share_gradients(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask, count):
         with tf.GradientTape() as tape:
-            chosen, rejected = self._pair_rewards(chosen_ids, chosen_mask, rejected_ids, rejected_mask)
-            loss = bradley_terry_loss(chosen, rejected)
-        grads, norm = tf.clip_by_global_norm(tape.gradient(loss, variables), self._max_grad_norm)
-        self.optimizer.apply_gradients(zip(grads, variables))
+            loss = bradley_terry_loss(*self._pair_rewards(chosen_ids, chosen_mask, rejected_ids, rejected_mask), count)
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.model.trainable_variables)], loss
+
+    def _step(self, *batch):
+        count = tf.cast(tf.shape(batch[0])[0], tf.float32)  # the whole batch's pairs
+        if self.strategy is None:
+            return self._apply(*self._share_gradients(*batch, count))
+        per_replica = self.strategy.run(lambda: self._replica_step(batch, count))
+        return tuple(self.strategy.experimental_local_results(x)[0] for x in per_replica)
+
+    def _replica_step(self, batch, count):
+        context = tf.distribute.get_replica_context()
+        grads, loss = self._gradients(*(distribute.replica_share(x, context) for x in batch), count)
+        *grads, loss = distribute.all_reduce_sum(context, grads + [loss])
+        return self._apply(grads, loss)
+
+    def _apply(self, grads, loss):
+        grads, norm = tf.clip_by_global_norm(grads, self._max_grad_norm)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss, tf.math.is_finite(loss) & tf.math.is_finite(norm)
 
     def train_epoch(self, pairs: PreferencePairs, batch_size: int, seed: int) -> list[float]:
         """One pass over shuffled batches; returns each step's loss. Raises guards.NonFiniteError on a non-finite
         loss or gradient, and after the pass on a non-finite weight."""
         losses = []
-        for batch in preference_dataset(pairs, batch_size, seed):
+        for batch in preference_dataset(pairs, batch_size, seed, self.replicas):
             loss, finite = self.train_step(*batch)
             self._steps += 1
             guards.check(finite, "reward", "loss or gradient", f"at step {self._steps}")

@@ -51,8 +51,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
     learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg),
                            strategy=strategy)
     if strategy is not None:
-        log.info("ppo: %d replicas (this process: %s)%s", learner.replicas, ", ".join(strategy.extended.worker_devices),
-                 f", worker {learner.worker} of {learner.workers}" if learner.workers > 1 else "")
+        log.info("ppo: %s", distribute.describe(strategy))
     manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
     source = manager if restore_from is None else tf.train.CheckpointManager(
         learner.checkpoint(), _checkpoint_dir(restore_from), max_to_keep=2)
@@ -91,12 +90,12 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
                 _sample_table(data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
                               step=iteration + 1)
             progress.update(iteration + 1, stats["objective/scores"])
-            stop = distribute.any_worker(strategy, preemption.requested())  # all workers stop together
+            stop = preemption.stop_requested(strategy)  # all workers stop together
             if (iteration + 1) % p.checkpoint_every == 0 or stop:
                 save(sequences, lengths)
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
             if stop:
-                raise preemption.Preempted(f"stopped by SIGTERM in ppo at iteration {iteration + 1}, after a checkpoint")
+                raise preemption.stopped(f"in ppo at iteration {iteration + 1}, after a checkpoint")
         if (manager.latest_checkpoint is None
                 or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
             if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is

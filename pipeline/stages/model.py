@@ -7,7 +7,7 @@ import logging
 import tensorflow as tf
 
 from models.actor_critic import parameter_count
-from pipeline import summaries, warm_start
+from pipeline import distribute, summaries, warm_start
 from pipeline.config import Config
 from pipeline.envs import Spaces
 from pipeline.ppo import PPOLearner
@@ -22,9 +22,7 @@ def run(cfg: Config, run_dir: RunDir, spaces: Spaces, strategy: tf.distribute.St
     """restore_from: the run directory whose checkpoints to resume from, when not run_dir (a worker's scratch)."""
     learner = PPOLearner(cfg, spaces, strategy)
     if strategy is not None:
-        log.info("model: %d replicas (this process: %s)%s", learner.replicas,
-                 ", ".join(strategy.extended.worker_devices),
-                 f", worker {learner.worker} of {learner.workers}" if learner.workers > 1 else "")
+        log.info("model: %s", distribute.describe(strategy))
     restored = train.restore_latest(restore_from or run_dir, learner)
     if restored:
         log.info("model: resumed from %s (%d env steps)", restored, int(learner.counters.env_steps))

@@ -9,6 +9,7 @@ Checkpointed in the run directory: a re-run restores the model and trains nothin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from typing import Callable
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import reward_model as rm_lib
-from pipeline import guards, preemption, summaries
+from pipeline import distribute, guards, preemption, summaries
 from pipeline.config import ConfigError, LMConfig
 from pipeline.lm import preferences as prefs_lib
 from pipeline.lm.rewards import checked_scores
@@ -53,33 +54,44 @@ def model_scorer(model_rewards, eos_id: int | None) -> Scorer:
         "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses))
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn) -> tuple[Rewards, dict]:
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, strategy: tf.distribute.Strategy | None = None,
+        restore_from: RunDir | None = None) -> tuple[Rewards, dict]:
+    """strategy: the one sft_lm was built under; the reward model is built under it and trains data-parallel,
+    on preference pairs the chief alone builds (or reads) and shares. restore_from: the run directory whose
+    checkpoint to take, when not run_dir (a worker's scratch folder)."""
     gold = function_scorer(data, reward_fn, cfg.reward.function)
     if cfg.reward.kind == "scorer":
         return Rewards(proxy=gold, gold=gold, learned=False), {}
-    model = rm_lib.from_sft(sft_lm, seed=cfg.data.seed)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = rm_lib.from_sft(sft_lm, seed=cfg.data.seed)
     manager = tf.train.CheckpointManager(model.checkpoint(), str(run_dir.checkpoints / "reward"), max_to_keep=1)
-    if manager.latest_checkpoint:
-        model.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("reward: restored %s, not training again", manager.latest_checkpoint)
+    restorable = tf.train.latest_checkpoint(str((restore_from or run_dir).checkpoints / "reward"))
+    if restorable:
+        model.checkpoint().restore(restorable).assert_existing_objects_matched()
+        log.info("reward: restored %s, not training again", restorable)
         proxy = model_scorer(reward_function(model, cfg.reward.jit_compile), data.eos_id)
         return Rewards(proxy=proxy, gold=gold, learned=True), {}
-    trainer = RewardTrainer(model, cfg.reward.learning_rate, jit_compile=cfg.reward.jit_compile)
+    trainer = RewardTrainer(model, cfg.reward.learning_rate, jit_compile=cfg.reward.jit_compile, strategy=strategy)
     with summaries.stage_writer(run_dir, "reward"):
-        pairs, metrics = _pairs(cfg, run_dir, data, sft_lm, gold)
-        metrics.update(_train(cfg, trainer, pairs))
+        if distribute.worker(strategy)[0] == 0:
+            pairs, metrics = _pairs(cfg, run_dir, data, sft_lm, gold)
+        else:  # the chief's pairs, below: what it expects to receive
+            pairs, metrics = prefs_lib.PreferencePairs(*(np.zeros([0, 0], np.int32) for _ in range(4))), {}
+        shared = distribute.broadcast(strategy, dataclasses.asdict(pairs))
+        pairs = prefs_lib.PreferencePairs(**{k: v.astype(np.int32) for k, v in shared.items()})
+        metrics.update(_train(cfg, trainer, pairs, strategy))
     manager.save()
     return Rewards(proxy=model_scorer(trainer.rewards, data.eos_id), gold=gold, learned=True), metrics
 
 
-def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePairs) -> dict:
+def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePairs, strategy) -> dict:
     """Epochs over the training split, held-out loss and pair accuracy after each, then the normalisation."""
     train, held_out = pairs.split(cfg.reward.validation_fraction, seed=cfg.data.seed)
     metrics = {"reward.train_pairs": len(train), "reward.held_out_pairs": len(held_out),
                "reward.pair_accuracy_init": trainer.evaluate(held_out)[1]}
     step = 0
     for epoch in range(cfg.reward.epochs):
-        preemption.stop_if_requested("in reward (it is not checkpointed part-way: it restarts on re-run)")
+        preemption.stop_if_requested("in reward (it is not checkpointed part-way: it restarts on re-run)", strategy)
         losses = trainer.train_epoch(train, cfg.reward.batch_size, seed=cfg.data.seed + epoch)
         for loss in losses:
             step += 1

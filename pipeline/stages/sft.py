@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models import checkpoints
 from models import lm as lm_lib
-from pipeline import distribute, guards, preemption, summaries
+from pipeline import guards, preemption, summaries
 from pipeline.config import LMConfig
 from pipeline.lm import data as data_lib
 from pipeline.lm.sft import SFTTrainer
@@ -53,9 +53,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, strategy: tf.distribute.St
         for epoch in range(cfg.sft.epochs):
             for ids, mask in data_lib.language_model_dataset(data.train_ids, data.train_mask, cfg.sft.batch_size,
                                                              seed=cfg.data.seed + epoch):
-                if distribute.any_worker(strategy, preemption.requested()):  # all workers stop together
-                    raise preemption.Preempted("stopped by SIGTERM in sft (it is not checkpointed part-way: it "
-                                               "restarts on re-run)")
+                preemption.stop_if_requested("in sft (it is not checkpointed part-way: it restarts on re-run)",
+                                             strategy)
                 loss = trainer.train_step(ids, mask)
                 step += 1
                 if step % 20 == 0:

@@ -78,7 +78,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             if _solved(cfg, evaluator, tally):
                 tally.solved = True
                 log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
-            stop = distribute.any_worker(learner.strategy, preemption.requested())  # all workers stop together
+            stop = preemption.stop_requested(learner.strategy)  # all workers stop together
             if tally.iteration % t.checkpoint_every == 0 or tally.solved or stop:
                 learner.counters.store(tally)
                 manager.save(checkpoint_number=tally.env_steps)
@@ -86,8 +86,7 @@ def run(cfg: Config, run_dir: RunDir, learner: PPOLearner) -> dict:
             if tally.solved:
                 break
             if stop:
-                raise preemption.Preempted(f"stopped by SIGTERM in train at {tally.env_steps} env steps, after a "
-                                           f"checkpoint")
+                raise preemption.stopped(f"in train at {tally.env_steps} env steps, after a checkpoint")
         learner.counters.store(tally)
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{tally.env_steps}"):
             manager.save(checkpoint_number=tally.env_steps)

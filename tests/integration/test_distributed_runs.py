@@ -99,9 +99,12 @@ def test_sigterm_stops_every_worker_after_one_checkpoint_a_killed_worker_stops_t
 
 
 def test_lm_on_two_workers_stops_together_on_sigterm_resumes_and_exports_a_servable_policy(tmp_path):
-    """The LM demo, shortened, on 2 workers: data-parallel SFT and PPO, each worker sampling half the prompts;
-    a preempted pod stops both after one checkpoint, and the same launch resumes and exports."""
-    config, run = lm_config(tmp_path, iterations=8, checkpoint_every=2), tmp_path / "run"
+    """The LM demo against a learned reward model, shortened, on 2 workers: data-parallel SFT, reward model (on
+    the pairs the chief ranked) and PPO, each worker sampling half the prompts; a preempted pod stops both after
+    one checkpoint, and the same launch resumes and exports."""
+    config = lm_config(tmp_path, reward={"kind": "learned", "pairs": 64, "epochs": 1, "jit_compile": False},
+                       iterations=8, checkpoint_every=2)
+    run = tmp_path / "run"
     sets = ("sft.epochs=2",)
     procs = start_workers(config, run, 2, *sets, logs=tmp_path)
     wait_for_checkpoint(run / "checkpoints" / "ppo", procs)
@@ -117,9 +120,11 @@ def test_lm_on_two_workers_stops_together_on_sigterm_resumes_and_exports_a_serva
     result = run_driver("launch", "--workers", "2", config, "--run-dir", run,
                         *(arg for value in sets for arg in ("--set", value)))
     assert result.returncode == 0, result.stdout[-3000:]
-    assert result.stdout.count("not training again") == 2  # both workers took the SFT model the first run saved
-    assert result.stdout.count(f"(iteration {iteration})") == 2  # and resumed PPO where both stopped
-    assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 8
+    # Both workers took the SFT and reward models the first run saved, and resumed PPO where both stopped.
+    assert result.stdout.count("sft: restored") == 2 and result.stdout.count("reward: restored") == 2
+    assert result.stdout.count(f"(iteration {iteration})") == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ppo.iterations"] == 8 and metrics["reward.steps"] > 0 and 0 <= metrics["reward.pair_accuracy"] <= 1
     assert not (run / "workers").exists()
     report, (answer,) = serve(run / "export" / "lm_policy" / "1",
                               [{"inputs": {"prompts": ["the cat", "a dog"], "temperature": 0.0}}], tmp_path)

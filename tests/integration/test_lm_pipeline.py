@@ -88,8 +88,8 @@ def test_lm_config_errors(tmp_path):
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "data.corpus=/no/such/corpus")
     assert result.returncode == 2 and "data.corpus" in result.stderr and "fortunes" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned",
-                        "--set", "distribute.strategy=mirrored")
-    assert result.returncode == 2 and "reward.kind" in result.stderr and "allowed values: scorer" in result.stderr
+                        "--set", "distribute.strategy=mirrored", "--set", "reward.batch_size=3")
+    assert result.returncode == 2 and "reward.batch_size: 3 pairs do not split evenly over 2" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "distribute.strategy=mirrored",
                         "--set", "distribute.cpu_replicas=3")
     assert result.returncode == 2 and "sft.batch_size: 32 documents do not split evenly over 3" in result.stderr

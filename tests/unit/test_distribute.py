@@ -91,7 +91,7 @@ def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():
 
 # LM PPO: two minibatches, each cut into micro-batches per replica; whitened rewards, the adaptive KL coefficient,
 # a clip that binds; LoRA adapters on the policy and on a separate value model (made under the strategy's scope),
-# XLA-compiled gradients.
+# XLA-compiled gradients. Then a reward model's epoch on pairs only the chief holds (tests.distributed_lm_update).
 LM_SETTINGS = {"task": "lm", "data": {"sequence_length": 16, "prompt_tokens": 4},
                "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
                          "max_sequence_length": 16, "lora_rank": 2},
@@ -105,7 +105,7 @@ LM_SETTINGS = {"task": "lm", "data": {"sequence_length": 16, "prompt_tokens": 4}
 def lm_one_device(tmp_path_factory):
     """(samples file, the updates' results on one device), made once for both strategies."""
     from models import lm as lm_lib
-    from tests.distributed_lm_update import VOCABULARY, learner_for
+    from tests.distributed_lm_update import VOCABULARY, learner_for, train_reward
     from tests.distributed_lm_update import train as train_lm
 
     cfg = config.from_dict(LM_SETTINGS)
@@ -121,7 +121,7 @@ def lm_one_device(tmp_path_factory):
     path = tmp_path_factory.mktemp("lm_samples") / "samples.npz"
     np.savez(path, **samples)
     initial = [v.numpy() for v in learner.variables]
-    return path, train_lm(cfg, samples, updates=2), initial
+    return path, {**train_lm(cfg, samples, updates=2), **train_reward(cfg)}, initial
 
 
 @pytest.mark.parametrize("workers, settings, replica_devices", [
@@ -149,11 +149,14 @@ def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, lm_one_device, wo
     # changed the weights: equal results are not both untouched
     assert any(k.startswith("opt_") and np.abs(v).max() > 0 for k, v in one_device.items())  # Adam's moments:
     # they scale with the gradient, so a sum taken twice would show there even where Adam's step hides it
+    # The reward model: both steps moved it (the pairs each worker trained on are the chief's, broadcast).
+    assert one_device["rm_moved"] > 1e-3 and len(one_device["rm_loss"]) == 2
     replicated = results[0]
     for key, value in one_device.items():
         np.testing.assert_allclose(replicated[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
     for other in results[1:]:  # every worker holds the same batch and weights after a step of its own
-        for key in ("step_sequences", "kl_coef", *(k for k in replicated if k.startswith("step_var_"))):
+        for key in ("step_sequences", "kl_coef", "rm_pairs",
+                    *(k for k in replicated if k.startswith(("step_var_", "rm_var_")))):
             np.testing.assert_array_equal(other[key], replicated[key], err_msg=key)
     if workers > 1:  # the step sampled every prompt: each worker its half, then gathered
         assert len(replicated["step_sequences"]) == 8

@@ -23,6 +23,8 @@ def test_bradley_terry_loss_on_hand_computed_numbers():
     # margins 1, 0, 3: -log sigmoid(m) = log(1 + e^-m) = 0.3132617, 0.6931472, 0.0485874
     loss = bradley_terry_loss(tf.constant([1.0, 0.0, 2.0]), tf.constant([0.0, 0.0, -1.0]))
     assert float(loss) == pytest.approx((0.3132617 + 0.6931472 + 0.0485874) / 3, abs=1e-6)
+    share = bradley_terry_loss(tf.constant([1.0, 0.0]), tf.constant([0.0, 0.0]), count=3.0)  # a replica's share
+    assert float(share) == pytest.approx((0.3132617 + 0.6931472) / 3, abs=1e-6)
     assert float(bradley_terry_loss(tf.constant([50.0]), tf.constant([-50.0]))) == pytest.approx(0.0, abs=1e-12)
     assert float(bradley_terry_loss(tf.constant([-50.0]), tf.constant([50.0]))) == pytest.approx(100.0)  # no inf
     assert pair_accuracy([1.0, 0.0, 2.0], [0.0, 0.0, -1.0]) == pytest.approx(2 / 3)  # a tie counts as wrong
