@@ -5,11 +5,11 @@ tests.distributed_update for the gym learner):
 
 CONFIG.yaml is an lm config: its model section sizes a from-scratch GPT-2 (built under the strategy, as the SFT
 stage builds it), its ppo section the learner, its distribute section the strategy. SAMPLES.npz holds sampled
-sequences, their response mask, scores and prompt lengths. With several workers each takes its share of the
-samples and gathers them back, as `LMPPOLearner.step` does, and after the updates takes one `step` of its own.
-OUT.npz holds the trained variables (var_*), the optimizer's (opt_*), the last update's statistics (stat_*), the
-KL coefficient, the replica count, the devices holding the variables and optimizer slots, and with several workers
-the step's gathered sequences. Then a reward model trains one epoch on seeded preference pairs that only the chief
+sequences, their response mask, scores and prompt lengths. With several replicas a `step` is taken first (and
+undone); with several workers each takes its share of the samples and gathers them back. OUT.npz holds the trained
+variables (var_*), the optimizer's (opt_*), the last update's statistics (stat_*), the replica count, the devices
+holding the variables and optimizer slots, and with several replicas the step's sequences, scores, weights
+(step_var_*) and KL coefficient. Then a reward model trains one epoch on seeded preference pairs that only the chief
 holds and broadcasts, as the reward stage does: its variables (rm_var_*), Adam's (rm_opt_*), its losses (rm_loss),
 how far its variables moved (rm_moved) and the pairs each worker trained on (rm_pairs).
 """
@@ -45,10 +45,20 @@ def learner_for(cfg, strategy=None):
     return LMPPOLearner(lm, cfg.ppo, eos_id=VOCABULARY - 1, seed=0, adapters=adapters(cfg), strategy=strategy)
 
 
-def train(cfg, samples: dict, updates: int, strategy=None) -> dict:
+def train(cfg, samples: dict, updates: int, strategy=None, scratch: str = "") -> dict:
+    """With several replicas, first one `step` on the new weights (each replica sampling and scoring its share),
+    then its changes undone from a checkpoint (scratch: where), then the updates on the samples."""
     from pipeline import devices, distribute
 
     learner = learner_for(cfg, strategy)
+    out = {}
+    if learner.replicas > 1:
+        before = learner.checkpoint().write(f"{scratch}-{learner.worker}")
+        prompts = samples["sequences"][:, :int(samples["prompt_lengths"].min())]
+        step_stats, sequences, scores = learner.step(prompts, lambda p, r: (r == 5).mean(axis=1))
+        out.update(step_sequences=sequences, step_scores=scores, kl_coef=np.asarray(float(learner.kl_coef)),
+                   **{f"step_var_{i}": v.numpy() for i, v in enumerate(learner.variables)})
+        learner.checkpoint().read(before).assert_existing_objects_matched()
     if learner.workers > 1:  # this worker's share of the samples, gathered back into the whole batch
         share = len(samples["sequences"]) // learner.workers
         mine = {k: v[learner.worker * share:(learner.worker + 1) * share] for k, v in samples.items()}
@@ -57,17 +67,11 @@ def train(cfg, samples: dict, updates: int, strategy=None) -> dict:
             np.testing.assert_array_equal(gathered[k], v, err_msg=k)
     for _ in range(updates):
         stats = learner.update(samples["sequences"], samples["mask"], samples["scores"], samples["prompt_lengths"])
-    out = {**{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
-           **{f"opt_{i}": v.numpy() for i, v in enumerate(learner.optimizer.variables)},
-           **{f"stat_{k.replace('/', ':')}": np.asarray(v) for k, v in stats.items()},
-           "replicas": np.asarray(learner.replicas),
-           "devices": np.asarray(devices.variable_devices(learner.variables + learner.optimizer.variables))}
-    if learner.workers > 1:
-        prompts = samples["sequences"][:, :int(samples["prompt_lengths"].min())]
-        step_stats, sequences, _ = learner.step(prompts, lambda p, r: (r == 5).mean(axis=1))
-        out.update(step_sequences=sequences, kl_coef=np.asarray(float(learner.kl_coef)),
-                   **{f"step_var_{i}": v.numpy() for i, v in enumerate(learner.variables)})
-    return out
+    return {**out, **{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
+            **{f"opt_{i}": v.numpy() for i, v in enumerate(learner.optimizer.variables)},
+            **{f"stat_{k.replace('/', ':')}": np.asarray(v) for k, v in stats.items()},
+            "replicas": np.asarray(learner.replicas),
+            "devices": np.asarray(devices.variable_devices(learner.variables + learner.optimizer.variables))}
 
 
 def reward_pairs():
@@ -107,7 +111,8 @@ def main(config_path: str, samples_path: str, out_path: str, updates: str) -> No
 
     cfg = config.load(config_path)
     strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op
-    np.savez(out_path, **train(cfg, dict(np.load(samples_path)), int(updates), strategy), **train_reward(cfg, strategy))
+    np.savez(out_path, **train(cfg, dict(np.load(samples_path)), int(updates), strategy, scratch=out_path + ".ckpt"),
+             **train_reward(cfg, strategy))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ One iteration, in TRL's order:
 Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
 sampling is XLA-compiled by default.
 
-Under a tf.distribute strategy (pipeline/distribute.py) each worker samples and scores with the reward function
-its share of the prompts; the sequences and scores are gathered so every worker holds the whole batch, runs
-steps 2-6 on it (the KL, whitening and advantages of the whole batch; the adaptive KL coefficient on its KL) and
-takes the same minibatches, each replica computing the gradient of its equal share of the minibatch's rows over
-the minibatch's token count. The gradients are summed across replicas, clipped on their global norm and applied
+Under a tf.distribute strategy (pipeline/distribute.py) each replica samples its equal share of the prompts
+(a random stream of its own) and scores it (step 2), and each worker calls the reward function on its replicas'
+rows; all of it is gathered so every worker holds the whole batch, runs steps 3-6 on it (the KL, whitening and
+advantages of the whole batch; the adaptive KL coefficient on its KL) and takes the same minibatches, each
+replica computing the gradient of its equal share of the minibatch's rows over the minibatch's token count. The gradients are summed across replicas, clipped on their global norm and applied
 on every replica: R replicas take the steps one device takes.
 
 With top-k / top-p the policy is the filtered distribution tokens are drawn from. The kept set of each response
@@ -72,6 +72,8 @@ class LMPPOLearner:
         self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
+        self._rollout = tf.function(lambda prompt_ids, prompt_lengths: strategy.run(
+            self._replica_rollout, (prompt_ids, prompt_lengths, self.generator.make_seeds(1)[:, 0])), autograph=False)
         # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
         # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here. Under a strategy the
         # gradients leave the cluster: the replicas' all-reduce cannot run inside one.
@@ -142,10 +144,7 @@ class LMPPOLearner:
 
     # === 1. Sampling ===
 
-    def _sample(self, prompt_ids, prompt_lengths, use_reference: bool = False):
-        seed = self.generator.make_seeds(1)[:, 0]
-        if self.worker:  # every worker's generator is in the same state (its shuffles must agree): a stream each
-            seed = tf.random.experimental.stateless_fold_in(seed, self.worker)
+    def _sample(self, prompt_ids, prompt_lengths, seed, use_reference: bool = False):
         s = self.settings
         with self._as_reference() if use_reference else contextlib.nullcontext(self.policy) as lm:
             return lm_lib.sample(lm, prompt_ids, s.max_new_tokens, s.temperature, seed, s.top_k, s.top_p,
@@ -156,7 +155,41 @@ class LMPPOLearner:
 
         prompt_lengths [B]: where each right-padded prompt ends (None: every row is P long). Each row holds its
         prompt, its max_new_tokens response right after it, then padding: `lm_lib.responses` cuts responses out."""
-        return self._generate(*_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)), use_reference).numpy()
+        return self._generate(*_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)),
+                              self.generator.make_seeds(1)[:, 0], use_reference).numpy()
+
+    def _replica_rollout(self, prompt_ids, prompt_lengths, seed):
+        """This replica's equal share of the prompts, sampled and scored (step 2): {sequences, log_probs, values,
+        ref_log_probs[, kept]}. Every replica's generator is in the same state (the minibatch shuffles must
+        agree): replica r > 0 samples from the seed folded with r, so replica r of one host's strategy and worker r
+        of a cluster's draw the same stream, and replica 0 draws what one device draws."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        seed = tf.where(replica > 0, tf.random.experimental.stateless_fold_in(seed, replica), seed)
+        prompt_ids, prompt_lengths = (distribute.replica_share(x, context) for x in (prompt_ids, prompt_lengths))
+        sequences = self._generate(prompt_ids, prompt_lengths, seed)
+        log_probs, values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_lengths)
+        scored = {"sequences": sequences, "log_probs": log_probs, "values": values, "ref_log_probs": ref_log_probs}
+        return scored if kept is None else {**scored, "kept": kept}
+
+    def _sampled_and_scored(self, prompt_ids, prompt_lengths, score_fn) -> dict:
+        """Under a strategy: every replica's rollout share and score_fn's scores of this worker's rows, gathered
+        from every worker: {sequences, scores, log_probs, values, ref_log_probs, kept (None: unfiltered)} of the
+        whole batch, the same on every worker."""
+        per_replica = self._rollout(*_tensors(prompt_ids, prompt_lengths))
+        local = tf.nest.map_structure(self.strategy.experimental_local_results, per_replica)
+        mine = {k: np.concatenate([part.numpy() for part in parts]) for k, parts in local.items()}
+        rows = slice(self.worker * len(mine["sequences"]), (self.worker + 1) * len(mine["sequences"]))
+        responses = lm_lib.responses(mine["sequences"], prompt_lengths[rows], self.settings.max_new_tokens).numpy()
+        mine["scores"] = np.asarray(score_fn(prompt_ids[rows], responses), np.float32)
+        kept = mine.pop("kept", None)
+        if self.workers > 1:
+            if kept is not None:  # [B, R, V] booleans: a bit each through the collective, not a float64
+                mine["kept"] = np.packbits(kept, axis=-1)
+            mine = distribute.gather(self.strategy, mine, {k: 0 for k in mine})
+            if kept is not None:
+                kept = np.unpackbits(mine.pop("kept"), axis=-1, count=kept.shape[-1]).astype(bool)
+        return {**mine, "kept": kept}
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
@@ -168,18 +201,16 @@ class LMPPOLearner:
         (before the missing-EOS penalty and the KL term). Raises guards.NonFiniteError, before changing the KL
         coefficient or the iteration count, if a loss, gradient or weight is not finite."""
         s = self.settings
-        prompt_ids, prompt_lengths = np.asarray(prompt_ids), _lengths(prompt_ids, prompt_lengths)
-        # This worker's share of the prompts, sampled and scored here; then the whole batch, on every worker.
-        share = len(prompt_ids) // self.workers
-        mine = slice(self.worker * share, (self.worker + 1) * share)
-        sequences = self.generate(prompt_ids[mine], prompt_lengths=prompt_lengths[mine])
-        responses = lm_lib.responses(sequences, prompt_lengths[mine], s.max_new_tokens).numpy()
-        raw_scores = np.asarray(score_fn(prompt_ids[mine], responses), np.float32)
-        if self.workers > 1:
-            batch = distribute.gather(self.strategy, {"sequences": sequences, "scores": raw_scores},
-                                      {"sequences": 0, "scores": 0})
+        prompt_ids, prompt_lengths = np.asarray(prompt_ids), np.asarray(_lengths(prompt_ids, prompt_lengths))
+        if self.strategy is None:
+            sequences, scored = self.generate(prompt_ids, prompt_lengths=prompt_lengths), None
+            raw_scores = np.asarray(score_fn(prompt_ids, lm_lib.responses(sequences, prompt_lengths,
+                                                                          s.max_new_tokens).numpy()), np.float32)
+        else:  # each replica's share sampled and scored, the reward function on each worker's: the whole batch
+            batch = self._sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
             sequences, raw_scores = batch["sequences"], batch["scores"]
-            responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
+            scored = tuple(batch[k] for k in ("log_probs", "values", "ref_log_probs", "kept"))
+        responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         scores = raw_scores
         # A response's own EOS, inside its mask: not a later EOS, nor the zeros `sample` leaves after a row stopped
@@ -187,7 +218,7 @@ class LMPPOLearner:
         ended = ((responses == self.eos_id) & (mask > 0)).any(axis=1) if self.eos_id is not None else None
         if s.missing_eos_penalty is not None and ended is not None:
             scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)
-        stats = self.update(sequences, mask, scores, prompt_lengths)
+        stats = self.update(sequences, mask, scores, prompt_lengths, scored)
         if s.adaptive_kl_target is not None:
             self.kl_coef.assign(token_ppo.adaptive_kl_coef(
                 float(self.kl_coef), stats["objective/kl"], s.adaptive_kl_target, s.adaptive_kl_horizon,
@@ -197,11 +228,13 @@ class LMPPOLearner:
         self.iteration.assign_add(1)
         return stats, sequences, raw_scores
 
-    def update(self, sequences, mask, scores, prompt_lengths) -> dict:
-        """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: the stats."""
+    def update(self, sequences, mask, scores, prompt_lengths, scored=None) -> dict:
+        """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: the stats.
+        scored: step 2's (log-probs, values, reference log-probs, kept sets) of these sequences, when the replicas
+        have scored them already."""
         sequences, prompt_lengths = _tensors(sequences, prompt_lengths)
         mask, scores = tf.convert_to_tensor(mask, tf.float32), tf.convert_to_tensor(scores, tf.float32)
-        prepared, stats = self._prepare(sequences, mask, scores, prompt_lengths)
+        prepared, stats = self._prepare(sequences, mask, scores, prompt_lengths, scored)
         stats.update(self._optimize(sequences, mask, *prepared, prompt_lengths))
         finite = bool(stats.pop("finite"))
         guards.check(finite, "ppo", "loss, gradient or weight", f"in iteration {int(self.iteration) + 1}")
@@ -316,11 +349,13 @@ class LMPPOLearner:
         deviation = tf.reduce_max(context.all_gather(deviation[None], 0))
         return stats, deviation, self._apply(grads, stats)
 
-    def _prepare_fn(self, sequences, mask, scores, prompt_lengths):
+    def _prepare_fn(self, sequences, mask, scores, prompt_lengths, scored=None):
         """((old log-probs, old values, advantages, returns, kept sets), KL and reward stats), before any update."""
         s = self.settings
         # 2. Old log-probs, values and reference log-probs, before any update.
-        old_log_probs, old_values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_lengths)
+        if scored is None:
+            scored = self._compiled["score"](sequences, prompt_lengths)
+        old_log_probs, old_values, ref_log_probs, kept = scored
         # 3. Rewards: the score at the last real token, the KL penalty on every token.
         kl = token_ppo.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
         rewards, non_score = token_ppo.token_rewards(scores, kl, self.kl_coef, mask)
@@ -369,11 +404,11 @@ class LMPPOLearner:
 
 
 def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
-    """ConfigError unless each worker can sample an equal share of the prompts and each replica take an equal
-    share of every minibatch, cut into gradient_accumulation_steps micro-batches."""
-    if s.batch_size % workers:
-        raise ConfigError(f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {workers} workers; "
-                          f"allowed: a multiple of the worker count")
+    """ConfigError unless each replica can sample an equal share of the prompts and take an equal share of every
+    minibatch, cut into gradient_accumulation_steps micro-batches."""
+    if s.batch_size % replicas:
+        raise ConfigError(f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {replicas} replicas"
+                          f"{f' on {workers} workers' if workers > 1 else ''}; allowed: a multiple of {replicas}")
     minibatch = s.batch_size // s.num_minibatches
     if minibatch % (replicas * s.gradient_accumulation_steps):
         raise ConfigError(f"ppo.num_minibatches: minibatches of {minibatch} sequences do not split evenly over "

@@ -90,12 +90,13 @@ def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():
 
 
 # LM PPO: two minibatches, each cut into micro-batches per replica; whitened rewards, the adaptive KL coefficient,
-# a clip that binds; LoRA adapters on the policy and on a separate value model (made under the strategy's scope),
-# XLA-compiled gradients. Then a reward model's epoch on pairs only the chief holds (tests.distributed_lm_update).
+# a clip that binds; top-k sampling (its kept sets ride along with the rollout); LoRA adapters on the policy and
+# on a separate value model (made under the strategy's scope), XLA-compiled gradients. Then a reward model's epoch
+# on pairs only the chief holds (tests.distributed_lm_update).
 LM_SETTINGS = {"task": "lm", "data": {"sequence_length": 16, "prompt_tokens": 4},
                "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
                          "max_sequence_length": 16, "lora_rank": 2},
-               "ppo": {"batch_size": 8, "max_new_tokens": 6, "num_epochs": 2, "num_minibatches": 2,
+               "ppo": {"batch_size": 8, "max_new_tokens": 6, "num_epochs": 2, "num_minibatches": 2, "top_k": 8,
                        "gradient_accumulation_steps": 2, "learning_rate": 3e-3, "max_grad_norm": 0.05,
                        "whiten_rewards": True, "adaptive_kl_target": 0.01, "value_model": "separate",
                        "jit_generation": False, "jit_update": True}}
@@ -124,13 +125,8 @@ def lm_one_device(tmp_path_factory):
     return path, {**train_lm(cfg, samples, updates=2), **train_reward(cfg)}, initial
 
 
-@pytest.mark.parametrize("workers, settings, replica_devices", [
-    (1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),
-    (2, {"strategy": "multi_worker"}, ["CPU:0"]),
-], ids=["mirrored-2-replicas", "multi-worker-2-workers"])
-def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, lm_one_device, workers, settings, replica_devices):
-    samples_path, one_device, initial = lm_one_device
-    one_device = dict(one_device)
+def lm_updated_elsewhere(tmp_path, samples_path, settings: dict, workers: int) -> list[dict]:
+    """tests.distributed_lm_update's results, from `workers` processes (a cluster on loopback when more than one)."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**LM_SETTINGS, "distribute": settings}))
     ports = free_ports(workers)
     procs = [subprocess.Popen(
@@ -139,11 +135,14 @@ def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, lm_one_device, wo
         env={**os.environ, **({"TF_CONFIG": tf_config(ports, i)} if workers > 1 else {})}) for i in range(workers)]
     for p in procs:
         assert p.wait(timeout=300) == 0
-    results = [dict(np.load(tmp_path / f"out{i}.npz")) for i in range(workers)]
+    return [dict(np.load(tmp_path / f"out{i}.npz")) for i in range(workers)]
+
+
+def test_lm_replicas_take_the_steps_one_device_takes_and_each_samples_its_share(tmp_path, lm_one_device):
+    """On 2 replicas of one host and on 2 workers on loopback (each run in processes of its own)."""
+    samples_path, one_device, initial = lm_one_device
+    one_device = dict(one_device)
     assert int(one_device.pop("replicas")) == 1 and list(one_device.pop("devices")) == ["CPU:0"]
-    for replicated in results:
-        assert int(replicated.pop("replicas")) == 2
-        assert list(replicated.pop("devices")) == replica_devices
     assert len(initial) == len([k for k in one_device if k.startswith("var_")])
     assert max(np.abs(one_device[f"var_{i}"] - v).max() for i, v in enumerate(initial)) > 1e-3  # the updates
     # changed the weights: equal results are not both untouched
@@ -151,12 +150,27 @@ def test_lm_replicas_take_the_steps_one_device_takes(tmp_path, lm_one_device, wo
     # they scale with the gradient, so a sum taken twice would show there even where Adam's step hides it
     # The reward model: both steps moved it (the pairs each worker trained on are the chief's, broadcast).
     assert one_device["rm_moved"] > 1e-3 and len(one_device["rm_loss"]) == 2
-    replicated = results[0]
-    for key, value in one_device.items():
-        np.testing.assert_allclose(replicated[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
-    for other in results[1:]:  # every worker holds the same batch and weights after a step of its own
-        for key in ("step_sequences", "kl_coef", "rm_pairs",
-                    *(k for k in replicated if k.startswith(("step_var_", "rm_var_")))):
-            np.testing.assert_array_equal(other[key], replicated[key], err_msg=key)
-    if workers > 1:  # the step sampled every prompt: each worker its half, then gathered
+    steps = []
+    for workers, settings, replica_devices in ((1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),
+                                               (2, {"strategy": "multi_worker"}, ["CPU:0"])):
+        (tmp_path / str(workers)).mkdir()
+        results = lm_updated_elsewhere(tmp_path / str(workers), samples_path, settings, workers)
+        for replicated in results:
+            assert int(replicated.pop("replicas")) == 2
+            assert list(replicated.pop("devices")) == replica_devices
+        replicated = results[0]
+        for key, value in one_device.items():
+            np.testing.assert_allclose(replicated[key], value, rtol=1e-5, atol=1e-5, err_msg=f"{settings}: {key}")
+        for other in results[1:]:  # every worker holds the same batch and weights after a step of its own
+            for key in ("step_sequences", "step_scores", "kl_coef", "rm_pairs",
+                        *(k for k in replicated if k.startswith(("step_var_", "rm_var_")))):
+                np.testing.assert_array_equal(other[key], replicated[key], err_msg=key)
         assert len(replicated["step_sequences"]) == 8
+        steps.append(replicated)
+    # The step, on the new weights: replica r sampled and scored rows 4r..4r+3 on a stream of its own, the same on
+    # one host's 2 replicas as on 2 workers (one replica sampling the whole batch would differ in the second half).
+    mirrored, workers_ = steps
+    np.testing.assert_array_equal(mirrored["step_sequences"], workers_["step_sequences"])
+    np.testing.assert_array_equal(mirrored["step_scores"], workers_["step_scores"])
+    for key in (k for k in mirrored if k.startswith("step_var_")):
+        np.testing.assert_allclose(mirrored[key], workers_[key], rtol=1e-5, atol=1e-5, err_msg=key)
