@@ -335,11 +335,13 @@ class LMPPOLearner:
                                                             old_values, returns, mask, kept, count)
         return stats, deviation, self._apply(grads, stats)
 
-    def _replica_train_step(self, minibatch):
+    def _replica_train_step(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask,
+                            kept):
         """`_train_step` on this replica's equal share of the minibatch's rows: gradients and stats summed across
         replicas (one collective), then clipped and applied as on one device; the same results on every replica."""
         context = tf.distribute.get_replica_context()
-        count = tf.maximum(tf.reduce_sum(minibatch[6]), 1.0)  # the whole minibatch's tokens (its mask)
+        count = tf.maximum(tf.reduce_sum(mask), 1.0)  # the whole minibatch's tokens
+        minibatch = (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
         share = [None if x is None else distribute.replica_share(x, context) for x in minibatch]
         grads, stats, deviation = self._compiled["gradients"](*share, count)
         reached = [g for g in grads if g is not None]
@@ -388,7 +390,7 @@ class LMPPOLearner:
                 stats, deviation, step_finite = self._compiled["train_step"](*minibatch)
             else:  # every replica returns the same values
                 stats, deviation, step_finite = (self.strategy.experimental_local_results(x)[0] for x in
-                                                 self.strategy.run(lambda: self._replica_train_step(minibatch)))
+                                                 self.strategy.run(lambda: self._replica_train_step(*minibatch)))
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
             return step + 1, order, totals + stats, first_ratio_deviation, step_finite
 
