@@ -101,7 +101,7 @@ def test_sigterm_stops_every_worker_after_one_checkpoint_a_killed_worker_stops_t
 def test_lm_on_two_workers_stops_together_on_sigterm_resumes_and_exports_a_servable_policy(tmp_path):
     """The LM demo against a learned reward model, shortened, on 2 workers: data-parallel SFT, reward model (on
     the pairs the chief ranked) and PPO, each worker sampling half the prompts; a preempted pod stops both after
-    one checkpoint, and the same launch resumes and exports."""
+    one checkpoint, the same launch resumes and exports, and one process takes the run on."""
     config = lm_config(tmp_path, reward={"kind": "learned", "pairs": 64, "epochs": 1, "jit_compile": False},
                        iterations=8, checkpoint_every=2)
     run = tmp_path / "run"
@@ -129,3 +129,11 @@ def test_lm_on_two_workers_stops_together_on_sigterm_resumes_and_exports_a_serva
     report, (answer,) = serve(run / "export" / "lm_policy" / "1",
                               [{"inputs": {"prompts": ["the cat", "a dog"], "temperature": 0.0}}], tmp_path)
     assert len(answer["completions"]) == 2
+    # One process (no strategy) takes the run on from the workers' checkpoints: SFT, reward model and PPO.
+    result = run_driver("run", config, "--run-dir", run, "--set", "distribute.strategy=none",
+                        "--set", "ppo.iterations=10", *(arg for value in sets for arg in ("--set", value)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sft: restored" in result.stderr and "reward: restored" in result.stderr
+    assert "(iteration 8)" in result.stderr and "replicas" not in result.stderr
+    assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 10
+    assert (run / "export" / "lm_policy" / "2" / "saved_model.pb").is_file()
