@@ -95,10 +95,11 @@ def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) 
 
 
 def broadcast(strategy_: tf.distribute.Strategy | None, arrays: dict) -> dict:
-    """The chief's arrays on every worker (what the others pass only says which names they expect): what one
-    worker made once, e.g. preference pairs ranked with the reward function, shared rather than made again.
-    Two collectives: the shapes, then the values packed as float64 (exact for float32 and integers below 2^53),
-    each a sum to which only the chief's first replica adds anything but zeros."""
+    """The chief's arrays on every worker: what one worker made once, e.g. preference pairs ranked with the
+    reward function, shared rather than made again. The others pass arrays of the same names and ranks (empty
+    ones will do); what they get back has their dtypes. Two collectives: the shapes, then the values packed as
+    float64 (exact for float32 and integers below 2^53), each a sum to which only the chief's first replica adds
+    anything but zeros."""
     if worker(strategy_)[1] == 1:
         return arrays
     names = sorted(arrays)
@@ -107,9 +108,10 @@ def broadcast(strategy_: tf.distribute.Strategy | None, arrays: dict) -> dict:
     shapes = [np.shape(arrays[k]) if chief else (0,) * r for k, r in zip(names, rank)]
     shapes = _from_chief(strategy_, np.concatenate([np.asarray(s, np.float64) for s in shapes]))
     shapes = np.split(shapes.astype(np.int64), np.cumsum(rank)[:-1])
+    sizes = [int(np.prod(s)) for s in shapes]
     packed = (np.concatenate([np.asarray(arrays[k], np.float64).ravel() for k in names]) if chief
-              else np.zeros(sum(int(np.prod(s)) for s in shapes), np.float64))
-    values = np.split(_from_chief(strategy_, packed), np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
+              else np.zeros(sum(sizes), np.float64))
+    values = np.split(_from_chief(strategy_, packed) if sum(sizes) else packed, np.cumsum(sizes)[:-1])
     return {k: v.reshape(s).astype(np.asarray(arrays[k]).dtype) for k, v, s in zip(names, values, shapes)}
 
 
@@ -147,12 +149,15 @@ def replica_share(tensor, context):
 
 def all_reduce_sum(context, tensors: list) -> list:
     """Each tensor summed across replicas, as one flat collective (not one per tensor: across workers each costs
-    milliseconds); the tensors themselves with one replica."""
-    if context.num_replicas_in_sync == 1:
+    milliseconds); the tensors themselves with one replica. None stays None (the gradient of a variable the loss
+    does not reach, e.g. an untied LM head under a reward or value head)."""
+    present = [t for t in tensors if t is not None]
+    if context.num_replicas_in_sync == 1 or not present:
         return tensors
-    flat = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(t, [-1]) for t in tensors], 0))
-    parts = tf.split(flat, tf.stack([tf.size(t) for t in tensors]), num=len(tensors))
-    return [tf.ensure_shape(tf.reshape(part, tf.shape(t)), t.shape) for part, t in zip(parts, tensors)]
+    flat = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(t, [-1]) for t in present], 0))
+    parts = tf.split(flat, tf.stack([tf.size(t) for t in present]), num=len(present))
+    summed = iter(tf.ensure_shape(tf.reshape(part, tf.shape(t)), t.shape) for part, t in zip(parts, present))
+    return [None if t is None else next(summed) for t in tensors]
 
 
 _COMPILED: dict = {}

@@ -17,3 +17,8 @@ def nan_from_third_batch(prompts, completions):
     _calls["nan_from_third_batch"] += 1
     bad = _calls["nan_from_third_batch"] >= 3
     return [float("nan") if bad else float("moon" in text) for text in completions]
+
+
+def the_same_for_all(prompts, completions):
+    """A scorer that tells no two completions apart: no preference pair can be ranked with it."""
+    return [0.5] * len(completions)

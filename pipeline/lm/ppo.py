@@ -8,7 +8,7 @@ One iteration, in TRL's order:
   7. epochs x minibatches of clipped policy and value losses, gradients clipped on their global norm;
   8. adapt the KL coefficient toward its target.
 Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
-sampling is XLA-compiled by default.
+sampling is XLA-compiled by default. Under a strategy, sampling and step 2 run on the replicas first.
 
 Under a tf.distribute strategy (pipeline/distribute.py) each replica samples its equal share of the prompts
 (a random stream of its own) and scores it (step 2), and each worker calls the reward function on its replicas'
@@ -159,37 +159,38 @@ class LMPPOLearner:
                               self.generator.make_seeds(1)[:, 0], use_reference).numpy()
 
     def _replica_rollout(self, prompt_ids, prompt_lengths, seed):
-        """This replica's equal share of the prompts, sampled and scored (step 2): {sequences, log_probs, values,
-        ref_log_probs[, kept]}. Every replica's generator is in the same state (the minibatch shuffles must
-        agree): replica r > 0 samples from the seed folded with r, so replica r of one host's strategy and worker r
-        of a cluster's draw the same stream, and replica 0 draws what one device draws."""
+        """This replica's equal share of the prompts, sampled and scored (step 2): {sequences[, log_probs, values,
+        ref_log_probs[, kept]]}. seed: one draw of the generator, the same on every worker (their generators
+        agree: so must their minibatch shuffles); replica r > 0 samples from it folded with r, its global replica
+        id. So replica 0 draws what one device draws, and 2 replicas draw alike on one host or as 2 workers."""
         context = tf.distribute.get_replica_context()
         replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
         seed = tf.where(replica > 0, tf.random.experimental.stateless_fold_in(seed, replica), seed)
         prompt_ids, prompt_lengths = (distribute.replica_share(x, context) for x in (prompt_ids, prompt_lengths))
         sequences = self._generate(prompt_ids, prompt_lengths, seed)
+        if self._filtered and self.workers > 1:  # scored on the gathered batch: see _sampled_and_scored
+            return {"sequences": sequences}
         log_probs, values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_lengths)
         scored = {"sequences": sequences, "log_probs": log_probs, "values": values, "ref_log_probs": ref_log_probs}
         return scored if kept is None else {**scored, "kept": kept}
 
-    def _sampled_and_scored(self, prompt_ids, prompt_lengths, score_fn) -> dict:
+    def _sampled_and_scored(self, prompt_ids, prompt_lengths, score_fn) -> tuple:
         """Under a strategy: every replica's rollout share and score_fn's scores of this worker's rows, gathered
-        from every worker: {sequences, scores, log_probs, values, ref_log_probs, kept (None: unfiltered)} of the
-        whole batch, the same on every worker."""
+        from every worker: the whole batch's (sequences, scores, step 2's (log-probs, values, reference log-probs,
+        kept sets) or None), the same on every worker.
+
+        Filtered sampling on several workers: the kept sets, [B, R, vocabulary] booleans, would cross between
+        workers as a float64 each (GPT-2: ~150 MB a batch); every worker scores the gathered batch instead."""
         per_replica = self._rollout(*_tensors(prompt_ids, prompt_lengths))
         local = tf.nest.map_structure(self.strategy.experimental_local_results, per_replica)
         mine = {k: np.concatenate([part.numpy() for part in parts]) for k, parts in local.items()}
         rows = slice(self.worker * len(mine["sequences"]), (self.worker + 1) * len(mine["sequences"]))
         responses = lm_lib.responses(mine["sequences"], prompt_lengths[rows], self.settings.max_new_tokens).numpy()
         mine["scores"] = np.asarray(score_fn(prompt_ids[rows], responses), np.float32)
-        kept = mine.pop("kept", None)
-        if self.workers > 1:
-            if kept is not None:  # [B, R, V] booleans: a bit each through the collective, not a float64
-                mine["kept"] = np.packbits(kept, axis=-1)
-            mine = distribute.gather(self.strategy, mine, {k: 0 for k in mine})
-            if kept is not None:
-                kept = np.unpackbits(mine.pop("kept"), axis=-1, count=kept.shape[-1]).astype(bool)
-        return {**mine, "kept": kept}
+        batch = distribute.gather(self.strategy, mine, {k: 0 for k in mine})
+        scored = (tuple(batch.get(k) for k in ("log_probs", "values", "ref_log_probs", "kept")) if "log_probs" in batch
+                  else None)
+        return batch["sequences"], batch["scores"], scored
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
@@ -207,9 +208,7 @@ class LMPPOLearner:
             raw_scores = np.asarray(score_fn(prompt_ids, lm_lib.responses(sequences, prompt_lengths,
                                                                           s.max_new_tokens).numpy()), np.float32)
         else:  # each replica's share sampled and scored, the reward function on each worker's: the whole batch
-            batch = self._sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
-            sequences, raw_scores = batch["sequences"], batch["scores"]
-            scored = tuple(batch[k] for k in ("log_probs", "values", "ref_log_probs", "kept"))
+            sequences, raw_scores, scored = self._sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
         responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         scores = raw_scores
@@ -344,10 +343,7 @@ class LMPPOLearner:
         minibatch = (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
         share = [None if x is None else distribute.replica_share(x, context) for x in minibatch]
         grads, stats, deviation = self._compiled["gradients"](*share, count)
-        reached = [g for g in grads if g is not None]
-        *reached, stats = distribute.all_reduce_sum(context, reached + [stats])
-        summed = iter(reached)
-        grads = [None if g is None else next(summed) for g in grads]
+        *grads, stats = distribute.all_reduce_sum(context, grads + [stats])
         deviation = tf.reduce_max(context.all_gather(deviation[None], 0))
         return stats, deviation, self._apply(grads, stats)
 

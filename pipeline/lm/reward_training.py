@@ -31,9 +31,9 @@ def pair_accuracy(chosen_rewards, rejected_rewards) -> float:
 
 def preference_dataset(pairs: PreferencePairs, batch_size: int, seed: int, replicas: int = 1):
     """tf.data of shuffled (chosen ids, chosen mask, rejected ids, rejected mask) batches; the last partial
-    batch is dropped so the compiled step sees one shape. Fewer pairs than batch_size: one batch of them all, cut
-    to a multiple of the replica count."""
-    size = min(batch_size, len(pairs) - len(pairs) % replicas)
+    batch is dropped so the compiled step sees one shape. Batches are cut to a multiple of the replica count
+    (fewer pairs than batch_size: one batch of them all)."""
+    size = min(batch_size, len(pairs)) // replicas * replicas
     if size < 1:
         raise ValueError(f"{len(pairs)} training pairs do not split over {replicas} replicas")
     return (tf.data.Dataset.from_tensor_slices(pairs.arrays()).shuffle(len(pairs), seed=seed)
@@ -84,7 +84,10 @@ class RewardTrainer:
     def _share_gradients(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask, count):
         with tf.GradientTape() as tape:
             loss = bradley_terry_loss(*self._pair_rewards(chosen_ids, chosen_mask, rejected_ids, rejected_mask), count)
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.model.trainable_variables)], loss
+        # None: a variable the reward does not reach (the copied backbone's LM head, where it is not tied to the
+        # embeddings as in Llama), left out of the step.
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        return [None if g is None else tf.convert_to_tensor(g) for g in grads], loss
 
     def _step(self, *batch):
         count = tf.cast(tf.shape(batch[0])[0], tf.float32)  # the whole batch's pairs
@@ -101,7 +104,7 @@ class RewardTrainer:
 
     def _apply(self, grads, loss):
         grads, norm = tf.clip_by_global_norm(grads, self._max_grad_norm)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.model.trainable_variables) if g is not None])
         return loss, tf.math.is_finite(loss) & tf.math.is_finite(norm)
 
     def train_epoch(self, pairs: PreferencePairs, batch_size: int, seed: int) -> list[float]:

@@ -73,20 +73,40 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, strateg
         return Rewards(proxy=proxy, gold=gold, learned=True), {}
     trainer = RewardTrainer(model, cfg.reward.learning_rate, jit_compile=cfg.reward.jit_compile, strategy=strategy)
     with summaries.stage_writer(run_dir, "reward"):
-        if distribute.worker(strategy)[0] == 0:
-            pairs, metrics = _pairs(cfg, run_dir, data, sft_lm, gold)
-        else:  # the chief's pairs, below: what it expects to receive
-            pairs, metrics = prefs_lib.PreferencePairs(*(np.zeros([0, 0], np.int32) for _ in range(4))), {}
-        shared = distribute.broadcast(strategy, dataclasses.asdict(pairs))
-        pairs = prefs_lib.PreferencePairs(**{k: v.astype(np.int32) for k, v in shared.items()})
+        pairs, metrics = _chiefs_pairs(cfg, run_dir, data, sft_lm, gold, strategy)
         metrics.update(_train(cfg, trainer, pairs, strategy))
     manager.save()
     return Rewards(proxy=model_scorer(trainer.rewards, data.eos_id), gold=gold, learned=True), metrics
 
 
+def _chiefs_pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer, strategy):
+    """The preference pairs (and what to report), built or read by the chief alone and broadcast to the other
+    workers. An error on the chief stops every worker, not only the chief (the others would wait for its pairs)."""
+    if distribute.worker(strategy)[1] == 1:
+        return _pairs(cfg, run_dir, data, sft_lm, gold)
+    empty = prefs_lib.PreferencePairs(*(np.zeros([0, 0], np.int32) for _ in range(4)))
+    pairs, metrics, error = empty, {}, None
+    if distribute.worker(strategy)[0] == 0:
+        try:
+            pairs, metrics = _pairs(cfg, run_dir, data, sft_lm, gold)
+        except Exception as e:  # noqa: BLE001 (raised again below, once every worker knows)
+            error = e
+    if distribute.any_worker(strategy, error is not None):
+        if error is not None:
+            raise error
+        raise ConfigError("reward: the chief (worker 0) could not build or read the preference pairs; its log says "
+                          "why")
+    shared = distribute.broadcast(strategy, dataclasses.asdict(pairs))
+    return prefs_lib.PreferencePairs(**{k: v.astype(np.int32) for k, v in shared.items()}), metrics
+
+
 def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePairs, strategy) -> dict:
     """Epochs over the training split, held-out loss and pair accuracy after each, then the normalisation."""
     train, held_out = pairs.split(cfg.reward.validation_fraction, seed=cfg.data.seed)
+    if len(train) < trainer.replicas:
+        raise ConfigError(f"reward.pairs: {len(train)} training pairs (after reward.validation_fraction "
+                          f"{cfg.reward.validation_fraction}) cannot give each of {trainer.replicas} replicas one; "
+                          f"allowed: more pairs")
     metrics = {"reward.train_pairs": len(train), "reward.held_out_pairs": len(held_out),
                "reward.pair_accuracy_init": trainer.evaluate(held_out)[1]}
     step = 0

@@ -137,3 +137,15 @@ def test_lm_on_two_workers_stops_together_on_sigterm_resumes_and_exports_a_serva
     assert "(iteration 8)" in result.stderr and "replicas" not in result.stderr
     assert json.loads((run / "metrics.json").read_text())["ppo.iterations"] == 10
     assert (run / "export" / "lm_policy" / "2" / "saved_model.pb").is_file()
+
+
+def test_preference_pairs_the_chief_cannot_build_stop_every_worker_with_the_config_error(tmp_path):
+    """Only the chief ranks SFT samples into pairs; a reward function that ties every pair stops both workers
+    with the chief's config error (the other does not wait for pairs that never come)."""
+    config = lm_config(tmp_path, reward={"kind": "learned", "pairs": 16, "function": "tests.lm_rewards:the_same_for_all"})
+    result = run_driver("launch", "--workers", "2", config, "--run-dir", tmp_path / "run", "--set", "sft.epochs=1",
+                        timeout=300)
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "[worker 0]" in result.stdout and "fewer than 2 untied pairs" in result.stdout, result.stdout[-3000:]
+    assert "the chief (worker 0) could not build or read the preference pairs" in result.stdout
+    assert not (tmp_path / "run" / "checkpoints" / "reward").exists()

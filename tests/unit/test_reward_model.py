@@ -74,6 +74,25 @@ def test_pair_accuracy_well_above_chance_on_a_separable_set():
     assert trainer.evaluate(held_out)[1] == accuracy
 
 
+def test_a_reward_model_on_a_llama_backbone_leaves_its_untied_lm_head_alone_and_trains():
+    """Llama's LM head is not tied to its embeddings: the reward (read from the hidden states) never reaches it."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.Llama3Backbone(vocabulary_size=SIZE.vocabulary_size, num_layers=1, num_query_heads=2,
+                                               num_key_value_heads=1, hidden_dim=16, intermediate_dim=32)
+    model = rm_lib.from_sft(keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None))
+    head = model.backbone.token_embedding.reverse_embeddings
+    assert any(v is head for v in model.trainable_variables)
+    before = [v.numpy() for v in model.trainable_variables]
+    losses = RewardTrainer(model, learning_rate=3e-3, jit_compile=False).train_epoch(synthetic_pairs(16, seed=0),
+                                                                                      batch_size=8, seed=0)
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    np.testing.assert_array_equal(head.numpy(), before[[v is head for v in model.trainable_variables].index(True)])
+    assert max(np.abs(v.numpy() - b).max() for v, b in zip(model.trainable_variables, before)) > 1e-4
+
+
 def test_rank_keeps_the_higher_score_as_chosen_and_drops_ties():
     prompts, first, second = np.array([[1], [2], [3]]), np.array([[5, 5], [6, 6], [7, 7]]), np.array([[8, 8]] * 3)
     ranked = prefs_lib.rank(prompts, first, second, [0.9, 0.2, 0.4], [0.1, 0.2, 0.8])
