@@ -117,8 +117,12 @@ def broadcast(strategy_: tf.distribute.Strategy | None, arrays: dict) -> dict:
 
 def _from_chief(strategy_, vector: np.ndarray) -> np.ndarray:
     """A float64 vector's sum over the replicas where only the chief's first replica holds it."""
-    values = strategy_.experimental_distribute_values_from_function(
-        lambda context: vector if context.replica_id_in_sync_group == 0 else np.zeros_like(vector))
+    return _summed(strategy_, strategy_.experimental_distribute_values_from_function(
+        lambda context: vector if context.replica_id_in_sync_group == 0 else np.zeros_like(vector)))
+
+
+def _summed(strategy_, values) -> np.ndarray:
+    """values (a tensor every replica holds, or one per replica) summed over every replica of every worker."""
     total = _collective(strategy_, "sum", lambda x: tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, tf.identity(x)))(values)
     return strategy_.experimental_local_results(total)[0].numpy()
@@ -130,9 +134,7 @@ def any_worker(strategy_: tf.distribute.Strategy | None, flag: bool) -> bool:
     if worker(strategy_)[1] == 1:
         return flag
     local = len(strategy_.extended.worker_devices)
-    value = _collective(strategy_, "sum", lambda x: tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, tf.identity(x)))(tf.constant(float(flag) / local))
-    return float(strategy_.experimental_local_results(value)[0]) > 0
+    return float(_summed(strategy_, tf.constant(float(flag) / local))) > 0
 
 
 def barrier(strategy_: tf.distribute.Strategy | None) -> None:

@@ -6,14 +6,12 @@ as in InstructGPT and TRL's RewardTrainer.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import tensorflow as tf
 
 from models import reward_model as rm_lib
-from pipeline import distribute, guards
-from pipeline.lm.optimizer import SummedGradientsAdam
+from pipeline import guards
+from pipeline.lm.optimizer import SummedStep
 from pipeline.lm.preferences import PreferencePairs
 
 
@@ -53,59 +51,25 @@ def reward_function(model: rm_lib.RewardModel, jit_compile: bool = True, batch_s
 
 
 class RewardTrainer:
-    """Adam on the Bradley-Terry loss. Under a tf.distribute strategy (the one the model was built under) each
-    replica takes an equal share of every batch's pairs, its loss a sum over them divided by the batch's pair
-    count; gradients summed, clipped on their global norm and applied on every replica, as pipeline/lm/sft.py."""
+    """Adam on the Bradley-Terry loss: under a tf.distribute strategy (the one the model was built under) each
+    replica takes an equal share of every batch's pairs (optimizer.SummedStep)."""
 
     def __init__(self, model: rm_lib.RewardModel, learning_rate: float, max_grad_norm: float = 1.0,
                  jit_compile: bool = True, strategy: tf.distribute.Strategy | None = None):
         self.model = model
-        self.strategy = strategy
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            self.optimizer = SummedGradientsAdam(learning_rate=learning_rate)
-            self.optimizer.build(model.trainable_variables)
-        self._max_grad_norm = max_grad_norm
+        self.train_step = SummedStep(
+            model.trainable_variables, self._loss,
+            lambda chosen_ids, *_: tf.cast(tf.shape(chosen_ids)[0], tf.float32),  # the whole batch's pairs
+            learning_rate, max_grad_norm, jit_compile, strategy)
+        self.optimizer, self.replicas = self.train_step.optimizer, self.train_step.replicas
         self._steps = 0
-        # One device: the whole step one XLA cluster. Under a strategy the gradients leave it for the all-reduce.
-        self.train_step = tf.function(self._step, autograph=False, jit_compile=jit_compile and strategy is None)
-        self._gradients = tf.function(self._share_gradients, autograph=False, jit_compile=jit_compile)
         self.rewards = reward_function(model, jit_compile)
 
-    @property
-    def replicas(self) -> int:
-        return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
-
-    def _pair_rewards(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask):
-        """Chosen and rejected rewards from one forward pass over both halves."""
+    def _loss(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask, count):
+        """These pairs' share of a batch of `count` pairs' loss; chosen and rejected in one forward pass."""
         raw = rm_lib.raw_rewards(self.model, tf.concat([chosen_ids, rejected_ids], 0),
                                  tf.concat([chosen_mask, rejected_mask], 0))
-        return tf.split(raw, 2)
-
-    def _share_gradients(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask, count):
-        with tf.GradientTape() as tape:
-            loss = bradley_terry_loss(*self._pair_rewards(chosen_ids, chosen_mask, rejected_ids, rejected_mask), count)
-        # None: a variable the reward does not reach (the copied backbone's LM head, where it is not tied to the
-        # embeddings as in Llama), left out of the step.
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        return [None if g is None else tf.convert_to_tensor(g) for g in grads], loss
-
-    def _step(self, *batch):
-        count = tf.cast(tf.shape(batch[0])[0], tf.float32)  # the whole batch's pairs
-        if self.strategy is None:
-            return self._apply(*self._share_gradients(*batch, count))
-        per_replica = self.strategy.run(lambda: self._replica_step(batch, count))
-        return tuple(self.strategy.experimental_local_results(x)[0] for x in per_replica)
-
-    def _replica_step(self, batch, count):
-        context = tf.distribute.get_replica_context()
-        grads, loss = self._gradients(*(distribute.replica_share(x, context) for x in batch), count)
-        *grads, loss = distribute.all_reduce_sum(context, grads + [loss])
-        return self._apply(grads, loss)
-
-    def _apply(self, grads, loss):
-        grads, norm = tf.clip_by_global_norm(grads, self._max_grad_norm)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.model.trainable_variables) if g is not None])
-        return loss, tf.math.is_finite(loss) & tf.math.is_finite(norm)
+        return bradley_terry_loss(*tf.split(raw, 2), count)
 
     def train_epoch(self, pairs: PreferencePairs, batch_size: int, seed: int) -> list[float]:
         """One pass over shuffled batches; returns each step's loss. Raises guards.NonFiniteError on a non-finite
