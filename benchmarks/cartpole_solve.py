@@ -19,11 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline  # noqa: E402,F401
-from pipeline import config, devices, envs  # noqa: E402
-from pipeline.ppo import PPOLearner  # noqa: E402
-from pipeline.rundir import RunDir  # noqa: E402
-from pipeline.stages import train  # noqa: E402
-from pipeline.tb_reader import read_scalars  # noqa: E402
+from pipeline.core import config, devices  # noqa: E402
+from pipeline.gym import envs  # noqa: E402
+from pipeline.gym.ppo import PPOLearner  # noqa: E402
+from pipeline.core.rundir import RunDir  # noqa: E402
+from pipeline.gym.stages import train  # noqa: E402
+from pipeline.core.tb_reader import read_scalars  # noqa: E402
 
 
 def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:

@@ -34,7 +34,7 @@ def timed(task: str, args: list[str], threads: int, run_dir: Path) -> float:
     subprocess.run([sys.executable, "-m", "pipeline", *args, "--run-dir", str(run_dir)], cwd=REPO, env=env,
                    check=True, capture_output=True)
     if task == "lm":
-        from pipeline.tb_reader import read_scalars
+        from pipeline.core.tb_reader import read_scalars
         per_iteration = read_scalars(run_dir / "tb" / "ppo", "time/tokens_per_s")
         return statistics.median(v for step, v in per_iteration.items() if step > 1)
     metrics = json.loads((run_dir / "metrics.json").read_text())

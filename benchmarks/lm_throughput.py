@@ -33,8 +33,8 @@ import tensorflow as tf  # noqa: E402
 from models import checkpoints  # noqa: E402
 from models import lm as lm_lib  # noqa: E402
 from models import lora  # noqa: E402
-from pipeline import devices  # noqa: E402
-from pipeline.config import LMPPOConfig  # noqa: E402
+from pipeline.core import devices  # noqa: E402
+from pipeline.lm.config import LMPPOConfig  # noqa: E402
 from pipeline.lm.ppo import LMPPOLearner  # noqa: E402
 
 SIZES = {

@@ -20,8 +20,8 @@ def main() -> None:
 
     from models import lm as lm_lib
     from pipeline.lm.rewards import load_reward_function
-    from pipeline.rundir import RunDir
-    from pipeline.stages import lm_data, lm_ppo, sft
+    from pipeline.core.rundir import RunDir
+    from pipeline.lm.stages import data as lm_data, ppo as lm_ppo, sft
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", nargs="?", default="runs/lm")

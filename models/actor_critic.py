@@ -1,4 +1,4 @@
-"""Policy and value networks for TF-Agents PPO, built from the model config and the environment's spaces.
+"""Policy and value networks for TF-Agents PPO, built from layer widths and TF-Agents' observation and action specs.
 
 They are TF-Agents networks (tf_keras layers underneath), so TF-Agents' PPO losses and policies use them
 as they are, and they save and restore through tf.train.Checkpoint.
@@ -14,28 +14,15 @@ import tensorflow as tf
 from tf_agents.networks import actor_distribution_network, normal_projection_network, value_network
 from tf_agents.specs import tensor_spec
 
-from pipeline.config import ModelConfig
-from pipeline.envs import Spaces
+from pipeline.gym.config import ModelConfig
+from pipeline.gym.envs import Spaces
 
 _ACTIVATIONS = {"tanh": tf.nn.tanh, "relu": tf.nn.relu, "elu": tf.nn.elu, "gelu": tf.nn.gelu}
 
 
-def specs(spaces: Spaces):
-    """(observation_spec, action_spec) as TF-Agents tensor specs."""
-    obs_spec = tensor_spec.BoundedTensorSpec(
-        spaces.observation_shape, tf.float32,
-        minimum=np.maximum(spaces.observation_low, np.finfo(np.float32).min),
-        maximum=np.minimum(spaces.observation_high, np.finfo(np.float32).max), name="observation")
-    if spaces.discrete:
-        action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, spaces.num_actions - 1, name="action")
-    else:
-        action_spec = tensor_spec.BoundedTensorSpec(spaces.action_shape, tf.float32, spaces.action_low,
-                                                    spaces.action_high, name="action")
-    return obs_spec, action_spec
-
-
-def build_actor_and_value(cfg: ModelConfig, obs_spec, action_spec, seed: int):
-    """Orthogonal hidden initialisation (sqrt 2 gain), as in the PPO reference implementations."""
+def build_actor_and_value(cfg, obs_spec, action_spec, seed: int):
+    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std). Orthogonal hidden
+    initialisation (sqrt 2 gain), as in the PPO reference implementations."""
     activation = _ACTIVATIONS[cfg.activation]
     init = tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed)
     # Softplus is TF-Agents' std transform: pick the bias that gives exp(init_log_std) at start.

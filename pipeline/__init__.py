@@ -13,11 +13,19 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
                       "loads, or TF-Agents checkpoints silently miss layers (see BUILD.md)")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ log level as the user set it (None: not set), before the line below sets it for a notebook:
+# the command line chooses its own (pipeline/core/tf_logs.py).
+USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A pooling (BFC) allocator for host memory: TensorFlow's default CPU allocator hands large buffers back to the
 # OS and page-faults them in again every step (LM PPO update ~20% faster here, a third of the system time gone;
 # results unchanged).
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
-# The Python API (pipeline/api.py): imported after the settings above; it loads TensorFlow only when it runs.
+# The Python API (pipeline/api.py) and the errors it raises: imported after the settings above; TensorFlow loads
+# only when a job runs.
 from pipeline.api import evaluate, export, load_config, load_policy, run  # noqa: E402,F401
+from pipeline.core.guards import RunError  # noqa: E402,F401
+from pipeline.core.preemption import Preempted  # noqa: E402,F401
+from pipeline.core.rundir import RunLocked  # noqa: E402,F401
+from pipeline.core.schema import ConfigError  # noqa: E402,F401

@@ -1,6 +1,7 @@
 """Driver: `python -m pipeline run CONFIG [--run-dir DIR] [--set key.path=value ...]`.
 
-`check CONFIG [--set ...]` validates and prints the resolved config, every key documented; `evaluate RUN_DIR`
+`check CONFIG [--set ...]` validates and prints the resolved config, every key documented; `reference` prints
+every task's keys as Markdown (docs/configuration.md); `evaluate RUN_DIR`
 and `export RUN_DIR` work on an existing run; `status PATH [--json]` tells where a run directory stands or what
 a serving base holds. Stages run in order (environment -> model -> train -> evaluate ->
 export), talking through typed objects and the run directory. Re-running on a run directory resumes from its
@@ -22,9 +23,9 @@ import sys
 from pathlib import Path
 
 import pipeline  # noqa: F401  (sets TensorFlow's environment first)
-from pipeline import config as config_lib
-from pipeline import guards, jobs, preemption
-from pipeline.rundir import RunDir, RunLocked
+from pipeline.core import config as config_lib
+from pipeline.core import guards, job, preemption, tf_logs
+from pipeline.core.rundir import RunDir, RunLocked
 
 log = logging.getLogger("pipeline")
 EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: nothing was done, try again later
@@ -34,7 +35,11 @@ EXIT_NOT_PUBLISHED = 3  # trained and evaluated fine; blessing kept the candidat
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="train, evaluate and export from a config file")
+    # TensorFlow's own logging, off the console unless asked for (pipeline/core/tf_logs.py).
+    loud = argparse.ArgumentParser(add_help=False)
+    loud.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (TF_CPP_MIN_LOG_LEVEL "
+                      "set by you is respected either way)")
+    run_p = sub.add_parser("run", parents=[loud], help="train, evaluate and export from a config file")
     run_p.add_argument("config", help="YAML config, e.g. configs/cartpole.yaml")
     run_p.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
     run_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
@@ -45,9 +50,10 @@ def main(argv=None) -> int:
     check_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides")
     for name, text in (("evaluate", "evaluate the latest checkpoint of a run directory"),
                        ("export", "export the latest checkpoint of a run directory for TF Serving")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, parents=[loud], help=text)
         p.add_argument("run_dir")
-    launch_p = sub.add_parser("launch", help="run one config as N workers on this host (multi-worker training)")
+    launch_p = sub.add_parser("launch", parents=[loud], help="run one config as N workers on this host (multi-worker "
+                                                             "training)")
     launch_p.add_argument("--workers", type=int, required=True)
     launch_p.add_argument("config")
     launch_p.add_argument("--run-dir")
@@ -55,11 +61,18 @@ def main(argv=None) -> int:
     status_p = sub.add_parser("status", help="where a run directory stands, or what a serving base holds")
     status_p.add_argument("path", help="a run directory or an export.base_dir")
     status_p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("reference", help="print the configuration reference (every task's keys, defaults, allowed "
+                                     "values) as Markdown: docs/configuration.md")
     args = parser.parse_args(argv)
     if args.command == "status":
         return _status(Path(args.path), args.json)
+    if args.command == "reference":
+        print(config_lib.reference(), end="")
+        return 0
     if args.command == "launch":
-        from pipeline.launch import launch
+        from pipeline.core.launch import launch
+
+        tf_logs.configure(args.verbose)
 
         run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
         return launch(args.workers, [args.config, "--run-dir", run_dir,
@@ -72,12 +85,14 @@ def main(argv=None) -> int:
         cfg = None
         if args.command in ("check", "run"):
             cfg = config_lib.load(args.config, args.overrides)
-            jobs.preflight(cfg)
+            job.preflight(cfg)
         if args.command == "check":
             print(config_lib.annotated_yaml(cfg), end="")
             return 0
         run_dir = RunDir(Path(args.run_dir or Path("runs") / Path(args.config).stem))
-        metrics = jobs.start(args.command, cfg, run_dir)
+        tf_logs.configure(args.verbose)
+        tf_logs.import_tensorflow()
+        metrics = job.run(args.command, cfg, run_dir)
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -132,7 +147,7 @@ def _disk_full(error: BaseException) -> str | None:
 
 
 def _status(path: Path, as_json: bool) -> int:
-    from pipeline import status
+    from pipeline.core import status
 
     try:
         described = status.describe(path)

@@ -7,9 +7,9 @@ directories as `python -m pipeline`, with exceptions where the command line has 
     policy = pipeline.load_policy("runs/notebook")         # the exported policy, as TF Serving would load it
     action = policy(observation)
 
-Errors: config_lib.ConfigError (a key or value, named), guards.RunError (bad numbers from a reward function, an
-environment or an update), rundir.RunLocked (another process works in the run directory), preemption.Preempted
-(SIGTERM, where the caller installed the handler).
+Errors (each also at the package's top, e.g. pipeline.ConfigError): ConfigError (a key or value, named), RunError
+(bad numbers from a reward function, an environment or an update), RunLocked (another process works in the run
+directory), Preempted (SIGTERM, where the caller installed the handler).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import copy
 import dataclasses
 from pathlib import Path
 
-import numpy as np
+from export.policies import LanguagePolicy, Policy, load_policy
+from pipeline.core import config as config_lib
+from pipeline.core import job
+from pipeline.core.rundir import RunDir
 
-from pipeline import config as config_lib
-from pipeline import jobs
-from pipeline.rundir import RunDir
+__all__ = ["LanguagePolicy", "Policy", "evaluate", "export", "load_config", "load_policy", "run"]
 
 
 def load_config(source=None, overrides: dict | None = None):
@@ -52,17 +53,17 @@ def run(cfg, run_dir: str | Path, env=None) -> dict:
     cfg = load_config(cfg)
     if env is not None:
         cfg = _with_env(cfg, env)
-    return jobs.start("run", cfg, RunDir(Path(run_dir)))
+    return job.run("run", cfg, RunDir(Path(run_dir)))
 
 
 def evaluate(run_dir: str | Path) -> dict:
     """Evaluates the latest checkpoint of a run directory again; the metrics."""
-    return jobs.start("evaluate", None, RunDir(Path(run_dir)))
+    return job.run("evaluate", None, RunDir(Path(run_dir)))
 
 
 def export(run_dir: str | Path) -> dict:
     """Exports the latest checkpoint of a run directory for TF Serving (if not already); the metrics."""
-    return jobs.start("export", None, RunDir(Path(run_dir)))
+    return job.run("export", None, RunDir(Path(run_dir)))
 
 
 def _with_env(cfg, env):
@@ -82,79 +83,3 @@ def _with_env(cfg, env):
     else:
         raise TypeError(f"env: expected an Env class, a function or an EnvSpec, got {type(env).__name__}")
     return load_config(cfg, {"env.id": env_id, "env.kwargs": kwargs})
-
-
-class Policy:
-    """A trained gym policy from its export: observations in (one, or a batch), greedy actions out, as the
-    served `serving_default` answers (`outputs` gives its value and logits, or mean and std, too)."""
-
-    def __init__(self, signature):
-        self._serve = signature
-
-    def outputs(self, observations) -> dict:
-        batch = np.asarray(observations, np.float32)
-        single = batch.ndim == 1
-        out = self._serve(observations=batch[None] if single else batch)
-        return {k: v.numpy()[0] if single else v.numpy() for k, v in out.items()}
-
-    def __call__(self, observations) -> np.ndarray:
-        return self.outputs(observations)["action"]
-
-
-class LanguagePolicy:
-    """A trained LM policy from its export: prompts in, completions out, as the served signature answers."""
-
-    def __init__(self, signature, defaults: dict):
-        self._serve, self._defaults = signature, defaults
-
-    def __call__(self, prompts, **settings) -> str | list[str]:
-        """settings: max_new_tokens, temperature (0: greedy), seed (-1: a fresh one); what is not given takes the
-        SignatureDef's default, as TF Serving fills it in (the training run's sampling settings)."""
-        import tensorflow as tf
-
-        single = isinstance(prompts, str)
-        inputs = {"prompts": tf.constant([prompts] if single else list(prompts))}
-        for name, default in self._defaults.items():
-            inputs[name] = tf.constant(settings.pop(name, default), tf.as_dtype(default.dtype))
-        if settings:
-            raise TypeError(f"unknown settings {sorted(settings)}; allowed: {sorted(self._defaults)}")
-        texts = [t.decode() for t in self._serve(**inputs)["completions"].numpy()]
-        return texts[0] if single else texts
-
-
-def load_policy(path: str | Path) -> Policy | LanguagePolicy:
-    """The policy of a run directory (its latest export), a model folder (its latest version) or a version folder,
-    loaded as TF Serving loads it (the SavedModel, nothing of this project's code)."""
-    import tensorflow as tf
-
-    from export import tf_serving
-
-    version_dir = _version_dir(Path(path), tf_serving)
-    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    if "prompts" not in signature.structured_input_signature[1]:
-        return Policy(signature)
-    return LanguagePolicy(signature, _signature_defaults(version_dir, "serving_default"))
-
-
-def _signature_defaults(version_dir: Path, key: str) -> dict:
-    """The optional inputs' defaults a SignatureDef holds (TF Serving applies them; a loaded function does not)."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
-    return {name: tf.make_ndarray(value) for name, value in saved.meta_graphs[0].signature_def[key].defaults.items()}
-
-
-def _version_dir(path: Path, tf_serving) -> Path:
-    if (path / "saved_model.pb").exists():
-        return path
-    if (path / "config.yaml").exists():  # a run directory: its one exported model
-        models = [p for p in (path / "export").glob("*") if tf_serving.versions(p)]
-        if len(models) != 1:
-            raise FileNotFoundError(f"{path}: a run directory with {len(models)} exported models; export it first "
-                                    f"(pipeline.export) or name the version folder")
-        path = models[0]
-    versions = tf_serving.versions(path)
-    if not versions:
-        raise FileNotFoundError(f"{path}: no SavedModel version folder here")
-    return path / str(versions[-1])

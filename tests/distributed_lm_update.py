@@ -39,7 +39,7 @@ def new_lm(cfg, strategy=None):
 
 def learner_for(cfg, strategy=None):
     from pipeline.lm.ppo import LMPPOLearner
-    from pipeline.stages.lm_ppo import adapters
+    from pipeline.lm.stages.ppo import adapters
 
     lm = new_lm(cfg, strategy)
     return LMPPOLearner(lm, cfg.ppo, eos_id=VOCABULARY - 1, seed=0, adapters=adapters(cfg), strategy=strategy)
@@ -48,7 +48,7 @@ def learner_for(cfg, strategy=None):
 def train(cfg, samples: dict, updates: int, strategy=None, scratch: str = "") -> dict:
     """With several replicas, first one `step` on the new weights (each replica sampling and scoring its share),
     then its changes undone from a checkpoint (scratch: where), then the updates on the samples."""
-    from pipeline import devices, distribute
+    from pipeline.core import devices, distribute
 
     learner = learner_for(cfg, strategy)
     out = {}
@@ -86,7 +86,7 @@ def reward_pairs():
 def train_reward(cfg, strategy=None) -> dict:
     """One epoch of 2 steps (batch 4, a clip that binds) of a reward model copied from a new GPT-2."""
     from models import reward_model as rm_lib
-    from pipeline import distribute
+    from pipeline.core import distribute
     from pipeline.lm.preferences import PreferencePairs
     from pipeline.lm.reward_training import RewardTrainer
 
@@ -94,7 +94,7 @@ def train_reward(cfg, strategy=None) -> dict:
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = rm_lib.from_sft(lm, seed=0)
     trainer = RewardTrainer(model, learning_rate=3e-3, max_grad_norm=0.05, jit_compile=True, strategy=strategy)
-    chief = distribute.worker(strategy)[0] == 0
+    chief = distribute.worker(strategy).index == 0
     mine = reward_pairs() if chief else {k: np.zeros([0, 0], np.int32) for k in reward_pairs()}
     pairs = distribute.broadcast(strategy, mine)
     initial = [v.numpy() for v in model.trainable_variables]
@@ -107,7 +107,7 @@ def train_reward(cfg, strategy=None) -> dict:
 
 
 def main(config_path: str, samples_path: str, out_path: str, updates: str) -> None:
-    from pipeline import config, distribute
+    from pipeline.core import config, distribute
 
     cfg = config.load(config_path)
     strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op

@@ -19,8 +19,9 @@ import numpy as np
 
 def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
     """What the updates leave behind, as OUT.npz's arrays."""
-    from pipeline import devices, envs
-    from pipeline.ppo import PPOLearner
+    from pipeline.core import devices
+    from pipeline.gym import envs
+    from pipeline.gym.ppo import PPOLearner
 
     learner = PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env)), strategy)
     if learner.workers > 1:  # this worker's environments, gathered back into the whole rollout
@@ -41,7 +42,7 @@ def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
 
 
 def main(config_path: str, rollout_path: str, out_path: str, updates: str) -> None:
-    from pipeline import config, distribute
+    from pipeline.core import config, distribute
 
     cfg = config.load(config_path)
     strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op

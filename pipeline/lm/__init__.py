@@ -1,1 +1,2 @@
-"""Language-model RLHF pieces: corpus and tokenizer, supervised fine-tuning, PPO on tokens."""
+"""task: lm. RLHF-style PPO fine-tuning of keras-hub causal language models: corpus and tokenizer, SFT, rewards,
+PPO on tokens."""

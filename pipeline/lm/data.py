@@ -8,6 +8,7 @@ GPT2Tokenizer, so it round-trips any text and its ops exist in a stock TF Servin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -116,3 +117,34 @@ def language_model_dataset(ids: np.ndarray, mask: np.ndarray, batch_size: int, s
     if shuffle:
         dataset = dataset.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass
+class LMData:
+    """What the data stage hands the later stages: the tokenizer, SFT token batches and the prompts."""
+    tokenizer: object
+    train_ids: np.ndarray
+    train_mask: np.ndarray
+    val_ids: np.ndarray
+    val_mask: np.ndarray
+    train_prompts: np.ndarray  # [N, P] for PPO (right-padded with EOS: `prompt_batch` gives their lengths)
+    eval_prompts: np.ndarray   # [M, P] held out, for evaluation
+    bos_id: int | None = None  # the start token every sequence begins with (a checkpoint's convention), or None
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.end_token_id
+
+    def prompt_batch(self, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt ids, [B] lengths): what the learner and sampler take. Every batch keeps the full width (the
+        longest prompt of the data): one shape, so the compiled functions are traced and compiled once."""
+        return prompts, prompt_lengths(prompts, self.eos_id)
+
+    def decode(self, ids) -> list[str]:
+        """Text of each row, cut before its first EOS, without the start token."""
+        texts = []
+        for row in np.asarray(ids):
+            end = np.flatnonzero(row == self.eos_id)
+            row = row[:end[0]] if len(end) else row
+            texts.append(str(self.tokenizer.detokenize(row[row != self.bos_id] if self.bos_id is not None else row)))
+        return texts

@@ -9,7 +9,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from pipeline import distribute
+from pipeline.core import distribute
 
 
 class SummedGradientsAdam(keras.optimizers.Adam):

@@ -10,7 +10,7 @@ One iteration, in TRL's order:
 Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
 sampling is XLA-compiled by default. Under a strategy, sampling and step 2 run on the replicas first.
 
-Under a tf.distribute strategy (pipeline/distribute.py) each replica samples its equal share of the prompts
+Under a tf.distribute strategy (pipeline/core/distribute.py) each replica samples its equal share of the prompts
 (a random stream of its own) and scores it (step 2), and each worker calls the reward function on its replicas'
 rows; all of it is gathered so every worker holds the whole batch, runs steps 3-6 on it (the KL, whitening and
 advantages of the whole batch; the adaptive KL coefficient on its KL) and takes the same minibatches, each
@@ -35,10 +35,12 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline import distribute, guards
-from pipeline.config import ConfigError, LMPPOConfig
+from pipeline.core import distribute, guards
+from pipeline.core.schema import ConfigError
+from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.optimizer import SummedGradientsAdam
-from pipeline.rl import estimators, token_ppo
+from pipeline.core import estimators
+from pipeline.lm import losses
 
 # Metric names as TRL's PPO trainer logs them.
 STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/clipfrac", "val/ratio",
@@ -219,7 +221,7 @@ class LMPPOLearner:
             scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)
         stats = self.update(sequences, mask, scores, prompt_lengths, scored)
         if s.adaptive_kl_target is not None:
-            self.kl_coef.assign(token_ppo.adaptive_kl_coef(
+            self.kl_coef.assign(losses.adaptive_kl_coef(
                 float(self.kl_coef), stats["objective/kl"], s.adaptive_kl_target, s.adaptive_kl_horizon,
                 len(sequences)))
         stats["val/num_eos_tokens"] = float(ended.sum()) if ended is not None else 0.0
@@ -287,9 +289,9 @@ class LMPPOLearner:
         s = self.settings
         with tf.GradientTape() as tape:
             log_probs, values, entropy = self._policy_outputs(sequences, prompt_lengths, kept)
-            pg_loss, clipfrac, approxkl, ratio = token_ppo.policy_loss(log_probs, old_log_probs, advantages, mask,
+            pg_loss, clipfrac, approxkl, ratio = losses.policy_loss(log_probs, old_log_probs, advantages, mask,
                                                                        s.clip_ratio, count)
-            vf_loss, vf_clipfrac = token_ppo.value_loss(values, old_values, returns, mask, s.value_clip, count)
+            vf_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, mask, s.value_clip, count)
             loss = pg_loss + s.value_coef * vf_loss
         grads = tape.gradient(loss, self.variables)
         # Sampling and scoring use one distribution, so before the first update every ratio is 1.
@@ -355,12 +357,12 @@ class LMPPOLearner:
             scored = self._compiled["score"](sequences, prompt_lengths)
         old_log_probs, old_values, ref_log_probs, kept = scored
         # 3. Rewards: the score at the last real token, the KL penalty on every token.
-        kl = token_ppo.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
-        rewards, non_score = token_ppo.token_rewards(scores, kl, self.kl_coef, mask)
+        kl = losses.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
+        rewards, non_score = losses.token_rewards(scores, kl, self.kl_coef, mask)
         # 4-6. Optional reward whitening, GAE over tokens, advantage whitening over the batch.
         if s.whiten_rewards:
             rewards = estimators.whiten(rewards, mask, shift_mean=False)
-        advantages, returns = token_ppo.token_gae(old_values, rewards, mask, s.gamma, s.gae_lambda)
+        advantages, returns = losses.token_gae(old_values, rewards, mask, s.gamma, s.gae_lambda)
         advantages = estimators.whiten(advantages, mask) * mask
         sequence_kl = tf.reduce_sum(kl, axis=1)
         stats = {"objective/kl": tf.reduce_mean(sequence_kl), "objective/kl_coef": self.kl_coef + 0.0,

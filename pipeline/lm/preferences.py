@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from pipeline.lm import data as data_lib
-from pipeline.rundir import write_atomic
+from pipeline.core.rundir import write_atomic
 
 KEYS = ("prompt", "chosen", "rejected")
 

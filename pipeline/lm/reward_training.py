@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import reward_model as rm_lib
-from pipeline import guards
+from pipeline.core import guards
 from pipeline.lm.optimizer import SummedStep
 from pipeline.lm.preferences import PreferencePairs
 

@@ -6,12 +6,13 @@ as users write them for TRL. The config names one as `module:function`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.guards import NonFiniteError, RunError
+from pipeline.core.guards import NonFiniteError, RunError
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
@@ -87,3 +88,31 @@ def _vader():
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         _ANALYZER = SentimentIntensityAnalyzer()
     return _ANALYZER
+
+
+# (prompt_ids [B, P] right-padded with EOS, responses [B, R]) -> float32 [B]
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rewards:
+    """What the reward stage hands PPO and evaluation."""
+    proxy: Scorer  # what PPO maximises
+    gold: Scorer   # reward.function, what evaluation reports as the truth
+    learned: bool  # False: proxy is gold
+
+
+def function_scorer(data, reward_fn, spec: str) -> Scorer:
+    """data: the data stage's LMData, which decodes ids to text. Token ids -> the reward function's (prompts, completions) strings -> scores, checked (one finite number
+    per completion) before anything trains on them."""
+    def score(prompt_ids, responses):
+        return checked_scores(spec, reward_fn(data.decode(prompt_ids), data.decode(responses)), len(responses))
+    return score
+
+
+def model_scorer(model_rewards, eos_id: int | None) -> Scorer:
+    """The reward model's score of prompt + response, read at the response's EOS (or its last token)."""
+    from pipeline.lm import preferences as prefs_lib
+
+    return lambda prompt_ids, responses: checked_scores(
+        "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses))

@@ -8,9 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline import guards
+from pipeline.core import guards
 from pipeline.lm.optimizer import SummedStep
-from pipeline.rl import estimators
+from pipeline.core import estimators
 
 
 def next_token_loss(lm, token_ids, padding_mask, count=None):

@@ -125,8 +125,8 @@ def in_process(tiny_run, observations, tmp_path_factory) -> dict:
     """The same answers from the learner restored in this process from the run's latest checkpoint."""
     import tensorflow as tf
 
-    from pipeline.rundir import RunDir
-    from pipeline.stages import environment, model
+    from pipeline.core.rundir import RunDir
+    from pipeline.gym.stages import environment, model
 
     run = RunDir(copy_run(tiny_run, tmp_path_factory.mktemp("in_process")))
     cfg = run.load_config()

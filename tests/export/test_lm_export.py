@@ -35,8 +35,8 @@ def in_process(lm_run):
 
     from models import lm as lm_lib
     from pipeline.lm.rewards import load_reward_function
-    from pipeline.rundir import RunDir
-    from pipeline.stages import lm_data, lm_ppo, sft
+    from pipeline.core.rundir import RunDir
+    from pipeline.lm.stages import data as lm_data, ppo as lm_ppo, sft
 
     run = RunDir(lm_run)
     cfg = run.load_config()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import pipeline
-from pipeline import config as config_lib
+from pipeline.core import config as config_lib
+from pipeline.gym.config import GymConfig, TrainConfig
 from tests.conftest import REPO, TINY, run_driver, write_config
 from tests.integration.test_custom_env import WalkToTheGoal
 
@@ -19,7 +20,7 @@ def test_configs_from_a_path_a_dict_or_objects_are_checked_as_the_command_line_c
     assert from_yaml.train.total_env_steps == 5000 and from_yaml.env.id == "CartPole-v1"
     assert pipeline.load_config(from_yaml.to_dict()) == from_yaml == pipeline.load_config(from_yaml)
     assert pipeline.load_config().env.id == "CartPole-v1"
-    built = config_lib.Config(train=config_lib.TrainConfig(num_epochs=0))  # a dataclass skips the checks
+    built = GymConfig(train=TrainConfig(num_epochs=0))  # a dataclass skips the checks
     for source, overrides, expected in (
             (built, None, "train.num_epochs: 0 is out of range"),
             ({"train": {"total_steps": 1}}, None, "unknown key train.total_steps"),

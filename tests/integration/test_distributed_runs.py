@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.launch import free_ports, tf_config
+from pipeline.core.launch import free_ports, tf_config
 from tests.conftest import REPO, lm_config, run_driver, write_config
 from tests.export.fresh_process import serve
 

@@ -41,7 +41,7 @@ def test_resuming_with_a_different_model_is_refused(tiny_run, tmp_path):
 
 
 def test_check_validates_and_prints_every_key_documented(tmp_path):
-    from pipeline import config
+    from pipeline.core import config
 
     for name, overrides in (("cartpole.yaml", ["train.target_kl=0.02"]), ("lm_sentiment.yaml", ["ppo.top_k=20"])):
         sets = [arg for o in overrides for arg in ("--set", o)]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pipeline.tb_reader import texts
+from pipeline.core.tb_reader import texts
 from tests.conftest import lm_config, run_driver
 from tests.export.fresh_process import serve
 from tests.presets import write_huggingface, write_llama3_preset
@@ -71,8 +71,8 @@ def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(l
     from models import lm as lm_lib
     from models import lora
     from pipeline.lm.rewards import load_reward_function
-    from pipeline.rundir import RunDir
-    from pipeline.stages import lm_data, lm_ppo, sft
+    from pipeline.core.rundir import RunDir
+    from pipeline.lm.stages import data as lm_data, ppo as lm_ppo, sft
 
     cfg, run = lm_config(tmp_path, iterations=3, learning_rate=0.01), tmp_path / "run"
     options = ["--set", f"model.checkpoint={lm_run / 'preset'}", "--set", "sft.epochs=0", "--set", "model.lora_rank=4"]

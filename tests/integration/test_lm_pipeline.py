@@ -9,7 +9,7 @@ import signal
 import pytest
 import tensorflow as tf
 
-from pipeline.tb_reader import accumulator, read_scalars, tags, texts
+from pipeline.core.tb_reader import accumulator, read_scalars, tags, texts
 from tests.conftest import kill_after_checkpoint, lm_config, run_driver, signal_driver
 
 def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):

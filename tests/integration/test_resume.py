@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from pipeline.tb_reader import read_scalars
+from pipeline.core.tb_reader import read_scalars
 from tests.conftest import kill_after_checkpoint, run_driver, write_config
 
 TOTAL, BATCH = 16384, 4 * 32
@@ -48,8 +48,8 @@ def test_sigkill_then_rerun_continues(tmp_path):
 
 def _restored_variables_match_checkpoint(run_dir, tmp_path) -> int:
     """Rebuilds the learner from the run directory as the driver does and checks every saved value came back."""
-    from pipeline.rundir import RunDir
-    from pipeline.stages import environment, model
+    from pipeline.core.rundir import RunDir
+    from pipeline.gym.stages import environment, model
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

@@ -8,7 +8,7 @@ import signal
 
 import tensorflow as tf
 
-from pipeline.tb_reader import read_scalars
+from pipeline.core.tb_reader import read_scalars
 from tests.conftest import run_driver, signal_driver, write_config
 
 BATCH = 4 * 32

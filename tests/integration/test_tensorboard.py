@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tb_reader import read_scalars, tags, texts
+from pipeline.core.tb_reader import read_scalars, tags, texts
 
 TRAIN_SCALARS = ["rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/policy_gradient_loss",
                  "train/value_loss", "train/entropy_loss", "train/approx_kl", "train/clip_fraction",

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from pipeline.rl.advantages import episode_discounts_and_rewards, explained_variance, gae
+from pipeline.core.advantages import episode_discounts_and_rewards, explained_variance, gae
 
 G, L = 0.9, 0.5
 
@@ -72,7 +72,7 @@ def test_matches_plain_loop_on_random_rollouts(gamma, lam):
 
 
 def test_tf_agents_own_advantages_treat_time_limits_as_terminations():
-    """Why pipeline/rl/advantages.py exists: PPOAgent's mask zeroes the bootstrap on every LAST step."""
+    """Why pipeline/core/advantages.py exists: PPOAgent's mask zeroes the bootstrap on every LAST step."""
     from tf_agents.agents.ppo import ppo_clip_agent
     from tf_agents.networks import actor_distribution_network, value_network
     from tf_agents.specs import tensor_spec

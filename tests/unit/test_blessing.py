@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from pipeline.blessing import decide, write_marker
+from pipeline.core.blessing import decide, write_marker
 
 
 @pytest.mark.parametrize("candidate, baseline, tolerance, floor, blessed, reason", [

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline import config, envs
-from pipeline.ppo import PPOLearner
-from pipeline.rollout import Collector
+from pipeline.core import config
+from pipeline.gym import envs
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.rollout import Collector
 
 
 def make(seed):

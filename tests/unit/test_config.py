@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline import config
+from pipeline.core import config
+from pipeline.gym.config import GymConfig
+from pipeline.lm.config import LMConfig
 from tests.conftest import REPO, run_driver
 
 
@@ -16,7 +18,7 @@ def load_yaml(tmp_path, text: str, overrides=()):
 
 
 def test_defaults_are_ppo_usual_not_ppoclipagent():
-    t = config.Config().train
+    t = GymConfig().train
     assert (t.clip_ratio, t.gae_lambda, t.gamma, t.num_epochs) == (0.2, 0.95, 0.99, 10)
     assert t.num_minibatches > 1 and t.max_grad_norm == 0.5
 
@@ -27,7 +29,7 @@ def test_shipped_configs_validate(name):
     assert cfg.task in ("gym", "lm")
     assert (cfg.train.total_env_steps if cfg.task == "gym" else cfg.ppo.iterations) > 0
     if cfg.task == "gym":  # what the driver checks before work: the environment can be made (LunarLander: Box2D
-        from pipeline.envs import check_environment  # and pygame, which gymnasium's box2d package imports)
+        from pipeline.gym.envs import check_environment  # and pygame, which gymnasium's box2d package imports)
 
         check_environment(cfg.env)
 
@@ -79,7 +81,7 @@ def test_renamed_keys_name_their_new_names_and_old_run_directories_resume_with_t
         load_yaml(tmp_path, "task: lm\nppo:\n  kl_target: 6.0\n")
     # A run directory's config.yaml from before the renames: every key written, old names, value_coef for a
     # value loss with a 1/2, and the model's positions derived (prompt 8 + 100 new tokens).
-    old = config.LMConfig().to_dict()
+    old = LMConfig().to_dict()
     old["ppo"].update({"max_new_tokens": 100, "value_coef": 0.1, "kl_target": 6.0, "kl_horizon": 5000.0,
                        "clip_value": 0.3})
     for key in ("adaptive_kl_target", "adaptive_kl_horizon", "value_clip"):

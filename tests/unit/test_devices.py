@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from pipeline import config, devices, envs
-from pipeline.ppo import PPOLearner
-from pipeline.rollout import Collector
+from pipeline.core import config, devices
+from pipeline.gym import envs
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.rollout import Collector
 
 
 def expected_device() -> str:

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import config, distribute, envs
-from pipeline.launch import free_ports, tf_config
-from pipeline.ppo import PPOLearner
-from pipeline.rollout import Collector
+from pipeline.core import config, distribute
+from pipeline.core.sections import DistributeConfig
+from pipeline.gym import envs
+from pipeline.core.launch import free_ports, tf_config
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.rollout import Collector
 from tests.conftest import REPO
 from tests.distributed_update import train
 
@@ -75,11 +77,11 @@ def test_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings, r
 
 def test_auto_picks_one_device_without_a_cluster_or_gpus(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert distribute.chosen(config.DistributeConfig()) == "none"
+    assert distribute.chosen(DistributeConfig()) == "none"
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
                                     '"task": {"type": "worker", "index": 0}}')
-    assert distribute.chosen(config.DistributeConfig()) == "multi_worker"
-    assert distribute.chosen(config.DistributeConfig(strategy="none")) == "none"
+    assert distribute.chosen(DistributeConfig()) == "multi_worker"
+    assert distribute.chosen(DistributeConfig(strategy="none")) == "none"
 
 
 def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():

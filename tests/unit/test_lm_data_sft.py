@@ -71,7 +71,7 @@ def test_sft_lowers_validation_perplexity(tmp_path):
 
 
 def test_sft_stops_on_a_non_finite_loss_or_gradient():
-    from pipeline.guards import NonFiniteError
+    from pipeline.core.guards import NonFiniteError
 
     lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16,
                                               intermediate_dim=32, max_sequence_length=8))

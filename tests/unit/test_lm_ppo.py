@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline.config import LMPPOConfig
+from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
 from tests.greedy import TIE_TOLERANCE, assert_near_greedy
 
@@ -242,7 +242,7 @@ def test_reference_is_scored_on_the_policys_kept_set_by_hand():
     """Policy logits [3, 2, 1, 0], reference [3, 0, 2, 1], top-k 2, token 1 sampled: the kept set is the policy's
     {0, 1}; log p = 2 - log(e^3 + e^2), log q = 0 - log(e^3 + e^0), so k1 = 1.7353 (the reference's own top-2,
     {0, 2}, does not hold token 1: scored under its own filter it would be ~1e9)."""
-    from pipeline.rl import token_ppo
+    from pipeline.lm import losses
 
     policy, reference, token = tf.constant([[3.0, 2.0, 1.0, 0.0]]), tf.constant([[3.0, 0.0, 2.0, 1.0]]), tf.constant([1])
     kept = lm_lib.kept_tokens(policy, token, temperature=1.0, top_k=2)
@@ -250,7 +250,7 @@ def test_reference_is_scored_on_the_policys_kept_set_by_hand():
     log_p = lm_lib.token_log_probs(policy, token, kept=kept)
     log_q = lm_lib.token_log_probs(reference, token, kept=kept)
     expected = (2 - np.log(np.exp(3) + np.exp(2))) - (0 - np.log(np.exp(3) + 1))
-    assert float(token_ppo.kl_per_token(log_p, log_q, "k1")[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(losses.kl_per_token(log_p, log_q, "k1")[0]) == pytest.approx(expected, rel=1e-5)
     assert expected == pytest.approx(1.7353, abs=1e-4)
     # The sampled token always belongs to the kept set, even where rounding put it just outside the filter.
     kept = lm_lib.kept_tokens(policy, tf.constant([3]), temperature=1.0, top_k=2)
@@ -340,7 +340,7 @@ def test_prompts_of_different_lengths_are_sampled_and_scored_each_as_if_alone():
 # === Non-finite numbers stop training before anything is saved ===
 
 def test_a_non_finite_update_raises_instead_of_training_on():
-    from pipeline.guards import NonFiniteError
+    from pipeline.core.guards import NonFiniteError
 
     learner = make(learning_rate=1e30, num_epochs=2)
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline.config import LMPPOConfig
+from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
 from tests.greedy import assert_near_greedy
 from tests.unit.test_lm_ppo import ARCHITECTURES, SIZE, prompts, target_token_rate

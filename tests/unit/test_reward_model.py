@@ -165,11 +165,11 @@ def test_preferences_encode_to_equal_length_token_pairs(tmp_path):
 
 
 def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_training(tmp_path):
-    from pipeline import config
+    from pipeline.core import config
     from pipeline.lm import data as data_lib
-    from pipeline.rundir import RunDir
-    from pipeline.stages import reward as reward_stage
-    from pipeline.stages.lm_data import LMData
+    from pipeline.core.rundir import RunDir
+    from pipeline.lm.stages import reward as reward_stage
+    from pipeline.lm.data import LMData
     from tests.lm_rewards import mentions_moon
 
     subjects, objects = ["the cat sees", "a dog likes", "my friend finds"], [" the moon.", " the mat.", " a ball."]
@@ -201,7 +201,7 @@ def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_train
 
 
 def test_reward_model_training_stops_on_a_non_finite_loss_or_gradient():
-    from pipeline.guards import NonFiniteError
+    from pipeline.core.guards import NonFiniteError
     from pipeline.lm.reward_training import RewardTrainer
 
     lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import config, envs
-from pipeline.ppo import PPOLearner
-from pipeline.rollout import Collector, GreedyEpisodes
+from pipeline.core import config
+from pipeline.gym import envs
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.rollout import Collector, GreedyEpisodes
 
 
 def make(max_episode_steps=None, num_envs=3):

@@ -1,0 +1,85 @@
+"""Loading an export as TF Serving loads it (the SavedModel, nothing of the code that trained it), for the Python
+API (`pipeline.load_policy`), blessing's scores and the tests: a gym policy (observations in, greedy actions out)
+or a language policy (prompts in, completions out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from export import tf_serving
+
+
+class Policy:
+    """A trained gym policy from its export: observations in (one, or a batch), greedy actions out, as the
+    served `serving_default` answers (`outputs` gives its value and logits, or mean and std, too)."""
+
+    def __init__(self, signature):
+        self._serve = signature
+
+    def outputs(self, observations) -> dict:
+        batch = np.asarray(observations, np.float32)
+        single = batch.ndim == 1
+        out = self._serve(observations=batch[None] if single else batch)
+        return {k: v.numpy()[0] if single else v.numpy() for k, v in out.items()}
+
+    def __call__(self, observations) -> np.ndarray:
+        return self.outputs(observations)["action"]
+
+
+class LanguagePolicy:
+    """A trained LM policy from its export: prompts in, completions out, as the served signature answers."""
+
+    def __init__(self, signature, defaults: dict):
+        self._serve, self._defaults = signature, defaults
+
+    def __call__(self, prompts, **settings) -> str | list[str]:
+        """settings: max_new_tokens, temperature (0: greedy), seed (-1: a fresh one); what is not given takes the
+        SignatureDef's default, as TF Serving fills it in (the training run's sampling settings)."""
+        import tensorflow as tf
+
+        single = isinstance(prompts, str)
+        inputs = {"prompts": tf.constant([prompts] if single else list(prompts))}
+        for name, default in self._defaults.items():
+            inputs[name] = tf.constant(settings.pop(name, default), tf.as_dtype(default.dtype))
+        if settings:
+            raise TypeError(f"unknown settings {sorted(settings)}; allowed: {sorted(self._defaults)}")
+        texts = [t.decode() for t in self._serve(**inputs)["completions"].numpy()]
+        return texts[0] if single else texts
+
+
+def load_policy(path: str | Path) -> Policy | LanguagePolicy:
+    """The policy of a run directory (its latest export), a model folder (its latest version) or a version folder,
+    loaded as TF Serving loads it (the SavedModel, nothing of this project's code)."""
+    import tensorflow as tf
+
+    version_dir = _version_dir(Path(path))
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    if "prompts" not in signature.structured_input_signature[1]:
+        return Policy(signature)
+    return LanguagePolicy(signature, _signature_defaults(version_dir, "serving_default"))
+
+
+def _signature_defaults(version_dir: Path, key: str) -> dict:
+    """The optional inputs' defaults a SignatureDef holds (TF Serving applies them; a loaded function does not)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    return {name: tf.make_ndarray(value) for name, value in saved.meta_graphs[0].signature_def[key].defaults.items()}
+
+
+def _version_dir(path: Path) -> Path:
+    if (path / "saved_model.pb").exists():
+        return path
+    if (path / "config.yaml").exists():  # a run directory: its one exported model
+        models = [p for p in (path / "export").glob("*") if tf_serving.versions(p)]
+        if len(models) != 1:
+            raise FileNotFoundError(f"{path}: a run directory with {len(models)} exported models; export it first "
+                                    f"(pipeline.export) or name the version folder")
+        path = models[0]
+    versions = tf_serving.versions(path)
+    if not versions:
+        raise FileNotFoundError(f"{path}: no SavedModel version folder here")
+    return path / str(versions[-1])

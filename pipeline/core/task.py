@@ -1,0 +1,50 @@
+"""The Task interface: what the job runner, status, warm starts and the API ask of a task, so that none of them
+branches on which task it is. Each task lives in its own package (pipeline.gym, pipeline.lm) and is found here by
+the name its configs give under `task:`; its module is imported only when asked for, and must stay cheap to import
+(no TensorFlow until a stage runs)."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+
+# task name -> the module whose TASK implements it
+_MODULES = {"gym": "pipeline.gym.task", "lm": "pipeline.lm.task"}
+NAMES = tuple(_MODULES)
+
+
+class Task(abc.ABC):
+    name: str
+    config: type  # its root config (a pipeline.core.schema.TaskConfig dataclass)
+    checkpoints: str  # the folder under RUN_DIR/checkpoints holding the checkpoint a run resumes and exports from
+    warm_start_key: str  # the config key naming a warm start's source
+    warm_start_shared: tuple[str, ...]  # what a warm start's source run must share with this one
+    stages: tuple[tuple[str, str], ...]  # (stage, the metrics prefix it writes when it ends), in order
+
+    @abc.abstractmethod
+    def preflight(self, cfg) -> None:
+        """What the config names must exist (an environment, a reward function, a checkpoint, a file): a config
+        error found before any work."""
+
+    def check_split(self, cfg, strategy) -> None:
+        """Batch sizes that do not split over the strategy's workers and replicas: config errors before training."""
+
+    @abc.abstractmethod
+    def run_stages(self, command: str, cfg, run_dir, strategy=None) -> dict:
+        """Runs the stages `command` (run, evaluate or export) takes, in order; the metrics so far."""
+
+    @abc.abstractmethod
+    def run_worker(self, cfg, scratch, run_dir, strategy) -> None:
+        """A worker beside the chief: trains in its scratch run directory, restoring run_dir's checkpoints."""
+
+    @abc.abstractmethod
+    def progress(self, cfg, metrics: dict) -> dict:
+        """How far training is, for status: one counter and its target."""
+
+    @abc.abstractmethod
+    def subject(self, cfg) -> str:
+        """What the run trains on, in a few words, for status."""
+
+
+def get(name: str) -> Task:
+    return importlib.import_module(_MODULES[name]).TASK

@@ -1,0 +1,1 @@
+"""task: gym. PPO on gymnasium environments with TF-Agents' PPOClipAgent."""

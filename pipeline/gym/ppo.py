@@ -1,0 +1,330 @@
+"""PPO learner around TF-Agents' PPOClipAgent: its networks, normaliser, policies and losses; our epochs loop.
+
+Why not `agent.train`: it runs its epochs as a Python `for` loop, so under `tf.function` every epoch is
+traced into the graph again (tracing time grows with num_epochs), it has no minibatches, and its advantage
+computation treats a time limit as a termination (see pipeline/core/advantages.py). Here one `tf.function`
+holds epochs x minibatches as graph loops around `agent.get_loss`, the clipped-surrogate, value and entropy
+losses TF-Agents already has, so it is traced once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.agents.ppo import ppo_clip_agent
+from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common
+
+from models.actor_critic import build_actor_and_value
+from pipeline.core import distribute, guards
+from pipeline.core.schema import ConfigError
+from pipeline.gym.config import GymConfig
+from pipeline.gym.envs import Spaces, tf_agents_specs
+from pipeline.core.advantages import explained_variance, gae
+from pipeline.core.estimators import k3, whiten
+
+# Statistics `update` returns, averaged over the minibatch steps taken (entropy and KL: the final policy), and
+# n_updates.
+UPDATE_STATS = ("policy_gradient_loss", "value_loss", "clip_fraction", "grad_norm", "entropy", "approx_kl")
+
+
+class TrainCounters(tf.Module):
+    """Counters saved with every checkpoint so a resumed run continues its curves instead of restarting them."""
+
+    def __init__(self, window: int = 100):
+        super().__init__(name="counters")
+        self.env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
+        self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+        self.episodes = tf.Variable(0, dtype=tf.int64, name="episodes")
+        self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, name="wall_seconds")
+        self.solved = tf.Variable(False, name="solved")  # train.stop_at_return was met
+        # The most recent finished episodes, oldest first (NaN = empty slot).
+        self.recent_returns = tf.Variable(tf.fill([window], float("nan")), name="recent_returns")
+        self.recent_lengths = tf.Variable(tf.fill([window], float("nan")), name="recent_lengths")
+
+    def read(self) -> Tally:
+        return Tally(**{f.name: getattr(self, f.name).numpy() for f in dataclasses.fields(Tally)})
+
+    def store(self, tally: Tally) -> None:
+        for f in dataclasses.fields(Tally):
+            getattr(self, f.name).assign(getattr(tally, f.name))
+
+
+@dataclasses.dataclass
+class Tally:
+    """TrainCounters' values as plain Python: the train loop updates these every iteration and stores them into
+    the variables before each checkpoint (a TensorFlow op per counter read or write, every iteration, cost
+    ~1.5 ms an iteration here)."""
+    env_steps: int
+    iteration: int
+    episodes: int
+    wall_seconds: float
+    solved: bool
+    recent_returns: np.ndarray
+    recent_lengths: np.ndarray
+
+    def __post_init__(self):
+        self.env_steps, self.iteration, self.episodes = int(self.env_steps), int(self.iteration), int(self.episodes)
+        self.wall_seconds, self.solved = float(self.wall_seconds), bool(self.solved)
+        self.recent_returns = np.array(self.recent_returns, np.float32)
+        self.recent_lengths = np.array(self.recent_lengths, np.float32)
+
+    def record_episodes(self, returns: list, lengths: list) -> None:
+        if not returns:
+            return
+        window = len(self.recent_returns)
+        self.recent_returns = np.concatenate([self.recent_returns, np.asarray(returns, np.float32)])[-window:]
+        self.recent_lengths = np.concatenate([self.recent_lengths, np.asarray(lengths, np.float32)])[-window:]
+        self.episodes += len(returns)
+
+    def recent_mean(self, n: int, lengths: bool = False, min_count: int = 1) -> float:
+        """Mean of the last n finished episodes; NaN until min_count of them exist."""
+        values = (self.recent_lengths if lengths else self.recent_returns)[-n:]
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) >= min_count else float("nan")
+
+
+class PPOLearner(tf.Module):
+    """Everything a checkpoint must hold, and the compiled functions that act and learn.
+
+    Under a tf.distribute strategy (pipeline/core/distribute.py) the networks, normaliser and optimizer are mirrored
+    and each gradient step runs on every replica's equal share of the minibatch: TF-Agents' losses divide by the
+    global count, the gradients are summed across replicas before they are clipped on their global norm, and the
+    advantages are whitened and the normaliser updated over the whole rollout, so R replicas take the steps one
+    device takes. GAE and the statistics run in cross-replica context, once per worker, on the whole rollout (with
+    several workers, gathered from each worker's share of the environments: `gather`)."""
+
+    def __init__(self, cfg: GymConfig, spaces: Spaces, strategy: tf.distribute.Strategy | None = None):
+        super().__init__(name="ppo")
+        self.spaces = spaces
+        self.strategy = strategy  # None: one device
+        self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        self.worker, self.workers = distribute.worker(strategy)
+        if cfg.env.num_envs % self.workers:
+            raise ConfigError(f"env.num_envs: {cfg.env.num_envs} environments do not split evenly over {self.workers} "
+                              f"workers; allowed: a multiple of the worker count")
+        minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
+        if minibatch % self.replicas:
+            raise ConfigError(f"train.num_minibatches: minibatches of {minibatch} rows do not split evenly over "
+                              f"{self.replicas} replicas; allowed: env.num_envs * train.rollout_steps / "
+                              f"train.num_minibatches a multiple of the replica count")
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self._build(cfg, spaces)
+        self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
+        self.counters = TrainCounters()
+        self._observation_spec = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
+        # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
+        self._compiled_train = tf.function(self._train_on_rollout, autograph=False)
+
+    def _build(self, cfg: GymConfig, spaces: Spaces) -> None:
+        t = cfg.train
+        self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
+        self._max_grad_norm, self._normalize_advantages = t.max_grad_norm, t.normalize_advantages
+        self._normalize_observations = t.normalize_observations
+        self._target_kl = t.target_kl
+        self._value_coef = t.value_coef
+        self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
+        tf.keras.utils.set_random_seed(cfg.env.seed)
+        obs_spec, self.action_spec = tf_agents_specs(spaces)
+        self.time_step_spec = ts.time_step_spec(obs_spec)
+        actor, value = build_actor_and_value(cfg.model, obs_spec, self.action_spec, seed=cfg.env.seed)
+        self.optimizer = tf.keras.optimizers.Adam(learning_rate=t.learning_rate, epsilon=t.adam_epsilon)
+        self.agent = ppo_clip_agent.PPOClipAgent(
+            self.time_step_spec, self.action_spec, optimizer=self.optimizer, actor_net=actor, value_net=value,
+            greedy_eval=True, importance_ratio_clipping=t.clip_ratio, lambda_value=t.gae_lambda,
+            discount_factor=t.gamma, entropy_regularization=t.entropy_coef, value_pred_loss_coef=t.value_coef,
+            num_epochs=t.num_epochs, use_gae=True, normalize_rewards=False,
+            normalize_observations=t.normalize_observations, gradient_clipping=t.max_grad_norm,
+            value_clipping=t.value_clip, compute_value_and_advantage_in_train=True,
+            update_normalizers_in_train=False,
+            # Its own counter: TF-Agents' default is the process-wide global step, shared by every learner.
+            train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"))
+        self.agent.initialize()
+        self.variables_to_train = actor.trainable_variables + value.trainable_variables
+        self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
+        # strategy, before the first strategy.run: Keras cannot create them while tracing one)
+
+    # Traced on first use (~0.06 s each): training itself needs neither.
+    @functools.cached_property
+    def greedy(self):
+        """The greedy action for each of a batch of observations (the evaluation and serving policy)."""
+        return _concrete(self._greedy, self._observation_spec)
+
+    @functools.cached_property
+    def value(self):
+        """The value estimate for each of a batch of observations."""
+        return _concrete(self._value, self._observation_spec)
+
+    # === Acting ===
+
+    def _time_steps(self, observations):
+        batch = tf.shape(observations)[0]
+        return ts.TimeStep(step_type=tf.fill([batch], ts.StepType.MID), reward=tf.zeros([batch]),
+                           discount=tf.ones([batch]), observation=observations)
+
+    def distribution(self, observations):
+        """The policy's action distribution, observation normalisation applied (TF-Agents' collect policy)."""
+        return self.agent.collect_policy.distribution(self._time_steps(observations)).action
+
+    def _value(self, observations):
+        values, _ = self.agent.collect_policy.apply_value_network(
+            observations, tf.fill([tf.shape(observations)[0]], ts.StepType.MID), value_state=())
+        return values
+
+    def sample(self, observations):
+        """A sampled action and its log-probability: what a rollout stores (traced into the collector's loop)."""
+        dist = self.distribution(observations)
+        seed = tf.cast(self.generator.make_seeds(1)[:, 0], tf.int32)
+        if self.worker:  # every worker's generator is in the same state (its shuffles must agree): a stream each
+            seed = tf.random.experimental.stateless_fold_in(seed, self.worker)
+        actions = dist.sample(seed=seed)
+        return actions, common.log_probability(dist, actions, self.action_spec)
+
+    def _greedy(self, observations):
+        return self.agent.policy.action(self._time_steps(observations)).action
+
+    # === Learning ===
+
+    def gather(self, rollout: dict) -> dict:
+        """With several workers, every worker's rollout side by side along the env axis (each then trains on the
+        whole rollout: the same GAE, whitening, normaliser update and minibatches everywhere); else `rollout`."""
+        return distribute.gather(self.strategy, rollout, {k: 0 if k == "next_observations" else 1 for k in rollout})
+
+    def train_on_rollout(self, rollout: dict) -> tuple[dict, tf.Tensor]:
+        """GAE over the (time, env) rollout, then epochs x minibatches of clipped-surrogate steps.
+
+        `rollout` is a dict of the pipeline.gym.rollout.Rollout arrays. Returns the update statistics (tensors) plus
+        explained_variance, and the advantages (for a histogram). Raises guards.NonFiniteError if a loss, gradient
+        or weight was not finite (the update stops at that step; nothing is saved).
+        """
+        stats, advantages = self._compiled_train(rollout)
+        finite = stats.pop("finite")
+        guards.check(finite, "train", "loss, gradient or weight",
+                     f"at gradient step {int(self.agent.train_step_counter.numpy())}")
+        return stats, advantages
+
+    def _train_on_rollout(self, rollout):
+        flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0)) for k, v in rollout.items()
+                if k in ("observations", "actions", "log_probs", "final_observations")}
+        time_env = tf.shape(rollout["rewards"])
+        # Values with the parameters and normaliser the rollout was collected with (nothing changed since), in one
+        # pass over every step's observation, the final observations and the observations after the last step.
+        steps, envs = tf.shape(flat["observations"])[0], tf.shape(rollout["next_observations"])[0]
+        flat["values"], final_values, next_values = tf.split(self._value(tf.concat(
+            [flat["observations"], flat["final_observations"], rollout["next_observations"]], 0)), [steps, steps, envs])
+        advantages, returns = gae(tf.reshape(flat["values"], time_env), next_values, rollout["rewards"],
+                                  rollout["terminated"], rollout["truncated"], tf.reshape(final_values, time_env),
+                                  self._gamma, self._gae_lambda)
+        advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
+        stats = self._update(flat["observations"], flat["actions"], flat["log_probs"], advantages, returns,
+                             flat["values"])
+        stats["explained_variance"] = explained_variance(flat["values"], returns)
+        return stats, advantages
+
+    def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
+        """Epochs x minibatches of clipped-surrogate steps on one flattened rollout (fewer with target_kl, or at a
+        non-finite loss or gradient)."""
+        batch = tf.shape(observations)[0]
+        size = batch // self._minibatches
+        steps = self._epochs * self._minibatches
+        if self._normalize_advantages:  # over the rollout, not per minibatch (pipeline/core/estimators.py)
+            advantages = whiten(advantages)
+
+        def gradient_step(mb):
+            # Every replica's stats summed: [policy loss, value loss, clip fraction, grad norm, non-finite count].
+            if self.strategy is None:  # one device: the same step, without the strategy's wrapper to trace
+                stats = self._replica_step(mb)
+            else:
+                per_replica = self.strategy.run(self._replica_step, (mb,))
+                stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            self.agent.train_step_counter.assign_add(1)
+            return stats[:4], tf.equal(stats[4], 0.0)
+
+        rollout = dict(observations=observations, actions=actions, old_log_probs=old_log_probs,
+                       advantages=advantages, returns=returns, old_values=old_values)
+
+        def minibatch_step(step, order, totals, taken, stop, finite):
+            order = tf.cond(step % self._minibatches == 0,
+                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
+            start = (step % self._minibatches) * size
+            mb = {k: tf.gather(v, order[start:start + size]) for k, v in rollout.items()}
+            if self._target_kl is None:
+                stats, finite = gradient_step(mb)
+                return step + 1, order, totals + stats, taken + 1, stop, finite
+            _, kl = self._entropy_and_kl(mb["observations"], mb["actions"], mb["old_log_probs"])
+            stop = kl > 1.5 * self._target_kl
+
+            def take_step():
+                stats, ok = gradient_step(mb)
+                return totals + stats, taken + 1, ok
+
+            totals, taken, finite = tf.cond(stop, lambda: (totals, taken, finite), take_step)
+            return step + 1, order, totals, taken, stop, finite
+
+        _, _, totals, taken, _, finite = tf.while_loop(
+            lambda step, order, totals, taken, stop, finite: (step < steps) & ~stop & finite, minibatch_step,
+            (tf.constant(0), tf.range(batch), tf.zeros([4]), tf.constant(0), tf.constant(False), tf.constant(True)),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([4]), tf.TensorShape([]),
+                              tf.TensorShape([]), tf.TensorShape([])))
+        entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
+        with tf.control_dependencies([entropy, approx_kl]):
+            # After the epochs: the stored log-probs were computed with the old statistics.
+            if self._normalize_observations:
+                self.agent.update_observation_normalizer(observations)
+        means = totals / tf.cast(tf.maximum(taken, 1), tf.float32)
+        stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
+        stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
+        # The entropy and KL above are a forward pass of the updated policy over the rollout: finite weights can
+        # still overflow one. The normaliser's statistics are checked with the weights.
+        stats["finite"] = (finite & tf.math.is_finite(entropy) & tf.math.is_finite(approx_kl)
+                           & guards.all_finite(self.agent.variables))  # networks, normaliser, counter
+        return stats
+
+    def _replica_step(self, minibatch):
+        """One gradient step on this replica's share of the minibatch (all of it on one device)."""
+        context = tf.distribute.get_replica_context()
+        count = context.num_replicas_in_sync
+        mb = {k: distribute.replica_share(v, context) for k, v in minibatch.items()}
+        with tf.GradientTape() as tape:
+            # TF-Agents' losses divide by this share's size x the replica count: summed across replicas, the
+            # minibatch mean.
+            loss = self.agent.get_loss(
+                self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"],
+                mb["advantages"], action_distribution_parameters=(), weights=tf.ones_like(mb["returns"]),
+                train_step=self.agent.train_step_counter, debug_summaries=False,
+                old_value_predictions=mb["old_values"], training=True)
+        grads = tape.gradient(loss.loss, self.variables_to_train)
+        grads = distribute.all_reduce_sum(context, grads)  # then clipped below as one device clips
+        grad_norm = tf.linalg.global_norm(grads)
+        if self._max_grad_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
+        self.optimizer.apply_gradients(zip(grads, self.variables_to_train), skip_gradients_aggregation=True)
+        finite = tf.math.is_finite(loss.loss) & tf.math.is_finite(grad_norm)
+        # TF-Agents' value_estimation_loss is weighted by value_coef; logged unweighted, as SB3 and TRL log it.
+        # The losses are already shares of the mean; the clip fraction is this share's mean, the norm global.
+        return tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss / self._value_coef,
+                         loss.extra.clip_fraction / count, grad_norm / count, 1.0 - tf.cast(finite, tf.float32)])
+
+    def _entropy_and_kl(self, observations, actions, old_log_probs):
+        """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the current policy."""
+        dist = self.distribution(observations)
+        log_ratio = common.log_probability(dist, actions, self.action_spec) - old_log_probs
+        approx_kl = tf.reduce_mean(k3(log_ratio))
+        entropy = tf.reduce_mean(common.entropy(dist, self.action_spec))
+        return entropy, approx_kl
+
+    def set_learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate.assign(value)
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """Networks, normaliser, optimizer slots, RNG state and counters: all a resumed run needs."""
+        return tf.train.Checkpoint(agent=self.agent, optimizer=self.optimizer, generator=self.generator,
+                                   counters=self.counters)
+
+
+def _concrete(fn, signature):
+    return tf.function(fn, input_signature=[signature], autograph=False).get_concrete_function()

@@ -1,0 +1,34 @@
+"""Evaluate stage: greedy episodes on environments seeded apart from training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.gym import envs
+from pipeline.core import summaries
+from pipeline.gym.config import GymConfig
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.rollout import GreedyEpisodes
+from pipeline.core.rundir import RunDir
+
+
+def greedy_episodes(cfg: GymConfig, runner: GreedyEpisodes, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths of `runner.num_envs` greedy episodes, run side by side."""
+    env = envs.make_vector_env(cfg.env, num_envs=runner.num_envs)
+    obs, _ = env.reset(seed=envs.episode_seeds(seed, runner.num_envs))
+    try:
+        return runner.run(env, obs)
+    finally:
+        env.close()
+
+
+def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
+    returns, lengths = greedy_episodes(cfg, GreedyEpisodes(learner, cfg.evaluate.episodes), cfg.evaluate.seed)
+    metrics = {"eval.mean_return": float(returns.mean()), "eval.std_return": float(returns.std()),
+               "eval.min_return": float(returns.min()), "eval.max_return": float(returns.max()),
+               "eval.mean_length": float(lengths.mean()), "eval.episodes": int(len(returns))}
+    step = int(learner.counters.env_steps)
+    with summaries.stage_writer(run_dir, "evaluate"):
+        summaries.write({k.replace("eval.", "eval/"): v for k, v in metrics.items()}, {"eval/returns": returns},
+                        step=step)
+    return metrics

@@ -1,0 +1,37 @@
+"""Export stage (lm): the policy's servable, with the tokenizer and the KV-cache sampling loop in the graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core import publish
+from pipeline.core.rundir import RunDir
+from pipeline.lm.config import LMConfig
+
+
+def run(cfg: LMConfig, run_dir: RunDir, learner, data, checkpoint: str, reward_fn) -> dict:
+    from export import lm_servable
+
+    p = cfg.ppo
+
+    def build():
+        archive = lm_servable.build_archive(
+            learner.servable_policy(), data.tokenizer, data.eos_id, lm_servable.GenerationDefaults(
+                max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p),
+            max_length=cfg.model.max_sequence_length, bos_id=data.bos_id)
+        return lambda path: lm_servable.save(archive, path)
+    info = {"ppo_iterations": int(learner.iteration)}
+    prompts = data.decode(data.eval_prompts[:cfg.evaluate.prompts])
+    return publish.publish(cfg.export, run_dir, cfg.export.model_name or "lm_policy", checkpoint, build, info,
+                           score=lambda version_dir: score(version_dir, prompts, reward_fn, cfg.data.seed))
+
+
+def score(version_dir: Path, prompts: list[str], reward_fn, seed: int) -> float:
+    """Blessing's score: the mean reward of the SavedModel's completions of the prompts, sampled with its own
+    settings and `seed`."""
+    from export.policies import load_policy
+
+    completions = load_policy(version_dir)(prompts, seed=seed)
+    return float(np.mean(np.asarray(reward_fn(prompts, completions), np.float64)))

@@ -1,0 +1,114 @@
+"""LM PPO stage: fine-tunes the SFT model against the proxy reward, resuming from its last checkpoint.
+
+With a learned reward model the gold reward of every batch is logged beside the proxy one
+(`objective/gold_scores` next to `objective/scores`): the two curves parting is reward over-optimisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from models import lm as lm_lib
+from models import lora
+from pipeline.core import devices, distribute, preemption, resume, summaries, warm_start
+from pipeline.lm.config import LMConfig
+from pipeline.lm.ppo import LMPPOLearner
+from pipeline.core.progress import Progress
+from pipeline.core.rundir import RunDir
+from pipeline.lm.data import LMData
+from pipeline.lm.rewards import Rewards
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 8  # rows of each ppo.sample_every table
+
+
+def _checkpoint_dir(run_dir: RunDir) -> str:
+    return str(run_dir.checkpoints / "ppo")
+
+
+def latest_checkpoint(run_dir: RunDir):
+    return tf.train.latest_checkpoint(_checkpoint_dir(run_dir))
+
+
+def adapters(cfg: LMConfig):
+    m = cfg.model
+    if m.lora_rank is None:
+        return None
+    return lora.Adapters(m.lora_rank, m.lora_alpha or float(m.lora_rank), tuple(m.lora_targets))
+
+
+def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True,
+        strategy: tf.distribute.Strategy | None = None, restore_from: RunDir | None = None
+        ) -> tuple[LMPPOLearner, dict]:
+    """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations. strategy: the one
+    sft_lm was built under; restore_from: the run directory whose checkpoints to resume from, when not run_dir
+    (a worker's scratch folder)."""
+    p = cfg.ppo
+    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg),
+                           strategy=strategy)
+    if strategy is not None:
+        log.info("ppo: %s", distribute.describe(strategy))
+    manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
+    source = manager if restore_from is None else tf.train.CheckpointManager(
+        learner.checkpoint(), _checkpoint_dir(restore_from), max_to_keep=2)
+    restored = resume.restore_newest_readable(learner.checkpoint(), source, "ppo")
+    if restored:
+        log.info("ppo: resumed from %s (iteration %d)", restored, int(learner.iteration))
+    elif p.warm_start is not None:
+        source = warm_start.resolve(p.warm_start, cfg)
+        learner.trained_parts().restore(source).expect_partial().assert_existing_objects_matched()
+        log.info("ppo: warm start from %s", source)
+    if not train:
+        return learner, {}
+    log.info("ppo: %s", devices.describe(learner.variables))
+    progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
+
+    def save(sequences, prompt_lengths) -> None:
+        learner.check_outputs(sequences, prompt_lengths)  # finite weights can still overflow a forward pass
+        manager.save(checkpoint_number=int(learner.iteration))
+
+    with summaries.stage_writer(run_dir, "ppo"):
+        while int(learner.iteration) < p.iterations:
+            iteration = int(learner.iteration)
+            # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
+            rng = np.random.default_rng([cfg.data.seed, iteration])
+            prompts, lengths = data.prompt_batch(data.train_prompts[rng.choice(
+                len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)])
+            start = time.perf_counter()
+            stats, sequences, scores = learner.step(prompts, rewards.proxy, lengths)
+            seconds = time.perf_counter() - start
+            responses = lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
+            if rewards.learned:
+                stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, responses)))
+            stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
+            summaries.scalars(stats, step=iteration + 1)
+            if p.sample_every and iteration % p.sample_every == 0:
+                _sample_table(data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
+                              step=iteration + 1)
+            progress.update(iteration + 1, stats["objective/scores"])
+            stop = preemption.stop_requested(strategy)  # all workers stop together
+            if (iteration + 1) % p.checkpoint_every == 0 or stop:
+                save(sequences, lengths)
+                tf.summary.flush()  # the curves up to a checkpoint survive a kill
+            if stop:
+                raise preemption.stopped(f"in ppo at iteration {iteration + 1}, after a checkpoint")
+        if (manager.latest_checkpoint is None
+                or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
+            if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is
+                manager.save(checkpoint_number=0)
+            else:
+                save(sequences, lengths)
+    progress.close()
+    return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
+
+
+def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:
+    """What the policy writes now, as TRL's trainer shows it every num_sample_generations: prompt | response |
+    reward (the proxy reward PPO was given, before the missing-EOS penalty and the KL term)."""
+    rows = [(prompt, response, f"{score:.3f}")
+            for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)]
+    summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)

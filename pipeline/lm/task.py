@@ -1,0 +1,118 @@
+"""task: lm, as the job runner sees it: data -> sft -> reward -> ppo -> evaluate -> export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.core import warm_start
+from pipeline.core.schema import ConfigError
+from pipeline.core.task import Task
+from pipeline.lm.config import LMConfig
+
+
+class LMTask(Task):
+    name = "lm"
+    config = LMConfig
+    checkpoints = "ppo"
+    warm_start_key = "ppo.warm_start"
+    warm_start_shared = ("data", "model", "ppo.value_model")
+    stages = (("sft", "sft."), ("reward", "reward."), ("ppo", "ppo."), ("evaluate", "eval."), ("export", "export."))
+
+    def preflight(self, cfg: LMConfig) -> None:
+        from pipeline.lm.rewards import load_reward_function
+
+        try:
+            load_reward_function(cfg.reward.function)
+        except ValueError as e:
+            raise ConfigError(f"reward.function: {e}") from None
+        if cfg.ppo.warm_start is not None:
+            warm_start.resolve(cfg.ppo.warm_start, cfg)
+        if cfg.data.prompts is not None and not Path(cfg.data.prompts).is_file():
+            raise ConfigError(f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "
+                              f"prompts (one object per line, the text under data.prompt_field), or null")
+        family = "GPT-2"  # from scratch
+        if cfg.model.checkpoint is not None:
+            from models import checkpoints
+
+            try:
+                info = checkpoints.inspect(cfg.model.checkpoint)
+            except checkpoints.CheckpointError as e:
+                raise ConfigError(f"model.checkpoint: {e}") from None
+            if info.max_sequence_length is not None and cfg.model.max_sequence_length > info.max_sequence_length:
+                raise ConfigError(
+                    f"model.max_sequence_length: {cfg.model.max_sequence_length} exceeds the "
+                    f"{info.max_sequence_length} positions of model.checkpoint {info.path}; allowed values: 2 to "
+                    f"{info.max_sequence_length}")
+            family = info.family
+        if cfg.model.lora_rank is not None:
+            from models import lora
+
+            unavailable = lora.unavailable_targets(family, cfg.model.lora_targets)
+            if unavailable:
+                allowed = [t for t in lora.TARGETS if t not in unavailable]
+                raise ConfigError(f"model.lora_targets: {family} has no {', '.join(unavailable)}; allowed values: "
+                                  f"{', '.join(allowed)}")
+        if cfg.reward.preferences is not None:
+            from pipeline.lm.preferences import PreferenceError, read_preferences
+
+            try:
+                read_preferences(cfg.reward.preferences)
+            except PreferenceError as e:
+                raise ConfigError(f"reward.preferences: {e}") from None
+
+    def check_split(self, cfg: LMConfig, strategy) -> None:
+        from pipeline.core import distribute
+        from pipeline.lm.ppo import check_split
+
+        replicas = strategy.num_replicas_in_sync
+        if cfg.sft.batch_size % replicas:
+            raise ConfigError(f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over "
+                              f"{replicas} replicas; allowed: a multiple of the replica count")
+        if cfg.reward.kind == "learned" and cfg.reward.batch_size % replicas:
+            raise ConfigError(f"reward.batch_size: {cfg.reward.batch_size} pairs do not split evenly over "
+                              f"{replicas} replicas; allowed: a multiple of the replica count")
+        check_split(cfg.ppo, distribute.worker(strategy).count, replicas)
+
+    def run_stages(self, command: str, cfg: LMConfig, run_dir, strategy=None) -> dict:
+        from pipeline.core.memory import peaks
+        from pipeline.lm.rewards import load_reward_function
+        from pipeline.lm.stages import data as data_stage
+        from pipeline.lm.stages import evaluate, export, ppo, reward, sft
+
+        if command != "run" and ppo.latest_checkpoint(run_dir) is None:
+            raise ConfigError(f"{run_dir.root}: no PPO checkpoint to {command}; run `python -m pipeline run` first")
+        reward_fn = load_reward_function(cfg.reward.function)  # checked by preflight
+        data = data_stage.run(cfg, run_dir)
+        lm, sft_metrics = sft.run(cfg, run_dir, data, strategy)
+        metrics = run_dir.update_metrics({**sft_metrics, **peaks("sft")})
+        rewards, reward_metrics = reward.run(cfg, run_dir, data, lm, reward_fn, strategy)  # before PPO changes lm
+        metrics = run_dir.update_metrics({**reward_metrics, **peaks("reward")})
+        learner, ppo_metrics = ppo.run(cfg, run_dir, data, lm, rewards, train=command == "run", strategy=strategy)
+        if command == "run":
+            metrics = run_dir.update_metrics({**ppo_metrics, **peaks("ppo")})
+        if command in ("run", "evaluate"):
+            metrics = run_dir.update_metrics({**evaluate.run(cfg, run_dir, data, learner, rewards), **peaks("evaluate")})
+        if command in ("run", "export"):
+            metrics = run_dir.update_metrics({**export.run(cfg, run_dir, learner, data, ppo.latest_checkpoint(run_dir),
+                                                  reward_fn), **peaks("export")})
+        return metrics
+
+    def run_worker(self, cfg: LMConfig, scratch, run_dir, strategy) -> None:
+        from pipeline.lm.rewards import load_reward_function
+        from pipeline.lm.stages import data as data_stage
+        from pipeline.lm.stages import ppo, reward, sft
+
+        data = data_stage.run(cfg, scratch)  # the same tokenizer as the chief's: trained on the same documents
+        lm, _ = sft.run(cfg, scratch, data, strategy, restore_from=run_dir)
+        rewards, _ = reward.run(cfg, scratch, data, lm, load_reward_function(cfg.reward.function), strategy,
+                                restore_from=run_dir)
+        ppo.run(cfg, scratch, data, lm, rewards, strategy=strategy, restore_from=run_dir)
+
+    def progress(self, cfg: LMConfig, metrics: dict) -> dict:
+        return {"iterations": metrics.get("ppo.iterations", 0), "of": cfg.ppo.iterations}
+
+    def subject(self, cfg: LMConfig) -> str:
+        return cfg.model.checkpoint or "GPT-2 from scratch"
+
+
+TASK = LMTask()

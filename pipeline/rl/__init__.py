@@ -1,1 +1,0 @@
-"""RL math as pure functions, tested against hand-computed numbers."""

@@ -1,1 +1,0 @@
-"""The stages the driver runs in order: environment -> model -> train -> evaluate -> export."""
