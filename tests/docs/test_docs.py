@@ -34,6 +34,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ def fenced_blocks(page: Path) -> list[Block]:
             if opened:
                 fence, start, language, body = opened.group(1), number, opened.group(2).lower(), []
         elif line.strip() == fence:
-            blocks.append(Block(page, start, language, "\n".join(body) + "\n"))
+            blocks.append(Block(page, start, language, textwrap.dedent("\n".join(body) + "\n")))  # in a list item
             fence = None
         else:
             body.append(line)
@@ -105,7 +106,7 @@ class Workspace:
         if argv not in self._answers:
             done = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=self.root,
                                   env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                                  timeout=300)
+                                  timeout=300, check=False)
             self._answers[argv] = done.returncode, done.stdout + done.stderr
         return self._answers[argv]
 
@@ -113,8 +114,8 @@ class Workspace:
         """A CartPole run directory and the serving base it published into (made on first use)."""
         if self._tiny is None:
             run_dir, base = self.root / "tiny", self.root / "models"
-            code, output = self.driver("run", "configs/cartpole.yaml", "--run-dir", str(run_dir),
-                                       "--set", f"train.total_env_steps={TINY_STEPS}", "--set", f"export.base_dir={base}")
+            code, output = self.driver("run", "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set",
+                                       f"train.total_env_steps={TINY_STEPS}", "--set", f"export.base_dir={base}")
             assert code == 0, f"the tiny run failed:\n{output}"
             self._tiny = run_dir, base
         return self._tiny
@@ -161,7 +162,8 @@ def check_command(tokens: list[str], block: Block, workspace: Workspace) -> None
     where = f"{block}: {shlex.join(tokens)}"
     if tokens and tokens[0] == "make":
         targets = [t for t in tokens[1:] if not t.startswith("-") and "=" not in t]
-        done = subprocess.run(["make", "-n", "-C", str(REPO), *targets], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(["make", "-n", "-C", str(REPO), *targets], capture_output=True, text=True, timeout=60,
+                              check=False)
         assert done.returncode == 0, f"{where}: no such Makefile target\n{done.stderr}"
     elif len(tokens) > 3 and Path(tokens[0]).name in ("python", "python3") and tokens[1:3] == ["-m", "pipeline"]:
         check_pipeline(tokens[3:], where, workspace)
@@ -264,9 +266,7 @@ def test_links(page: Path):
             continue
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
             broken.append(target)
     assert not broken, f"{page.relative_to(REPO)}: broken links {broken}"
 
