@@ -8,7 +8,7 @@ A block is checked by its language; any other language, or none, fails, so every
     `[.venv/bin/]python -m pipeline SUB ...` or `ppo-pipeline SUB ...`, run as a separate process (the driver as a
     scheduler runs it) from a scratch folder holding configs/:
       run, launch CONFIG [--set K=V ...]  ->  `check CONFIG --set K=V ...`: the config and keys exist, nothing trains
-      check ...                           ->  as written
+      check ..., reference                ->  as written
       evaluate, export, status PATH       ->  as written on a tiny CartPole run this module trains once (2048 env
                                               steps, published into a serving base): PATH becomes that run
                                               directory, or that base where PATH is under /srv/models
@@ -188,7 +188,7 @@ def check_pipeline(args: list[str], where: str, workspace: Workspace) -> None:
     if command in ("run", "launch"):
         assert len(positional) == 1, f"{where}: expected one config file, got {positional}"
         argv = ["check", positional[0], *(x for s in sets for x in ("--set", s))]
-    elif command == "check":
+    elif command in ("check", "reference"):
         argv = args
     elif command in ("evaluate", "export", "status"):
         assert len(positional) == 1, f"{where}: expected one path, got {positional}"

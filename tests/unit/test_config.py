@@ -126,3 +126,11 @@ def test_unknown_environment_is_a_config_error(tmp_path):
     result = run_driver("run", cfg, "--run-dir", tmp_path / "run")
     assert result.returncode == 2 and "env.id" in result.stderr and "NoSuchEnv-v0" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_configuration_reference_is_the_one_the_code_generates():
+    """docs/configuration.md is `python -m pipeline reference`'s output: regenerate it when a field changes."""
+    written = (REPO / "docs" / "configuration.md").read_text()
+    assert written == config.reference(), "docs/configuration.md is stale: python -m pipeline reference > it"
+    for key in ("env.id", "train.clip_ratio", "ppo.kl_coef", "export.base_dir", "distribute.strategy"):
+        assert f"`{key}`" in written
