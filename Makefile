@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset lm-demo-lora clean
+.PHONY: setup run lint format test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset lm-demo-lora clean
 
-$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	# TF-Agents' own metadata pins conflict with this stack: installed without its dependencies (BUILD.md).
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	# This project itself, editable: `python -m pipeline` and `ppo-pipeline` from any folder (the venv's setuptools).
@@ -21,7 +21,16 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/python -m pipeline run configs/cartpole.yaml
 
-test: setup
+# Lint and format check (ruff, configured in pyproject.toml), then the whole suite: what CI runs.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest
 
 test-fast: setup

@@ -18,13 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402,F401
-from pipeline.core import config, devices  # noqa: E402
-from pipeline.gym import envs  # noqa: E402
-from pipeline.gym.ppo import PPOLearner  # noqa: E402
-from pipeline.core.rundir import RunDir  # noqa: E402
-from pipeline.gym.stages import train  # noqa: E402
-from pipeline.core.tb_reader import read_scalars  # noqa: E402
+import pipeline  # noqa: F401  (TensorFlow's environment first)
+
+# isort: split
+
+from pipeline.core import config, devices
+from pipeline.core.rundir import RunDir
+from pipeline.core.tb_reader import read_scalars
+from pipeline.gym import envs
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.stages import train
 
 
 def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:
@@ -43,12 +46,22 @@ def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:
     rest = statistics.median(update_s[1:]) if len(update_s) > 1 else 0.0
     batch = cfg.env.num_envs * cfg.train.rollout_steps
     collect_total = sum(batch / fps for fps in collect_fps)
-    return {"device": devices.describe(learner.variables_to_train), "seed": seed, "solved": metrics["train.solved"],
-            "env_steps": metrics["train.env_steps"],
-            "wall_s": wall, "build_s": build_s, "first_update_s": update_s[0], "trace_s": update_s[0] - rest,
-            "update_s": rest, "collect_fps": statistics.median(collect_fps), "iterations": len(update_s),
-            "collect_total_s": collect_total, "update_total_s": sum(update_s),
-            "other_s": wall - build_s - collect_total - sum(update_s)}
+    return {
+        "device": devices.describe(learner.variables_to_train),
+        "seed": seed,
+        "solved": metrics["train.solved"],
+        "env_steps": metrics["train.env_steps"],
+        "wall_s": wall,
+        "build_s": build_s,
+        "first_update_s": update_s[0],
+        "trace_s": update_s[0] - rest,
+        "update_s": rest,
+        "collect_fps": statistics.median(collect_fps),
+        "iterations": len(update_s),
+        "collect_total_s": collect_total,
+        "update_total_s": sum(update_s),
+        "other_s": wall - build_s - collect_total - sum(update_s),
+    }
 
 
 def main() -> None:
@@ -58,15 +71,20 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     rows = []
-    print(f"{'seed':>4} {'solved':>6} {'env_steps':>9} {'wall_s':>7} {'build_s':>7} {'trace_s':>7} "
-          f"{'update_ms':>9} {'collect_steps/s':>15} {'iters':>5} {'collect_s':>9} {'update_s':>8} {'other_s':>7}",
-          flush=True)
+    print(
+        f"{'seed':>4} {'solved':>6} {'env_steps':>9} {'wall_s':>7} {'build_s':>7} {'trace_s':>7} "
+        f"{'update_ms':>9} {'collect_steps/s':>15} {'iters':>5} {'collect_s':>9} {'update_s':>8} {'other_s':>7}",
+        flush=True,
+    )
     for seed in args.seeds:
         r = one_seed(args.config, seed, args.overrides)
         rows.append(r)
-        print(f"{r['seed']:>4} {str(r['solved']):>6} {r['env_steps']:>9} {r['wall_s']:>7.2f} {r['build_s']:>7.2f} "
-              f"{r['trace_s']:>7.2f} {1000 * r['update_s']:>9.1f} {r['collect_fps']:>15,.0f} {r['iterations']:>5} "
-              f"{r['collect_total_s']:>9.2f} {r['update_total_s']:>8.2f} {r['other_s']:>7.2f}", flush=True)
+        print(
+            f"{r['seed']:>4} {str(r['solved']):>6} {r['env_steps']:>9} {r['wall_s']:>7.2f} {r['build_s']:>7.2f} "
+            f"{r['trace_s']:>7.2f} {1000 * r['update_s']:>9.1f} {r['collect_fps']:>15,.0f} {r['iterations']:>5} "
+            f"{r['collect_total_s']:>9.2f} {r['update_total_s']:>8.2f} {r['other_s']:>7.2f}",
+            flush=True,
+        )
     print(rows[0]["device"])
     solved = [r for r in rows if r["solved"]]
     print(f"solved {len(solved)}/{len(rows)} seeds")
@@ -74,7 +92,8 @@ def main() -> None:
         print(f"median env steps to solved: {statistics.median(r['env_steps'] for r in solved):,.0f}")
         print(f"median wall seconds to solved: {statistics.median(r['wall_s'] for r in solved):.2f}")
     print(f"median tracing (first update minus a typical one) s: {statistics.median(r['trace_s'] for r in rows):.2f}")
-    print(f"median learner build (networks, agent, optimizer slots) s: {statistics.median(r['build_s'] for r in rows):.2f}")
+    build_s = statistics.median(r["build_s"] for r in rows)
+    print(f"median learner build (networks, agent, optimizer slots) s: {build_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -31,10 +31,16 @@ sys.path.insert(0, str(REPO))
 
 def timed(task: str, args: list[str], threads: int, run_dir: Path) -> float:
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads)}
-    subprocess.run([sys.executable, "-m", "pipeline", *args, "--run-dir", str(run_dir)], cwd=REPO, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", *args, "--run-dir", str(run_dir)],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     if task == "lm":
         from pipeline.core.tb_reader import read_scalars
+
         per_iteration = read_scalars(run_dir / "tb" / "ppo", "time/tokens_per_s")
         return statistics.median(v for step, v in per_iteration.items() if step > 1)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -54,13 +60,22 @@ def main() -> None:
         budget = ["--set", f"train.total_env_steps={args.env_steps}"]
     else:
         config, unit = str(REPO / "configs" / "lm_sentiment.yaml"), "tokens/s"
-        budget = [arg for value in ("sft.epochs=1", f"ppo.iterations={args.iterations}", "evaluate.prompts=16",
-                                    "evaluate.samples=0") for arg in ("--set", value)]
+        budget = [
+            arg
+            for value in (
+                "sft.epochs=1",
+                f"ppo.iterations={args.iterations}",
+                "evaluate.prompts=16",
+                "evaluate.samples=0",
+            )
+            for arg in ("--set", value)
+        ]
     variants = {
-        "one process, no strategy": (["run", config, *budget, "--set", "distribute.strategy=none"],
-                                     2 * args.threads),
-        "one process, MirroredStrategy, 1 replica": (["run", config, *budget, "--set", "distribute.strategy=mirrored",
-                                                      "--set", "distribute.cpu_replicas=1"], 2 * args.threads),
+        "one process, no strategy": (["run", config, *budget, "--set", "distribute.strategy=none"], 2 * args.threads),
+        "one process, MirroredStrategy, 1 replica": (
+            ["run", config, *budget, "--set", "distribute.strategy=mirrored", "--set", "distribute.cpu_replicas=1"],
+            2 * args.threads,
+        ),
         "2 workers (launch), 1 replica each": (["launch", "--workers", "2", config, *budget], args.threads),
     }
     results = {name: [] for name in variants}

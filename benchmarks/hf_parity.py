@@ -17,10 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402,F401
-import numpy as np  # noqa: E402
+import pipeline  # noqa: F401  (TensorFlow's environment first)
 
-from models import checkpoints  # noqa: E402
+# isort: split
+
+import numpy as np
+
+from models import checkpoints
 
 PEER = Path(__file__).resolve().parent / "trl_peer" / "hf_logits.py"
 
@@ -45,9 +48,11 @@ def main() -> None:
         scale = np.abs(peer["logits"]).max()
         ok = difference.max() <= args.tolerance
         failed |= not ok
-        print(f"{directory}: {info.family} ({type(lm).__name__}), logits {ids.shape} x {ours.shape[-1]}: max |ours - "
-              f"transformers| {difference.max():.2e} (mean {difference.mean():.2e}, logits up to {scale:.2f}) "
-              f"{'<=' if ok else '>'} {args.tolerance:g}; peer: {', '.join(peer['versions'])}")
+        print(
+            f"{directory}: {info.family} ({type(lm).__name__}), logits {ids.shape} x {ours.shape[-1]}: max |ours - "
+            f"transformers| {difference.max():.2e} (mean {difference.mean():.2e}, logits up to {scale:.2f}) "
+            f"{'<=' if ok else '>'} {args.tolerance:g}; peer: {', '.join(peer['versions'])}"
+        )
     sys.exit(1 if failed else 0)
 
 

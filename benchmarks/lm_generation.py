@@ -17,23 +17,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402,F401
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import pipeline  # noqa: F401  (TensorFlow's environment first)
 
-from benchmarks.lm_throughput import PROMPT, RESPONSE, SIZES  # noqa: E402
-from models import lm as lm_lib  # noqa: E402
+# isort: split
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.lm_throughput import PROMPT, RESPONSE, SIZES
+from models import lm as lm_lib
 
 
 def llama_like(size: lm_lib.LMSize):
     """A Llama 3 of GPT-2 `size`'s width and depth (grouped-query attention: half as many key/value heads)."""
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.Llama3Backbone(
-        vocabulary_size=size.vocabulary_size, num_layers=size.num_layers, num_query_heads=size.num_heads,
-        num_key_value_heads=max(1, size.num_heads // 2), hidden_dim=size.hidden_dim,
-        intermediate_dim=size.intermediate_dim)
+        vocabulary_size=size.vocabulary_size,
+        num_layers=size.num_layers,
+        num_query_heads=size.num_heads,
+        num_key_value_heads=max(1, size.num_heads // 2),
+        hidden_dim=size.hidden_dim,
+        intermediate_dim=size.intermediate_dim,
+    )
     return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None)
 
 
@@ -45,18 +52,27 @@ def main() -> None:
     args = parser.parse_args()
     size = SIZES[args.size]
     gpt2, llama = lm_lib.build_causal_lm(size), llama_like(size)
-    paths = {"gpt2 own decoder": (gpt2, False), "gpt2 keras-hub cache": (gpt2, True),
-             "llama keras-hub cache": (llama, False)}
-    compiled = {name: tf.function(
-        lambda prompts, seed, lm=lm, generic=generic: lm_lib.sample(lm, prompts, RESPONSE, 1.0, seed,
-                                                                    generic_cache=generic),
-        jit_compile=True, autograph=False) for name, (lm, generic) in paths.items()}
+    paths = {
+        "gpt2 own decoder": (gpt2, False),
+        "gpt2 keras-hub cache": (gpt2, True),
+        "llama keras-hub cache": (llama, False),
+    }
+    compiled = {
+        name: tf.function(
+            lambda prompts, seed, lm=lm, generic=generic: lm_lib.sample(
+                lm, prompts, RESPONSE, 1.0, seed, generic_cache=generic
+            ),
+            jit_compile=True,
+            autograph=False,
+        )
+        for name, (lm, generic) in paths.items()
+    }
     rng = np.random.default_rng(0)
     print(f"size={args.size} prompt={PROMPT} response={RESPONSE} calls={args.calls} (medians, interleaved)")
     for batch in args.batch:
         prompts = tf.constant(rng.integers(0, size.vocabulary_size, size=(batch, PROMPT)), tf.int32)
         times = {name: [] for name in compiled}
-        for name, fn in compiled.items():  # compile
+        for fn in compiled.values():  # compile
             fn(prompts, tf.constant([0, 0], tf.int64)).numpy()
         for call in range(args.calls):
             for name, fn in compiled.items():
@@ -66,8 +82,11 @@ def main() -> None:
         medians = {name: statistics.median(t) for name, t in times.items()}
         base = medians["gpt2 keras-hub cache"]
         for name, seconds in medians.items():
-            print(f"batch {batch:>3} {name:<22} {seconds * 1000:8.1f} ms  {batch * RESPONSE / seconds:>9,.0f} tokens/s"
-                  f"  x{base / seconds:.2f} vs gpt2 keras-hub cache", flush=True)
+            print(
+                f"batch {batch:>3} {name:<22} {seconds * 1000:8.1f} ms  {batch * RESPONSE / seconds:>9,.0f} tokens/s"
+                f"  x{base / seconds:.2f} vs gpt2 keras-hub cache",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

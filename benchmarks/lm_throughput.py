@@ -26,22 +26,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402,F401
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import pipeline  # noqa: F401  (TensorFlow's environment first)
 
-from models import checkpoints  # noqa: E402
-from models import lm as lm_lib  # noqa: E402
-from models import lora  # noqa: E402
-from pipeline.core import devices  # noqa: E402
-from pipeline.lm.config import LMPPOConfig  # noqa: E402
-from pipeline.lm.ppo import LMPPOLearner  # noqa: E402
+# isort: split
+
+import numpy as np
+import tensorflow as tf
+
+from models import checkpoints, lora
+from models import lm as lm_lib
+from pipeline.core import devices
+from pipeline.lm.config import LMPPOConfig
+from pipeline.lm.ppo import LMPPOLearner
 
 SIZES = {
-    "tiny": lm_lib.LMSize(vocabulary_size=512, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=256,
-                          max_sequence_length=128),
-    "small": lm_lib.LMSize(vocabulary_size=2048, num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=1024,
-                           max_sequence_length=256),
+    "tiny": lm_lib.LMSize(
+        vocabulary_size=512, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=256, max_sequence_length=128
+    ),
+    "small": lm_lib.LMSize(
+        vocabulary_size=2048, num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=1024, max_sequence_length=256
+    ),
 }
 PROMPT, RESPONSE, EPOCHS = 16, 32, 4
 
@@ -52,8 +56,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--no-jit", dest="jit", action="store_false", help="sampling without XLA")
-    parser.add_argument("--no-jit-update", dest="jit_update", action="store_false",
-                        help="scoring and optimizer steps without XLA (ppo.jit_update: false)")
+    parser.add_argument(
+        "--no-jit-update",
+        dest="jit_update",
+        action="store_false",
+        help="scoring and optimizer steps without XLA (ppo.jit_update: false)",
+    )
     parser.add_argument("--value-model", choices=["separate", "shared"], default="separate")
     parser.add_argument("--checkpoint", help="a local checkpoint directory instead of --size")
     parser.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
@@ -65,11 +73,25 @@ def main() -> None:
         lm, family = lm_lib.build_causal_lm(SIZES[args.size]), "GPT-2"
     vocabulary_size = lm.backbone.vocabulary_size
     unavailable = lora.unavailable_targets(family, lora.TARGETS)
-    adapters = lora.Adapters(args.lora_rank, float(args.lora_rank), tuple(
-        t for t in lora.TARGETS if t not in unavailable)) if args.lora_rank else None
-    learner = LMPPOLearner(lm, LMPPOConfig(
-        max_new_tokens=RESPONSE, num_epochs=EPOCHS, num_minibatches=1, jit_generation=args.jit,
-        jit_update=args.jit_update, value_model=args.value_model), eos_id=None, seed=0, adapters=adapters)
+    adapters = (
+        lora.Adapters(args.lora_rank, float(args.lora_rank), tuple(t for t in lora.TARGETS if t not in unavailable))
+        if args.lora_rank
+        else None
+    )
+    learner = LMPPOLearner(
+        lm,
+        LMPPOConfig(
+            max_new_tokens=RESPONSE,
+            num_epochs=EPOCHS,
+            num_minibatches=1,
+            jit_generation=args.jit,
+            jit_update=args.jit_update,
+            value_model=args.value_model,
+        ),
+        eos_id=None,
+        seed=0,
+        adapters=adapters,
+    )
     rng = np.random.default_rng(0)
     score = lambda prompts, responses: rng.normal(size=len(responses))  # noqa: E731
     generation, scoring, update, total = [], [], [], []
@@ -86,24 +108,30 @@ def main() -> None:
         learner._optimize(sequences, mask, *prepared, lengths)["loss/policy"].numpy()
         done = time.perf_counter()
         if i == 0:
-            print(f"compile (first call, incl. tracing): generation {generated - start:.2f} s, "
-                  f"scoring {scored - generated:.2f} s, update {done - scored:.2f} s", flush=True)
+            print(
+                f"compile (first call, incl. tracing): generation {generated - start:.2f} s, "
+                f"scoring {scored - generated:.2f} s, update {done - scored:.2f} s",
+                flush=True,
+            )
             continue
         generation.append(generated - start)
         scoring.append(scored - generated)
         update.append(done - scored)
         total.append(done - start)
     gen_s, score_s, upd_s, it_s = (statistics.median(x) for x in (generation, scoring, update, total))
-    print(f"size={args.size} batch={args.batch} jit={args.jit} jit_update={args.jit_update} "
-          f"value_model={args.value_model} prompt={PROMPT} "
-          f"response={RESPONSE} epochs={EPOCHS} lora_rank={args.lora_rank}; {devices.describe(learner.variables)}; "
-          f"trainable parameters {sum(int(np.prod(v.shape)) for v in learner.variables):,}")
+    print(
+        f"size={args.size} batch={args.batch} jit={args.jit} jit_update={args.jit_update} "
+        f"value_model={args.value_model} prompt={PROMPT} "
+        f"response={RESPONSE} epochs={EPOCHS} lora_rank={args.lora_rank}; {devices.describe(learner.variables)}; "
+        f"trainable parameters {sum(int(np.prod(v.shape)) for v in learner.variables):,}"
+    )
     print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
     update_tokens = args.batch * (PROMPT + RESPONSE) * EPOCHS
-    print(f"update tokens/s:     {update_tokens / upd_s:,.0f}  (batch x (prompt + response) x epochs / seconds "
-          f"of the epochs; with scoring: {update_tokens / (upd_s + score_s):,.0f})")
-    print(f"seconds per PPO iteration: {it_s:.3f} (generation {gen_s:.3f}, scoring {score_s:.3f}, "
-          f"update {upd_s:.3f})")
+    print(
+        f"update tokens/s:     {update_tokens / upd_s:,.0f}  (batch x (prompt + response) x epochs / seconds "
+        f"of the epochs; with scoring: {update_tokens / (upd_s + score_s):,.0f})"
+    )
+    print(f"seconds per PPO iteration: {it_s:.3f} (generation {gen_s:.3f}, scoring {score_s:.3f}, update {upd_s:.3f})")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 

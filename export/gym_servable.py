@@ -25,8 +25,12 @@ class PolicyServingModule(tf.Module):
 
     def _serve(self, observations):
         batch = tf.shape(observations)[0]
-        time_step = ts.TimeStep(step_type=tf.fill([batch], ts.StepType.MID), reward=tf.zeros([batch]),
-                                discount=tf.ones([batch]), observation=observations)
+        time_step = ts.TimeStep(
+            step_type=tf.fill([batch], ts.StepType.MID),
+            reward=tf.zeros([batch]),
+            discount=tf.ones([batch]),
+            observation=observations,
+        )
         dist = self.sampling_policy.distribution(time_step).action
         value, _ = self.sampling_policy.apply_value_network(observations, time_step.step_type, value_state=())
         outputs = {"action": self.greedy_policy.action(time_step).action, "value": value}

@@ -26,14 +26,16 @@ from models import lm as lm_lib
 @dataclasses.dataclass(frozen=True)
 class GenerationDefaults:
     """The sampling settings the policy was trained with; the defaults of serving_default's optional inputs."""
+
     max_new_tokens: int
     temperature: float
     top_k: int = 0
     top_p: float = 1.0
 
 
-def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_length: int,
-                  bos_id: int | None = None) -> keras.export.ExportArchive:
+def build_archive(
+    lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_length: int, bos_id: int | None = None
+) -> keras.export.ExportArchive:
     """max_length: the positions a request works within (prompt and completion); bos_id: the start token every
     sequence begins with, where the model's convention has one (added in the graph, as the pipeline adds it)."""
     # keras-hub builds the tokenizer's TF lookup tables lazily; build them eagerly, not inside a traced function.
@@ -44,7 +46,7 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_
         """Token ids [B, W] (W >= 1, padded with EOS) and lengths [B] (an empty prompt counts as one EOS)."""
         dense = tf.pad(tokens.to_tensor(default_value=eos_id), [[0, 0], [0, 1]], constant_values=eos_id)
         lengths = tf.cast(tokens.row_lengths(), tf.int32)
-        return dense[:, :tf.maximum(tf.reduce_max(lengths), 1)], tf.maximum(lengths, 1)
+        return dense[:, : tf.maximum(tf.reduce_max(lengths), 1)], tf.maximum(lengths, 1)
 
     def with_start(tokens):
         if bos_id is None:
@@ -52,16 +54,29 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_
         start = tf.RaggedTensor.from_tensor(tf.fill([tokens.nrows(), 1], tf.cast(bos_id, tokens.dtype)))
         return tf.concat([start, tokens], axis=1)
 
-    def generate(prompts, max_new_tokens=tf.constant(defaults.max_new_tokens),
-                 temperature=tf.constant(defaults.temperature), seed=tf.constant(-1, tf.int64)):
+    def generate(
+        prompts,
+        max_new_tokens=tf.constant(defaults.max_new_tokens),  # noqa: B008 (the SignatureDef's defaults)
+        temperature=tf.constant(defaults.temperature),  # noqa: B008 (the SignatureDef's defaults)
+        seed=tf.constant(-1, tf.int64),  # noqa: B008 (the SignatureDef's defaults)
+    ):
         # Prompts keep their last max_length - 1 tokens, so at least one token can follow.
-        tokens = with_start(tokenizer.tokenize(prompts))[:, -(max_length - 1):]
+        tokens = with_start(tokenizer.tokenize(prompts))[:, -(max_length - 1) :]
         ids, lengths = right_padded(tokens)
         width = tf.shape(ids)[1]
         max_new_tokens = tf.clip_by_value(max_new_tokens, 0, max_length - width)
         seed = tf.where(seed < 0, tf.random.uniform([], 0, tf.int64.max, tf.int64), seed)
-        sequences = lm_lib.sample(lm, ids, max_new_tokens, tf.maximum(temperature, 0.0), tf.stack([seed, 0]),
-                                  defaults.top_k, defaults.top_p, prompt_lengths=lengths, eos_id=eos_id)
+        sequences = lm_lib.sample(
+            lm,
+            ids,
+            max_new_tokens,
+            tf.maximum(temperature, 0.0),
+            tf.stack([seed, 0]),
+            defaults.top_k,
+            defaults.top_p,
+            prompt_lengths=lengths,
+            eos_id=eos_id,
+        )
         # A completion: its max_new_tokens after its own prompt, up to (not including) its first EOS.
         positions = tf.range(tf.shape(sequences)[1])[None, :]
         generated = (positions >= lengths[:, None]) & (positions < lengths[:, None] + max_new_tokens)
@@ -85,9 +100,16 @@ def build_archive(lm, tokenizer, eos_id: int, defaults: GenerationDefaults, max_
     archive.track(lm)
     archive.track(tokenizer)
     with lm_lib.core_op_cache_updates():
-        archive.add_endpoint("serving_default", generate, input_signature=[
-            tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([], tf.int64)])
+        archive.add_endpoint(
+            "serving_default",
+            generate,
+            input_signature=[
+                tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.int64),
+            ],
+        )
         archive.add_endpoint("log_probs", log_probs, input_signature=[tf.TensorSpec([None], tf.string)])
     return archive
 

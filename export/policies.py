@@ -76,8 +76,10 @@ def _version_dir(path: Path) -> Path:
     if (path / "config.yaml").exists():  # a run directory: its one exported model
         models = [p for p in (path / "export").glob("*") if tf_serving.versions(p)]
         if len(models) != 1:
-            raise FileNotFoundError(f"{path}: a run directory with {len(models)} exported models; export it first "
-                                    f"(pipeline.export) or name the version folder")
+            raise FileNotFoundError(
+                f"{path}: a run directory with {len(models)} exported models; export it first "
+                f"(pipeline.export) or name the version folder"
+            )
         path = models[0]
     versions = tf_serving.versions(path)
     if not versions:

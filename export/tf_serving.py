@@ -25,9 +25,13 @@ def drop_cluster_devices(savedmodel_dir: str | Path) -> None:
 
     path = Path(savedmodel_dir) / "saved_model.pb"
     saved = saved_model_pb2.SavedModel.FromString(path.read_bytes())
-    pinned = [node for graph in saved.meta_graphs
-              for nodes in [graph.graph_def.node, *(f.node_def for f in graph.graph_def.library.function)]
-              for node in nodes if node.device.startswith("/job:")]
+    pinned = [
+        node
+        for graph in saved.meta_graphs
+        for nodes in [graph.graph_def.node, *(f.node_def for f in graph.graph_def.library.function)]
+        for node in nodes
+        if node.device.startswith("/job:")
+    ]
     for node in pinned:
         _, found, device = node.device.partition("/device:")
         node.device = f"/device:{device}" if found else ""
@@ -56,16 +60,18 @@ def locked(base: Path):
         yield
 
 
-def publish(base: Path, model_name: str, version: int | None, write_savedmodel, info: dict,
-            keep_versions: int | None = None) -> Path:
+def publish(
+    base: Path, model_name: str, version: int | None, write_savedmodel, info: dict, keep_versions: int | None = None
+) -> Path:
     """Calls write_savedmodel(staging_path), adds `info`, then renames the folder into place atomically, as the
     version given or the next integer after the newest; then keeps only the newest `keep_versions`."""
     with locked(base):
         return publish_locked(base, model_name, version, write_savedmodel, info, keep_versions)
 
 
-def publish_locked(base: Path, model_name: str, version: int | None, write_savedmodel, info: dict,
-                   keep_versions: int | None = None) -> Path:
+def publish_locked(
+    base: Path, model_name: str, version: int | None, write_savedmodel, info: dict, keep_versions: int | None = None
+) -> Path:
     """`publish`, for a caller that holds `locked(base)` already (to compare with the served version first)."""
     model_dir = base / model_name
     # Staging folders are only written under the lock: any there now were left by a publisher that died.
@@ -106,7 +112,9 @@ def write_models_config(base: Path) -> Path:
     """One `config` entry per model folder under base, with absolute base paths as TF Serving wants."""
     entries = "".join(
         f'  config {{\n    name: "{d.name}"\n    base_path: "{d.resolve()}"\n    model_platform: "tensorflow"\n  }}\n'
-        for d in sorted(base.iterdir()) if d.is_dir() and not d.name.startswith("."))
+        for d in sorted(base.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    )
     path = base / "models.config"
     tmp = base / ".models.config.tmp"
     tmp.write_text(f"model_config_list {{\n{entries}}}\n")

@@ -12,10 +12,6 @@ import math
 import numpy as np
 import tensorflow as tf
 from tf_agents.networks import actor_distribution_network, normal_projection_network, value_network
-from tf_agents.specs import tensor_spec
-
-from pipeline.gym.config import ModelConfig
-from pipeline.gym.envs import Spaces
 
 _ACTIVATIONS = {"tanh": tf.nn.tanh, "relu": tf.nn.relu, "elu": tf.nn.elu, "gelu": tf.nn.gelu}
 
@@ -28,14 +24,28 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int):
     # Softplus is TF-Agents' std transform: pick the bias that gives exp(init_log_std) at start.
     std = math.exp(cfg.init_log_std)
     normal_net = functools.partial(
-        normal_projection_network.NormalProjectionNetwork, state_dependent_std=False,
-        std_bias_initializer_value=math.log(math.expm1(std)), init_means_output_factor=0.01)
+        normal_projection_network.NormalProjectionNetwork,
+        state_dependent_std=False,
+        std_bias_initializer_value=math.log(math.expm1(std)),
+        init_means_output_factor=0.01,
+    )
     actor = actor_distribution_network.ActorDistributionNetwork(
-        obs_spec, action_spec, fc_layer_params=tuple(cfg.actor_layers), activation_fn=activation,
-        kernel_initializer=init, seed=seed, continuous_projection_net=normal_net, name="actor")
+        obs_spec,
+        action_spec,
+        fc_layer_params=tuple(cfg.actor_layers),
+        activation_fn=activation,
+        kernel_initializer=init,
+        seed=seed,
+        continuous_projection_net=normal_net,
+        name="actor",
+    )
     value = value_network.ValueNetwork(
-        obs_spec, fc_layer_params=tuple(cfg.value_layers), activation_fn=activation,
-        kernel_initializer=tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed + 1), name="value")
+        obs_spec,
+        fc_layer_params=tuple(cfg.value_layers),
+        activation_fn=activation,
+        kernel_initializer=tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed + 1),
+        name="value",
+    )
     actor.create_variables(obs_spec)
     value.create_variables(obs_spec)
     return actor, value

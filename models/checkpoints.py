@@ -41,11 +41,11 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
-    path: Path                        # absolute
-    architecture: str                 # a SUPPORTED or SUPPORTED_HF key
-    layout: str                       # "keras-hub" or "huggingface"
-    add_start_token: bool             # the checkpoint's convention: sequences begin with its start token
-    max_sequence_length: int | None   # learned positions, where the architecture has a limit (GPT-2)
+    path: Path  # absolute
+    architecture: str  # a SUPPORTED or SUPPORTED_HF key
+    layout: str  # "keras-hub" or "huggingface"
+    add_start_token: bool  # the checkpoint's convention: sequences begin with its start token
+    max_sequence_length: int | None  # learned positions, where the architecture has a limit (GPT-2)
 
     @property
     def family(self) -> str:
@@ -57,47 +57,64 @@ def inspect(path: str | Path) -> CheckpointInfo:
     """What the directory holds, from its JSON files alone; CheckpointError if it cannot be used."""
     path = Path(path).expanduser().resolve()  # absolute: a bare name equal to a keras-hub preset would download
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such directory (a local keras-hub preset or Hugging Face checkpoint "
-                              f"directory is expected)")
+        raise CheckpointError(
+            f"{path}: no such directory (a local keras-hub preset or Hugging Face checkpoint directory is expected)"
+        )
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{path}: no config.json; expected a keras-hub preset directory (config.json, "
-                              f"model.weights.h5, tokenizer.json, preprocessor.json) or a Hugging Face one "
-                              f"(config.json, model.safetensors, the tokenizer's files)")
+        raise CheckpointError(
+            f"{path}: no config.json; expected a keras-hub preset directory (config.json, "
+            f"model.weights.h5, tokenizer.json, preprocessor.json) or a Hugging Face one "
+            f"(config.json, model.safetensors, the tokenizer's files)"
+        )
     config = _read_json(config_file)
     if "model_type" in config:
         return _inspect_huggingface(path, config)
     architecture = config.get("registered_name")
     if architecture not in SUPPORTED:
         supported = ", ".join(f"{name} ({key.split('>')[1]})" for key, name in SUPPORTED.items())
-        raise CheckpointError(f"{path}: backbone {architecture!r} is not supported; supported: {supported}, or a "
-                              f"Hugging Face checkpoint of model_type {', '.join(SUPPORTED_HF)}")
+        raise CheckpointError(
+            f"{path}: backbone {architecture!r} is not supported; supported: {supported}, or a "
+            f"Hugging Face checkpoint of model_type {', '.join(SUPPORTED_HF)}"
+        )
     for required in ("model.weights.h5", "tokenizer.json"):
         if not (path / required).is_file():
             raise CheckpointError(f"{path}: {required} is missing")
     preprocessor = _read_json(path / "preprocessor.json") if (path / "preprocessor.json").is_file() else {}
     add_start_token = bool(preprocessor.get("config", {}).get("add_start_token", False))
-    return CheckpointInfo(path, architecture, "keras-hub", add_start_token,
-                          config.get("config", {}).get("max_sequence_length"))
+    return CheckpointInfo(
+        path, architecture, "keras-hub", add_start_token, config.get("config", {}).get("max_sequence_length")
+    )
 
 
 def _inspect_huggingface(path: Path, config: dict) -> CheckpointInfo:
     model_type = config["model_type"]
     if model_type not in SUPPORTED_HF:
-        raise CheckpointError(f"{path}: Hugging Face model_type {model_type!r} is not supported; supported: "
-                              f"{', '.join(f'{key} ({name})' for key, name in SUPPORTED_HF.items())}")
+        raise CheckpointError(
+            f"{path}: Hugging Face model_type {model_type!r} is not supported; supported: "
+            f"{', '.join(f'{key} ({name})' for key, name in SUPPORTED_HF.items())}"
+        )
     if not config.get("architectures"):
-        raise CheckpointError(f"{path}: config.json has no 'architectures' (e.g. [\"LlamaForCausalLM\"]), which "
-                              f"keras-hub's loader reads; transformers' save_pretrained writes it")
+        raise CheckpointError(
+            f"{path}: config.json has no 'architectures' (e.g. [\"LlamaForCausalLM\"]), which "
+            f"keras-hub's loader reads; transformers' save_pretrained writes it"
+        )
     if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
-        raise CheckpointError(f"{path}: no model.safetensors (or model.safetensors.index.json); keras-hub reads "
-                              f"safetensors weights only, not pytorch_model.bin")
+        raise CheckpointError(
+            f"{path}: no model.safetensors (or model.safetensors.index.json); keras-hub reads "
+            f"safetensors weights only, not pytorch_model.bin"
+        )
     tokenizer_files = ("vocab.json", "merges.txt") if model_type == "gpt2" else ("tokenizer.json",)
     missing = [name for name in tokenizer_files if not (path / name).is_file()]
     if missing:
         raise CheckpointError(f"{path}: the tokenizer's {', '.join(missing)} missing")
-    return CheckpointInfo(path, model_type, "huggingface", _hf_adds_start_token(path),
-                          config.get("n_positions") or config.get("max_position_embeddings"))
+    return CheckpointInfo(
+        path,
+        model_type,
+        "huggingface",
+        _hf_adds_start_token(path),
+        config.get("n_positions") or config.get("max_position_embeddings"),
+    )
 
 
 def _hf_adds_start_token(path: Path) -> bool:
@@ -124,9 +141,12 @@ def load_causal_lm(info: CheckpointInfo, precision: str = "float32"):
     if info.layout == "huggingface" and info.architecture == "mistral" and "F32" in stored_dtypes(info.path):
         # keras-hub 0.32's Mistral converter casts every weight to float16 on the way in: lossless for the
         # bfloat16 weights Mistral ships (measured: logits equal transformers' to 2e-5), not for float32 ones.
-        log.warning("%s: float32 Mistral weights are rounded to float16 by keras-hub's converter (logits differ "
-                    "from transformers' by up to ~5e-2 on a test model); a bfloat16 copy of the checkpoint loads "
-                    "exactly", info.path)
+        log.warning(
+            "%s: float32 Mistral weights are rounded to float16 by keras-hub's converter (logits differ "
+            "from transformers' by up to ~5e-2 on a test model); a bfloat16 copy of the checkpoint loads "
+            "exactly",
+            info.path,
+        )
     return keras_hub.models.CausalLM.from_preset(str(info.path), preprocessor=None, dtype=precision)
 
 
@@ -154,8 +174,9 @@ def save_preset(lm, tokenizer, path: str | Path, add_start_token: bool, sequence
     path = Path(path)
     staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    preprocessor = type(lm).preprocessor_cls(tokenizer=tokenizer, sequence_length=sequence_length,
-                                              add_start_token=add_start_token)
+    preprocessor = type(lm).preprocessor_cls(
+        tokenizer=tokenizer, sequence_length=sequence_length, add_start_token=add_start_token
+    )
     type(lm)(backbone=lm.backbone, preprocessor=preprocessor).save_to_preset(str(staging))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(staging, path)

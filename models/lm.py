@@ -21,6 +21,7 @@ import tensorflow as tf
 @dataclasses.dataclass(frozen=True)
 class LMSize:
     """GPT-2 architecture hyper-parameters (keras_hub.models.GPT2Backbone's constructor arguments)."""
+
     vocabulary_size: int = 512
     num_layers: int = 2
     num_heads: int = 2
@@ -34,14 +35,19 @@ def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> 
     would); on CPUs without bfloat16 units it is slower, on recent GPUs faster."""
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=size.vocabulary_size, num_layers=size.num_layers, num_heads=size.num_heads,
-        hidden_dim=size.hidden_dim, intermediate_dim=size.intermediate_dim, dropout=0.0,
-        max_sequence_length=size.max_sequence_length, dtype=precision)
+        vocabulary_size=size.vocabulary_size,
+        num_layers=size.num_layers,
+        num_heads=size.num_heads,
+        hidden_dim=size.hidden_dim,
+        intermediate_dim=size.intermediate_dim,
+        dropout=0.0,
+        max_sequence_length=size.max_sequence_length,
+        dtype=precision,
+    )
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool, precision: str | None = None
-            ) -> keras_hub.models.CausalLM:
+def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool, precision: str | None = None) -> keras_hub.models.CausalLM:
     """Same architecture and weights: the frozen reference, a separate value model's trunk, or the export's
     policy. precision: a Keras dtype policy for the copy (e.g. bfloat16: weights stored in bfloat16, half the
     memory); None keeps lm's. LoRA adapters, if any, are merged into the copy's kernels (Keras' own merge: each
@@ -130,7 +136,7 @@ def draw(logits, seed):
     """One token per row from softmax(logits) [B, V], by inverse CDF: one uniform number per row.
 
     tf.random.stateless_categorical draws a uniform number per vocabulary entry and takes two logs of each
-    (Gumbel-max): ~1 ms of a ~6 ms small-model decoding step on this CPU, for the same distribution. A token whose
+    (Gumbel-max), a noticeable share of a small model's decoding step, for the same distribution. A token whose
     probability is 0 (FILTERED_LOGIT) is never drawn: the first position where the CDF passes the target has
     positive mass, and a target that rounding pushes past the total falls back to the last such token.
     """
@@ -163,8 +169,18 @@ def response_mask(responses, eos_id: int | None):
     return tf.cast(eos_before == 0, tf.float32)
 
 
-def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, top_p: float = 1.0,
-           prompt_lengths=None, eos_id: int | None = None, generic_cache: bool = False):
+def sample(
+    lm,
+    prompt_ids,
+    max_new_tokens,
+    temperature,
+    seed,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    prompt_lengths=None,
+    eos_id: int | None = None,
+    generic_cache: bool = False,
+):
     """Samples after the prompts with the KV cache; returns [B, P + max_new_tokens] token ids.
 
     prompt_ids: [B, P]; rows shorter than P are right-padded and `prompt_lengths` [B] says where each ends (the
@@ -195,7 +211,8 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
         generated = (index >= prompt_lengths) & ~done
         token = tf.where(generated, tf.where(temperature > 0.0, drawn, greedy), token_ids[:, index])
         token_ids = tf.tensor_scatter_nd_update(
-            token_ids, tf.stack([tf.range(batch), tf.fill([batch], index)], axis=1), token)
+            token_ids, tf.stack([tf.range(batch), tf.fill([batch], index)], axis=1), token
+        )
         done = done | (index + 1 >= prompt_lengths + max_new_tokens)
         if eos_id is not None:
             done = done | (generated & tf.equal(token, eos_id))
@@ -203,8 +220,10 @@ def sample(lm, prompt_ids, max_new_tokens, temperature, seed, top_k: int = 0, to
         return index + 1, token_ids, caches, logits, done
 
     _, token_ids, _, _, _ = tf.while_loop(
-        lambda index, token_ids, caches, next_logits, done: (index < total) & ~tf.reduce_all(done), step,
-        (start, token_ids, caches, next_logits, tf.zeros([batch], tf.bool)))
+        lambda index, token_ids, caches, next_logits, done: (index < total) & ~tf.reduce_all(done),
+        step,
+        (start, token_ids, caches, next_logits, tf.zeros([batch], tf.bool)),
+    )
     return token_ids
 
 
@@ -243,17 +262,20 @@ class _Gpt2Decoder:
     def start(lm, prompt_ids, token_ids, start):
         hidden, cache = lm._build_cache(prompt_ids)
         padding = [[0, 0], [0, 0], [0, tf.shape(token_ids)[1] - tf.shape(prompt_ids)[1]], [0, 0]]
-        caches = tuple((tf.pad(tf.transpose(cache[:, layer, 0], [0, 2, 1, 3]), padding),
-                        tf.pad(tf.transpose(cache[:, layer, 1], [0, 2, 1, 3]), padding))
-                       for layer in range(lm.backbone.num_layers))
+        caches = tuple(
+            (
+                tf.pad(tf.transpose(cache[:, layer, 0], [0, 2, 1, 3]), padding),
+                tf.pad(tf.transpose(cache[:, layer, 1], [0, 2, 1, 3]), padding),
+            )
+            for layer in range(lm.backbone.num_layers)
+        )
         return caches, lm.backbone.token_embedding(tf.gather(hidden, start - 1, axis=1), reverse=True)
 
     @staticmethod
     def step(lm, token_ids, caches, index):
         backbone = lm.backbone
         x = backbone.token_embedding(token_ids)
-        x = backbone.embeddings_dropout(
-            backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
+        x = backbone.embeddings_dropout(backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index))))
         length = tf.shape(caches[0][0])[2]
         visible = tf.range(length)[None, None, None, :] <= index  # [1, 1, 1, T]: positions up to this token
         heads_first = lambda t: tf.transpose(t, [0, 2, 1, 3])  # noqa: E731  [B, 1, heads, dim] <-> [B, heads, 1, dim]
@@ -287,7 +309,8 @@ def core_op_cache_updates():
     def slice_update(inputs, start_indices, updates):
         start = tf.cast(tf.stack(start_indices), tf.int32)
         return tf.raw_ops.TensorStridedSliceUpdate(
-            input=inputs, begin=start, end=start + tf.shape(updates), strides=tf.ones_like(start), value=updates)
+            input=inputs, begin=start, end=start + tf.shape(updates), strides=tf.ones_like(start), value=updates
+        )
 
     original = core.slice_update
     core.slice_update = slice_update

@@ -17,14 +17,22 @@ import contextlib
 import dataclasses
 
 # Layers of keras-hub's GPT-2, Llama, Mistral and Qwen backbones that can take adapters (their names there).
-TARGETS = ("query", "key", "value", "attention_output", "feedforward_gate_dense", "feedforward_intermediate_dense",
-           "feedforward_output_dense")
+TARGETS = (
+    "query",
+    "key",
+    "value",
+    "attention_output",
+    "feedforward_gate_dense",
+    "feedforward_intermediate_dense",
+    "feedforward_output_dense",
+)
 NOT_IN = {"GPT-2": ("feedforward_gate_dense",)}  # GPT-2's feed-forward block has no gate
 
 
 @dataclasses.dataclass(frozen=True)
 class Adapters:
     """What to adapt: rank, scale numerator (the update is alpha / rank * A @ B) and the layers' names."""
+
     rank: int
     alpha: float
     targets: tuple[str, ...] = ("query", "value")

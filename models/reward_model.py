@@ -39,8 +39,12 @@ def from_sft(lm: keras_hub.models.GPT2CausalLM, seed: int = 0) -> RewardModel:
     backbone = lm_lib.copy_lm(lm, trainable=True).backbone
     head = keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="reward_head")
     head.build((None, backbone.hidden_dim))
-    return RewardModel(backbone, head, tf.Variable(0.0, trainable=False, name="reward_offset"),
-                       tf.Variable(1.0, trainable=False, name="reward_scale"))
+    return RewardModel(
+        backbone,
+        head,
+        tf.Variable(0.0, trainable=False, name="reward_offset"),
+        tf.Variable(1.0, trainable=False, name="reward_scale"),
+    )
 
 
 def last_token_index(padding_mask):

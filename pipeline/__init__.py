@@ -9,8 +9,10 @@ import os
 import sys
 
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-    raise ImportError("import pipeline before tensorflow: TF_USE_LEGACY_KERAS=1 must be set before TensorFlow "
-                      "loads, or TF-Agents checkpoints silently miss layers (see BUILD.md)")
+    raise ImportError(
+        "import pipeline before tensorflow: TF_USE_LEGACY_KERAS=1 must be set before TensorFlow "
+        "loads, or TF-Agents checkpoints silently miss layers (see BUILD.md)"
+    )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow's C++ log level as the user set it (None: not set), before the line below sets it for a notebook:

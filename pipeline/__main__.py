@@ -37,23 +37,36 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     # TensorFlow's own logging, off the console unless asked for (pipeline/core/tf_logs.py).
     loud = argparse.ArgumentParser(add_help=False)
-    loud.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (TF_CPP_MIN_LOG_LEVEL "
-                      "set by you is respected either way)")
+    loud.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own log lines (TF_CPP_MIN_LOG_LEVEL set by you is respected either way)",
+    )
     run_p = sub.add_parser("run", parents=[loud], help="train, evaluate and export from a config file")
     run_p.add_argument("config", help="YAML config, e.g. configs/cartpole.yaml")
     run_p.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
-    run_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
-                       help="override one config value; repeatable")
-    check_p = sub.add_parser("check", help="validate a config (exit 0 or 2) and print it resolved, every key "
-                                           "documented; runs nothing")
+    run_p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        dest="overrides",
+        help="override one config value; repeatable",
+    )
+    check_p = sub.add_parser(
+        "check", help="validate a config (exit 0 or 2) and print it resolved, every key documented; runs nothing"
+    )
     check_p.add_argument("config")
     check_p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides")
-    for name, text in (("evaluate", "evaluate the latest checkpoint of a run directory"),
-                       ("export", "export the latest checkpoint of a run directory for TF Serving")):
+    for name, text in (
+        ("evaluate", "evaluate the latest checkpoint of a run directory"),
+        ("export", "export the latest checkpoint of a run directory for TF Serving"),
+    ):
         p = sub.add_parser(name, parents=[loud], help=text)
         p.add_argument("run_dir")
-    launch_p = sub.add_parser("launch", parents=[loud], help="run one config as N workers on this host (multi-worker "
-                                                             "training)")
+    launch_p = sub.add_parser(
+        "launch", parents=[loud], help="run one config as N workers on this host (multi-worker training)"
+    )
     launch_p.add_argument("--workers", type=int, required=True)
     launch_p.add_argument("config")
     launch_p.add_argument("--run-dir")
@@ -61,8 +74,11 @@ def main(argv=None) -> int:
     status_p = sub.add_parser("status", help="where a run directory stands, or what a serving base holds")
     status_p.add_argument("path", help="a run directory or an export.base_dir")
     status_p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("reference", help="print the configuration reference (every task's keys, defaults, allowed "
-                                     "values) as Markdown: docs/configuration.md")
+    sub.add_parser(
+        "reference",
+        help="print the configuration reference (every task's keys, defaults, allowed "
+        "values) as Markdown: docs/configuration.md",
+    )
     args = parser.parse_args(argv)
     if args.command == "status":
         return _status(Path(args.path), args.json)
@@ -75,8 +91,7 @@ def main(argv=None) -> int:
         tf_logs.configure(args.verbose)
 
         run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-        return launch(args.workers, [args.config, "--run-dir", run_dir,
-                                     *(f"--set={o}" for o in args.overrides)])
+        return launch(args.workers, [args.config, "--run-dir", run_dir, *(f"--set={o}" for o in args.overrides)])
     # Our stages log at INFO; libraries only warnings (TensorFlow's checkpoint and SavedModel code log at INFO).
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
@@ -108,24 +123,35 @@ def main(argv=None) -> int:
     except Exception as e:  # a failed batch job must say why, then exit non-zero
         full = _disk_full(e)
         if type(e).__name__ == "UnavailableError" and "Collective ops is aborted" in str(e):
-            log.error("%s failed: another worker of this run stopped or cannot be reached (%s). Nothing past the "
-                      "last checkpoint is kept; start every worker's command again to continue from it",
-                      args.command, str(e).split("\n")[0][:300])
+            log.error(
+                "%s failed: another worker of this run stopped or cannot be reached (%s). Nothing past the "
+                "last checkpoint is kept; start every worker's command again to continue from it",
+                args.command,
+                str(e).split("\n")[0][:300],
+            )
         elif full:
-            log.error("%s failed: no space left on the device holding %s. Nothing half-written is left where a "
-                      "resume or a server reads; free space and run the same command again to continue from the "
-                      "last checkpoint", args.command, full)
+            log.error(
+                "%s failed: no space left on the device holding %s. Nothing half-written is left where a "
+                "resume or a server reads; free space and run the same command again to continue from the "
+                "last checkpoint",
+                args.command,
+                full,
+            )
         else:
             log.exception("%s failed", args.command)
         return 1
     if metrics.get("distribute.worker"):  # a worker beside the chief: the chief reports the run
         return 0
-    print(f"run directory: {run_dir.root}\n"
-          f"tensorboard:   tensorboard --logdir {run_dir.root / 'tb'}\n"
-          f"metrics:       {run_dir.metrics_path}")
+    print(
+        f"run directory: {run_dir.root}\n"
+        f"tensorboard:   tensorboard --logdir {run_dir.root / 'tb'}\n"
+        f"metrics:       {run_dir.metrics_path}"
+    )
     if args.command in ("run", "export") and metrics.get("export.published") is False:
-        print(f"not published: {metrics['bless.reason']} (candidate and its NOT_BLESSED marker in "
-              f"{run_dir.root / 'candidate'})")
+        print(
+            f"not published: {metrics['bless.reason']} (candidate and its NOT_BLESSED marker in "
+            f"{run_dir.root / 'candidate'})"
+        )
         return EXIT_NOT_PUBLISHED
     if "export.path" in metrics:
         print(f"export:        {metrics['export.path']}\nmodels.config: {metrics['export.models_config']}")

@@ -48,8 +48,9 @@ def load_config(source=None, overrides: dict | None = None):
 def run(cfg, run_dir: str | Path, env=None) -> dict:
     """Runs every stage into run_dir (resuming from its checkpoints, as a re-run of the command does) and returns
     the metrics (metrics.json's). env, for a gym config: a gymnasium.Env class or a function making one, an
-    EnvSpec, or an instance gymnasium.make made (its spec); it becomes env.id (module:name, so `evaluate` can make it again: it must stay importable, e.g. from
-    a module or the notebook's own __main__), its spec's kwargs env.kwargs."""
+    EnvSpec, or an instance gymnasium.make made (its spec); it becomes env.id (module:name, so `evaluate` can make
+    it again: it must stay importable, e.g. from a module or the notebook's own __main__), its spec's kwargs
+    env.kwargs."""
     cfg = load_config(cfg)
     if env is not None:
         cfg = _with_env(cfg, env)

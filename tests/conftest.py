@@ -7,18 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pipeline  # noqa: F401  (TensorFlow's environment before any test imports it)
 import numpy as np
 import pytest
 import yaml
+
+import pipeline  # noqa: F401  (TensorFlow's environment before any test imports it)
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "env": {"id": "CartPole-v1", "num_envs": 4, "seed": 0},
     "model": {"actor_layers": [16], "value_layers": [16]},
-    "train": {"total_env_steps": 1024, "rollout_steps": 32, "num_epochs": 2, "num_minibatches": 2,
-              "checkpoint_every": 4},
+    "train": {
+        "total_env_steps": 1024,
+        "rollout_steps": 32,
+        "num_epochs": 2,
+        "num_minibatches": 2,
+        "checkpoint_every": 4,
+    },
     "evaluate": {"episodes": 3},
 }
 
@@ -42,25 +48,49 @@ def write_corpus(path, n=600, seed=0):
 
 def lm_config(tmp_path, reward=None, **ppo):
     write_corpus(tmp_path / "corpus.txt")
-    cfg = {"task": "lm",
-           "data": {"corpus": str(tmp_path / "corpus.txt"), "format": "text", "vocabulary_size": 300,
-                    "sequence_length": 16, "prompt_tokens": 3},
-           "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64},
-           "sft": {"epochs": 10, "batch_size": 32, "learning_rate": 0.003},
-           "reward": {"function": "tests.lm_rewards:mentions_moon", **(reward or {})},
-           "ppo": {"iterations": 30, "batch_size": 32, "max_new_tokens": 8, "learning_rate": 0.001, "kl_coef": 0.01,
-                   "checkpoint_every": 10, "jit_generation": False, "jit_update": False, **ppo},
-           "evaluate": {"prompts": 48, "samples": 4}}
+    cfg = {
+        "task": "lm",
+        "data": {
+            "corpus": str(tmp_path / "corpus.txt"),
+            "format": "text",
+            "vocabulary_size": 300,
+            "sequence_length": 16,
+            "prompt_tokens": 3,
+        },
+        "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64},
+        "sft": {"epochs": 10, "batch_size": 32, "learning_rate": 0.003},
+        "reward": {"function": "tests.lm_rewards:mentions_moon", **(reward or {})},
+        "ppo": {
+            "iterations": 30,
+            "batch_size": 32,
+            "max_new_tokens": 8,
+            "learning_rate": 0.001,
+            "kl_coef": 0.01,
+            "checkpoint_every": 10,
+            "jit_generation": False,
+            "jit_update": False,
+            **ppo,
+        },
+        "evaluate": {"prompts": 48, "samples": 4},
+    }
     path = tmp_path / "lm.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def run_driver(*args, timeout=600, cwd=REPO, **kwargs) -> subprocess.CompletedProcess:
-    """The driver exactly as a scheduled job runs it: a separate process, from the repository root (or cwd)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+def run_driver(*args, timeout=600, cwd=REPO, env=None, **kwargs) -> subprocess.CompletedProcess:
+    """The driver exactly as a scheduled job runs it: a separate process, from the repository root (or cwd), in
+    this process's environment (or `env`)."""
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def kill_after_checkpoint(args, checkpoint_dir: Path, linger_s: float = 0.0) -> str:
@@ -81,8 +111,13 @@ def signal_driver(args, ready, sig, linger_s: float = 0.0) -> tuple[int, str]:
     import time
 
     with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *map(str, args)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         try:
             deadline = time.monotonic() + 300
             while not ready():

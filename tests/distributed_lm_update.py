@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import sys
 
-import pipeline  # noqa: F401  (TensorFlow's environment first)
 import numpy as np
+
+import pipeline  # noqa: F401  (TensorFlow's environment first)
 
 VOCABULARY = 16
 
@@ -30,9 +31,14 @@ def new_lm(cfg, strategy=None):
     from models import lm as lm_lib
 
     m = cfg.model
-    size = lm_lib.LMSize(vocabulary_size=VOCABULARY, num_layers=m.num_layers, num_heads=m.num_heads,
-                         hidden_dim=m.hidden_dim, intermediate_dim=m.intermediate_dim,
-                         max_sequence_length=m.max_sequence_length)
+    size = lm_lib.LMSize(
+        vocabulary_size=VOCABULARY,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        hidden_dim=m.hidden_dim,
+        intermediate_dim=m.intermediate_dim,
+        max_sequence_length=m.max_sequence_length,
+    )
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         return lm_lib.build_causal_lm(size, seed=0)
 
@@ -54,24 +60,31 @@ def train(cfg, samples: dict, updates: int, strategy=None, scratch: str = "") ->
     out = {}
     if learner.replicas > 1:
         before = learner.checkpoint().write(f"{scratch}-{learner.worker}")
-        prompts = samples["sequences"][:, :int(samples["prompt_lengths"].min())]
+        prompts = samples["sequences"][:, : int(samples["prompt_lengths"].min())]
         step_stats, sequences, scores = learner.step(prompts, lambda p, r: (r == 5).mean(axis=1))
-        out.update(step_sequences=sequences, step_scores=scores, kl_coef=np.asarray(float(learner.kl_coef)),
-                   **{f"step_var_{i}": v.numpy() for i, v in enumerate(learner.variables)})
+        out.update(
+            step_sequences=sequences,
+            step_scores=scores,
+            kl_coef=np.asarray(float(learner.kl_coef)),
+            **{f"step_var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
+        )
         learner.checkpoint().read(before).assert_existing_objects_matched()
     if learner.workers > 1:  # this worker's share of the samples, gathered back into the whole batch
         share = len(samples["sequences"]) // learner.workers
-        mine = {k: v[learner.worker * share:(learner.worker + 1) * share] for k, v in samples.items()}
+        mine = {k: v[learner.worker * share : (learner.worker + 1) * share] for k, v in samples.items()}
         gathered = distribute.gather(strategy, mine, {k: 0 for k in mine})
         for k, v in samples.items():
             np.testing.assert_array_equal(gathered[k], v, err_msg=k)
     for _ in range(updates):
         stats = learner.update(samples["sequences"], samples["mask"], samples["scores"], samples["prompt_lengths"])
-    return {**out, **{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
-            **{f"opt_{i}": v.numpy() for i, v in enumerate(learner.optimizer.variables)},
-            **{f"stat_{k.replace('/', ':')}": np.asarray(v) for k, v in stats.items()},
-            "replicas": np.asarray(learner.replicas),
-            "devices": np.asarray(devices.variable_devices(learner.variables + learner.optimizer.variables))}
+    return {
+        **out,
+        **{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
+        **{f"opt_{i}": v.numpy() for i, v in enumerate(learner.optimizer.variables)},
+        **{f"stat_{k.replace('/', ':')}": np.asarray(v) for k, v in stats.items()},
+        "replicas": np.asarray(learner.replicas),
+        "devices": np.asarray(devices.variable_devices(learner.variables + learner.optimizer.variables)),
+    }
 
 
 def reward_pairs():
@@ -79,8 +92,12 @@ def reward_pairs():
     rng = np.random.default_rng(1)
     lengths = rng.integers(4, 11, size=8)
     mask = (np.arange(10)[None, :] < lengths[:, None]).astype(np.int32)
-    return {"chosen_ids": rng.integers(0, VOCABULARY, (8, 10)).astype(np.int32), "chosen_mask": mask,
-            "rejected_ids": rng.integers(0, VOCABULARY, (8, 10)).astype(np.int32), "rejected_mask": mask[::-1].copy()}
+    return {
+        "chosen_ids": rng.integers(0, VOCABULARY, (8, 10)).astype(np.int32),
+        "chosen_mask": mask,
+        "rejected_ids": rng.integers(0, VOCABULARY, (8, 10)).astype(np.int32),
+        "rejected_mask": mask[::-1].copy(),
+    }
 
 
 def train_reward(cfg, strategy=None) -> dict:
@@ -99,11 +116,13 @@ def train_reward(cfg, strategy=None) -> dict:
     pairs = distribute.broadcast(strategy, mine)
     initial = [v.numpy() for v in model.trainable_variables]
     losses = trainer.train_epoch(PreferencePairs(**pairs), batch_size=4, seed=0)
-    return {**{f"rm_var_{i}": v.numpy() for i, v in enumerate(model.trainable_variables)},
-            **{f"rm_opt_{i}": v.numpy() for i, v in enumerate(trainer.optimizer.variables)},
-            "rm_loss": np.asarray(losses),
-            "rm_moved": np.asarray(max(np.abs(v.numpy() - w).max() for v, w in zip(model.trainable_variables, initial))),
-            "rm_pairs": np.stack([pairs[k] for k in sorted(pairs)])}
+    return {
+        **{f"rm_var_{i}": v.numpy() for i, v in enumerate(model.trainable_variables)},
+        **{f"rm_opt_{i}": v.numpy() for i, v in enumerate(trainer.optimizer.variables)},
+        "rm_loss": np.asarray(losses),
+        "rm_moved": np.asarray(max(np.abs(v.numpy() - w).max() for v, w in zip(model.trainable_variables, initial))),
+        "rm_pairs": np.stack([pairs[k] for k in sorted(pairs)]),
+    }
 
 
 def main(config_path: str, samples_path: str, out_path: str, updates: str) -> None:
@@ -111,8 +130,11 @@ def main(config_path: str, samples_path: str, out_path: str, updates: str) -> No
 
     cfg = config.load(config_path)
     strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op
-    np.savez(out_path, **train(cfg, dict(np.load(samples_path)), int(updates), strategy, scratch=out_path + ".ckpt"),
-             **train_reward(cfg, strategy))
+    np.savez(
+        out_path,
+        **train(cfg, dict(np.load(samples_path)), int(updates), strategy, scratch=out_path + ".ckpt"),
+        **train_reward(cfg, strategy),
+    )
 
 
 if __name__ == "__main__":

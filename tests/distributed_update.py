@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sys
 
-import pipeline  # noqa: F401  (TensorFlow's environment first)
 import numpy as np
+
+import pipeline  # noqa: F401  (TensorFlow's environment first)
 
 
 def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
@@ -26,19 +27,27 @@ def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
     learner = PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env)), strategy)
     if learner.workers > 1:  # this worker's environments, gathered back into the whole rollout
         share = cfg.env.num_envs // learner.workers
-        mine = {k: np.take(v, range(learner.worker * share, (learner.worker + 1) * share),
-                           axis=0 if k == "next_observations" else 1) for k, v in rollout.items()}
+        mine = {
+            k: np.take(
+                v,
+                range(learner.worker * share, (learner.worker + 1) * share),
+                axis=0 if k == "next_observations" else 1,
+            )
+            for k, v in rollout.items()
+        }
         gathered = learner.gather(mine)
         for k, v in rollout.items():
             np.testing.assert_array_equal(gathered[k], v, err_msg=k)
     for _ in range(updates):
         stats, _ = learner.train_on_rollout(rollout)
     normaliser = learner.agent._observation_normalizer
-    return {**{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables_to_train)},
-            **{f"norm_{i}": v.numpy() for i, v in enumerate(normaliser.variables if normaliser else [])},
-            **{f"stat_{k}": np.asarray(v) for k, v in stats.items()},
-            "replicas": np.asarray(learner.replicas),
-            "devices": np.asarray(devices.variable_devices(learner.variables_to_train + learner.optimizer.variables))}
+    return {
+        **{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables_to_train)},
+        **{f"norm_{i}": v.numpy() for i, v in enumerate(normaliser.variables if normaliser else [])},
+        **{f"stat_{k}": np.asarray(v) for k, v in stats.items()},
+        "replicas": np.asarray(learner.replicas),
+        "devices": np.asarray(devices.variable_devices(learner.variables_to_train + learner.optimizer.variables)),
+    }
 
 
 def main(config_path: str, rollout_path: str, out_path: str, updates: str) -> None:

@@ -20,19 +20,29 @@ def assert_near_greedy(full_logits, sequence, start: int, end: int | None = None
     end = len(sequence) if end is None else end
     for t in range(start, end):
         best, chosen = float(np.max(full_logits[t - 1])), float(full_logits[t - 1][sequence[t]])
-        assert chosen >= best - tol, (f"position {t}: token {sequence[t]} has logit {chosen:.6f}, the best "
-                                      f"{int(np.argmax(full_logits[t - 1]))} has {best:.6f}")
+        assert chosen >= best - tol, (
+            f"position {t}: token {sequence[t]} has logit {chosen:.6f}, the best "
+            f"{int(np.argmax(full_logits[t - 1]))} has {best:.6f}"
+        )
 
 
-def near_greedy_path_exists(next_logits, prompt_ids: list[int], text: str, detokenize, eos_id: int,
-                            max_new_tokens: int, tol: float = TIE_TOLERANCE) -> bool:
+def near_greedy_path_exists(
+    next_logits,
+    prompt_ids: list[int],
+    text: str,
+    detokenize,
+    eos_id: int,
+    max_new_tokens: int,
+    tol: float = TIE_TOLERANCE,
+) -> bool:
     """Whether a greedy decoder that may break near-ties either way can write `text` after `prompt_ids`.
 
     next_logits(ids) -> [V] logits of the next token. A path ends at an EOS (not part of the text) or after
     max_new_tokens tokens, and picks at every step a token within tol of the best logit.
     """
+
     def search(ids: list[int]) -> bool:
-        written = detokenize(ids[len(prompt_ids):])
+        written = detokenize(ids[len(prompt_ids) :])
         if not text.startswith(written):
             return False
         generated = len(ids) - len(prompt_ids)

@@ -17,17 +17,25 @@ def write_llama3_preset(path: Path, documents: list[str], seed: int = 0) -> Path
     vocabulary_dir = path.parent / f"{path.name}-vocabulary"
     vocabulary_dir.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(documents, vocab_size=300, min_frequency=2, special_tokens=LLAMA3_SPECIAL,
-                            show_progress=False)
+    bpe.train_from_iterator(
+        documents, vocab_size=300, min_frequency=2, special_tokens=LLAMA3_SPECIAL, show_progress=False
+    )
     bpe.save_model(str(vocabulary_dir))
-    tokenizer = keras_hub.tokenizers.Llama3Tokenizer(vocabulary=str(vocabulary_dir / "vocab.json"),
-                                                     merges=str(vocabulary_dir / "merges.txt"))
+    tokenizer = keras_hub.tokenizers.Llama3Tokenizer(
+        vocabulary=str(vocabulary_dir / "vocab.json"), merges=str(vocabulary_dir / "merges.txt")
+    )
     keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.Llama3Backbone(vocabulary_size=tokenizer.vocabulary_size(), num_layers=2,
-                                               num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
-                                               intermediate_dim=64)
-    preprocessor = keras_hub.models.Llama3CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=64,
-                                                               add_start_token=True)
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+    )
+    preprocessor = keras_hub.models.Llama3CausalLMPreprocessor(
+        tokenizer=tokenizer, sequence_length=64, add_start_token=True
+    )
     keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=preprocessor).save_to_preset(str(path))
     return path
 

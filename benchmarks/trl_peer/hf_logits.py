@@ -1,6 +1,6 @@
 """transformers' logits for fixed token ids on a checkpoint directory, saved for benchmarks/hf_parity.py.
 
-    python hf_logits.py CHECKPOINT_DIR OUT.npz [--batch 4] [--length 32] [--seed 0]
+python hf_logits.py CHECKPOINT_DIR OUT.npz [--batch 4] [--length 32] [--seed 0]
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ def main() -> None:
     ids = np.random.default_rng(args.seed).integers(0, model.config.vocab_size, (args.batch, args.length))
     with torch.no_grad():
         logits = model(input_ids=torch.tensor(ids)).logits.numpy()
-    np.savez(args.out, token_ids=ids.astype(np.int32), logits=logits,
-             versions=np.array([f"transformers {transformers.__version__}", f"torch {torch.__version__}"]))
+    np.savez(
+        args.out,
+        token_ids=ids.astype(np.int32),
+        logits=logits,
+        versions=np.array([f"transformers {transformers.__version__}", f"torch {torch.__version__}"]),
+    )
 
 
 if __name__ == "__main__":

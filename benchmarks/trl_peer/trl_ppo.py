@@ -67,56 +67,116 @@ def main() -> None:
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.checkpoint)
     tokenizer.pad_token = tokenizer.eos_token
     policy = transformers.AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32)
-    value = transformers.AutoModelForSequenceClassification.from_pretrained(args.checkpoint, num_labels=1,
-                                                                            dtype=torch.float32)
-    reward = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
-        vocab_size=policy.config.vocab_size, n_layer=1, n_head=1, n_embd=64, num_labels=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id))
+    value = transformers.AutoModelForSequenceClassification.from_pretrained(
+        args.checkpoint, num_labels=1, dtype=torch.float32
+    )
+    reward = transformers.GPT2ForSequenceClassification(
+        transformers.GPT2Config(
+            vocab_size=policy.config.vocab_size,
+            n_layer=1,
+            n_head=1,
+            n_embd=64,
+            num_labels=1,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
     for model in (policy, value, reward):
         model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = None
     if args.lora_rank:
         import peft
 
-        peft_config = peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=LORA_TARGETS,
-                                      lora_dropout=0.0, bias="none", fan_in_fan_out=True)
-        value = peft.get_peft_model(value, peft.LoraConfig(
-            r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=LORA_TARGETS, lora_dropout=0.0,
-            bias="none", fan_in_fan_out=True, task_type="SEQ_CLS"))  # its own adapters, as the project's
+        peft_config = peft.LoraConfig(
+            r=args.lora_rank,
+            lora_alpha=args.lora_rank,
+            target_modules=LORA_TARGETS,
+            lora_dropout=0.0,
+            bias="none",
+            fan_in_fan_out=True,
+        )
+        value = peft.get_peft_model(
+            value,
+            peft.LoraConfig(
+                r=args.lora_rank,
+                lora_alpha=args.lora_rank,
+                target_modules=LORA_TARGETS,
+                lora_dropout=0.0,
+                bias="none",
+                fan_in_fan_out=True,
+                task_type="SEQ_CLS",
+            ),
+        )  # its own adapters, as the project's
     rng = np.random.default_rng(0)
     prompts = rng.integers(0, tokenizer.pad_token_id, size=(args.batch * (args.iterations + 1), PROMPT))
     dataset = Dataset.from_dict({"input_ids": prompts.tolist()})
     with tempfile.TemporaryDirectory() as output_dir:
         config = PPOConfig(
-            output_dir=output_dir, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-            num_mini_batches=1, num_ppo_epochs=EPOCHS, local_rollout_forward_batch_size=args.batch,
-            response_length=RESPONSE, stop_token=None, missing_eos_penalty=None,
-            total_episodes=args.batch * (args.iterations + 1), num_sample_generations=0, report_to=[],
-            save_strategy="no", logging_strategy="no", seed=0, use_cpu=True, disable_tqdm=True,
-            learning_rate=1e-6)
+            output_dir=output_dir,
+            per_device_train_batch_size=args.batch,
+            gradient_accumulation_steps=1,
+            num_mini_batches=1,
+            num_ppo_epochs=EPOCHS,
+            local_rollout_forward_batch_size=args.batch,
+            response_length=RESPONSE,
+            stop_token=None,
+            missing_eos_penalty=None,
+            total_episodes=args.batch * (args.iterations + 1),
+            num_sample_generations=0,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            seed=0,
+            use_cpu=True,
+            disable_tqdm=True,
+            learning_rate=1e-6,
+        )
         clock = PhaseClock()
         clock.install()
-        trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=None,
-                             reward_model=reward, train_dataset=dataset, value_model=value, eval_dataset=dataset,
-                             callbacks=[clock], peft_config=peft_config)
+        trainer = PPOTrainer(
+            args=config,
+            processing_class=tokenizer,
+            model=policy,
+            ref_model=None,
+            reward_model=reward,
+            train_dataset=dataset,
+            value_model=value,
+            eval_dataset=dataset,
+            callbacks=[clock],
+            peft_config=peft_config,
+        )
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         trainer.train()
     first, steady = clock.marks[0], clock.marks[1:]
-    phases = {name: statistics.median(m[end] - m[start] for m in steady) for name, start, end in (
-        ("generation", "start", "generated"), ("scoring", "generated", "scored"), ("update", "scored", "done"),
-        ("iteration", "start", "done"))}
-    print(f"first iteration: generation {first['generated'] - first['start']:.2f} s, scoring "
-          f"{first['scored'] - first['generated']:.2f} s, update {first['done'] - first['scored']:.2f} s")
-    print(f"TRL {__import__('trl').__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"batch={args.batch} prompt={PROMPT} response={RESPONSE} epochs={EPOCHS} lora_rank={args.lora_rank}; "
-          f"trainable parameters {trainable:,}")
+    phases = {
+        name: statistics.median(m[end] - m[start] for m in steady)
+        for name, start, end in (
+            ("generation", "start", "generated"),
+            ("scoring", "generated", "scored"),
+            ("update", "scored", "done"),
+            ("iteration", "start", "done"),
+        )
+    }
+    print(
+        f"first iteration: generation {first['generated'] - first['start']:.2f} s, scoring "
+        f"{first['scored'] - first['generated']:.2f} s, update {first['done'] - first['scored']:.2f} s"
+    )
+    print(
+        f"TRL {__import__('trl').__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"batch={args.batch} prompt={PROMPT} response={RESPONSE} epochs={EPOCHS} lora_rank={args.lora_rank}; "
+        f"trainable parameters {trainable:,}"
+    )
     print(f"generation tokens/s: {args.batch * RESPONSE / phases['generation']:,.0f}")
     update_tokens = args.batch * (PROMPT + RESPONSE) * EPOCHS
-    print(f"update tokens/s:     {update_tokens / phases['update']:,.0f}  (with scoring: "
-          f"{update_tokens / (phases['update'] + phases['scoring']):,.0f})")
-    print(f"seconds per PPO iteration: {phases['iteration']:.3f} (generation {phases['generation']:.3f}, "
-          f"scoring {phases['scoring']:.3f}, update {phases['update']:.3f})")
+    print(
+        f"update tokens/s:     {update_tokens / phases['update']:,.0f}  (with scoring: "
+        f"{update_tokens / (phases['update'] + phases['scoring']):,.0f})"
+    )
+    print(
+        f"seconds per PPO iteration: {phases['iteration']:.3f} (generation {phases['generation']:.3f}, "
+        f"scoring {phases['scoring']:.3f}, update {phases['update']:.3f})"
+    )
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 

@@ -37,8 +37,13 @@ def gae(values, next_value, rewards, terminated, truncated, final_values, gamma:
     rewards, discounts = episode_discounts_and_rewards(rewards, terminated, truncated, final_values, gamma)
     values = tf.convert_to_tensor(values, tf.float32)
     advantages = value_ops.generalized_advantage_estimation(
-        values=values, final_value=tf.convert_to_tensor(next_value, tf.float32), discounts=discounts,
-        rewards=rewards, td_lambda=gae_lambda, time_major=True)
+        values=values,
+        final_value=tf.convert_to_tensor(next_value, tf.float32),
+        discounts=discounts,
+        rewards=rewards,
+        td_lambda=gae_lambda,
+        time_major=True,
+    )
     return advantages, advantages + values
 
 

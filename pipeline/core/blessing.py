@@ -23,8 +23,12 @@ class Decision:
     reason: str
 
     def metrics(self) -> dict:
-        return {"bless.blessed": self.blessed, "bless.candidate": self.candidate, "bless.baseline": self.baseline,
-                "bless.reason": self.reason}
+        return {
+            "bless.blessed": self.blessed,
+            "bless.candidate": self.candidate,
+            "bless.baseline": self.baseline,
+            "bless.reason": self.reason,
+        }
 
 
 def decide(candidate: float, baseline: float | None, tolerance: float | None, floor: float | None) -> Decision:
@@ -33,13 +37,26 @@ def decide(candidate: float, baseline: float | None, tolerance: float | None, fl
     if floor is not None and candidate < floor:
         return Decision(False, candidate, baseline, f"{candidate:.4g} is below the floor {floor:.4g}")
     if baseline is None:
-        return Decision(True, candidate, None, "nothing is served yet" + (f"; {candidate:.4g} >= the floor "
-                                                                           f"{floor:.4g}" if floor is not None else ""))
+        return Decision(
+            True,
+            candidate,
+            None,
+            "nothing is served yet" + (f"; {candidate:.4g} >= the floor {floor:.4g}" if floor is not None else ""),
+        )
     if tolerance is not None and candidate < baseline - tolerance:
-        return Decision(False, candidate, baseline, f"{candidate:.4g} < the served version's {baseline:.4g} - "
-                                                    f"tolerance {tolerance:.4g}")
-    return Decision(True, candidate, baseline, f"{candidate:.4g} >= the served version's {baseline:.4g}"
-                    + (f" - tolerance {tolerance:.4g}" if tolerance is not None else " (no tolerance set: floor only)"))
+        return Decision(
+            False,
+            candidate,
+            baseline,
+            f"{candidate:.4g} < the served version's {baseline:.4g} - tolerance {tolerance:.4g}",
+        )
+    return Decision(
+        True,
+        candidate,
+        baseline,
+        f"{candidate:.4g} >= the served version's {baseline:.4g}"
+        + (f" - tolerance {tolerance:.4g}" if tolerance is not None else " (no tolerance set: floor only)"),
+    )
 
 
 def write_marker(folder: Path, decision: Decision) -> Path:

@@ -20,7 +20,7 @@ from pipeline.core.sections import DistributeConfig
 
 
 def chosen(settings: DistributeConfig) -> str:
-    """"none", "mirrored" or "multi_worker": what `auto` means on this host."""
+    """ "none", "mirrored" or "multi_worker": what `auto` means on this host."""
     if settings.strategy != "auto":
         return settings.strategy
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
@@ -66,10 +66,12 @@ def worker(strategy_: tf.distribute.Strategy | None) -> Worker:
 
 
 def describe(strategy_: tf.distribute.Strategy) -> str:
-    """"2 replicas (this process: /job:worker/.../CPU:0), worker 1 of 2": a stage's first log line under a strategy."""
+    """ "2 replicas (this process: /job:worker/.../CPU:0), worker 1 of 2": a stage's first log line under a strategy."""
     index, workers = worker(strategy_)
-    return (f"{strategy_.num_replicas_in_sync} replicas (this process: {', '.join(strategy_.extended.worker_devices)})"
-            + (f", worker {index} of {workers}" if workers > 1 else ""))
+    return (
+        f"{strategy_.num_replicas_in_sync} replicas (this process: {', '.join(strategy_.extended.worker_devices)})"
+        + (f", worker {index} of {workers}" if workers > 1 else "")
+    )
 
 
 def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) -> dict:
@@ -88,14 +90,16 @@ def gather(strategy_: tf.distribute.Strategy | None, tensors: dict, axes: dict) 
     # Each local replica contributes an equal slice of this worker's rows, so the gathered rows are in order.
     shares = np.array_split(packed, local)
     values = strategy_.experimental_distribute_values_from_function(
-        lambda context: shares[context.replica_id_in_sync_group % local])
-    gathered = _collective(strategy_, "gather", lambda x: tf.distribute.get_replica_context().all_gather(
-        tf.identity(x), 0))(values)
+        lambda context: shares[context.replica_id_in_sync_group % local]
+    )
+    gathered = _collective(
+        strategy_, "gather", lambda x: tf.distribute.get_replica_context().all_gather(tf.identity(x), 0)
+    )(values)
     gathered = strategy_.experimental_local_results(gathered)[0].numpy()
     out, start = {}, 0
     for k, a in arrays.items():
         width = int(np.prod(a.shape[1:]))
-        part = gathered[:, start:start + width].reshape(-1, *a.shape[1:]).astype(a.dtype)
+        part = gathered[:, start : start + width].reshape(-1, *a.shape[1:]).astype(a.dtype)
         out[k], start = np.moveaxis(part, 0, axes[k]), start + width
     return out
 
@@ -115,22 +119,32 @@ def broadcast(strategy_: tf.distribute.Strategy | None, arrays: dict) -> dict:
     shapes = _from_chief(strategy_, np.concatenate([np.asarray(s, np.float64) for s in shapes]))
     shapes = np.split(shapes.astype(np.int64), np.cumsum(rank)[:-1])
     sizes = [int(np.prod(s)) for s in shapes]
-    packed = (np.concatenate([np.asarray(arrays[k], np.float64).ravel() for k in names]) if chief
-              else np.zeros(sum(sizes), np.float64))
+    packed = (
+        np.concatenate([np.asarray(arrays[k], np.float64).ravel() for k in names])
+        if chief
+        else np.zeros(sum(sizes), np.float64)
+    )
     values = np.split(_from_chief(strategy_, packed) if sum(sizes) else packed, np.cumsum(sizes)[:-1])
     return {k: v.reshape(s).astype(np.asarray(arrays[k]).dtype) for k, v, s in zip(names, values, shapes)}
 
 
 def _from_chief(strategy_, vector: np.ndarray) -> np.ndarray:
     """A float64 vector's sum over the replicas where only the chief's first replica holds it."""
-    return _summed(strategy_, strategy_.experimental_distribute_values_from_function(
-        lambda context: vector if context.replica_id_in_sync_group == 0 else np.zeros_like(vector)))
+    return _summed(
+        strategy_,
+        strategy_.experimental_distribute_values_from_function(
+            lambda context: vector if context.replica_id_in_sync_group == 0 else np.zeros_like(vector)
+        ),
+    )
 
 
 def _summed(strategy_, values) -> np.ndarray:
     """values (a tensor every replica holds, or one per replica) summed over every replica of every worker."""
-    total = _collective(strategy_, "sum", lambda x: tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, tf.identity(x)))(values)
+    total = _collective(
+        strategy_,
+        "sum",
+        lambda x: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(x)),
+    )(values)
     return strategy_.experimental_local_results(total)[0].numpy()
 
 
@@ -152,7 +166,7 @@ def barrier(strategy_: tf.distribute.Strategy | None) -> None:
 def replica_share(tensor, context):
     """This replica's rows of a batch every replica holds: equal contiguous shares, in replica order."""
     size = tf.shape(tensor)[0] // context.num_replicas_in_sync
-    return tensor[context.replica_id_in_sync_group * size:][:size]
+    return tensor[context.replica_id_in_sync_group * size :][:size]
 
 
 def all_reduce_sum(context, tensors: list) -> list:
@@ -189,7 +203,7 @@ def _split_cpu(count: int) -> None:
     except RuntimeError:  # TensorFlow already started in this process (a second run through the Python API)
         have = len(tf.config.list_logical_devices("CPU"))
         if have < count:
-            raise RuntimeError(f"distribute.cpu_replicas: {count} logical CPUs asked for, but TensorFlow already "
-                               f"started in this process with {have}; run in a new process") from None
-
-
+            raise RuntimeError(
+                f"distribute.cpu_replicas: {count} logical CPUs asked for, but TensorFlow already "
+                f"started in this process with {have}; run in a new process"
+            ) from None

@@ -29,6 +29,8 @@ def all_finite(tensors):
 def check(finite, stage: str, what: str, where: str) -> None:
     """Raises NonFiniteError unless `finite`."""
     if not bool(finite):
-        raise NonFiniteError(f"{stage}: non-finite {what} {where}; stopped before saving anything: the latest "
-                             f"checkpoint is the last good one (a learning rate too high for this model, or NaN "
-                             f"or infinite inputs, are the usual causes)")
+        raise NonFiniteError(
+            f"{stage}: non-finite {what} {where}; stopped before saving anything: the latest "
+            f"checkpoint is the last good one (a learning rate too high for this model, or NaN "
+            f"or infinite inputs, are the usual causes)"
+        )

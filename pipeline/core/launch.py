@@ -33,19 +33,29 @@ def free_ports(count: int) -> list[int]:
 
 
 def tf_config(ports: list[int], index: int) -> str:
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+    )
 
 
 def launch(workers: int, run_args: list[str]) -> int:
     ports = free_ports(workers)
     command = [sys.executable, "-m", "pipeline", "run", *run_args, "--set", "distribute.strategy=multi_worker"]
     # The host's cores shared out, unless set: N workers each with TensorFlow's default thread pools (one thread
-    # per core) oversubscribe them (2 workers on 2 cores: 3,923 against 4,482 CartPole env steps/s with 1 each).
+    # per core) oversubscribe them (benchmarks/README.md).
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads, **os.environ}
-    procs = [subprocess.Popen(command, env={**env, "TF_CONFIG": tf_config(ports, i)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, bufsize=1) for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            command,
+            env={**env, "TF_CONFIG": tf_config(ports, i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        for i in range(workers)
+    ]
     printers = [threading.Thread(target=_prefix, args=(i, p.stdout), daemon=True) for i, p in enumerate(procs)]
     for printer in printers:
         printer.start()

@@ -11,8 +11,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
@@ -28,8 +28,15 @@ log = logging.getLogger(__name__)
 Build = Callable[[], Callable[[str], None]]
 
 
-def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, build: Build, info: dict,
-            score: Callable[[Path], float]) -> dict:
+def publish(
+    export: ExportConfig,
+    run_dir: RunDir,
+    name: str,
+    checkpoint: str,
+    build: Build,
+    info: dict,
+    score: Callable[[Path], float],
+) -> dict:
     """Publishes into export.base_dir (shared by runs) or RUN_DIR/export, unless this run already published this
     checkpoint there: re-running a finished job adds no version, even where retention has pruned it since. With
     blessing on (export.bless_tolerance or export.bless_floor), only a candidate that scores well enough against
@@ -53,8 +60,10 @@ def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, b
             tf_serving.write_models_config(base)  # base paths follow a moved run directory
             return _metrics(name, version, model_dir / str(version), base, source)
     if export.version in existing:
-        raise FileExistsError(f"export.version {export.version}: {model_dir / str(export.version)} already exists "
-                              f"from another checkpoint; versions are immutable, choose a new one")
+        raise FileExistsError(
+            f"export.version {export.version}: {model_dir / str(export.version)} already exists "
+            f"from another checkpoint; versions are immutable, choose a new one"
+        )
     evaluated = {k: v for k, v in done.items() if k.startswith("eval.")}  # what this version scored, for `status`
     info = {"checkpoint": source, "run": run, **info, "eval": evaluated}
     blessing_on = export.bless_tolerance is not None or export.bless_floor is not None
@@ -65,22 +74,50 @@ def publish(export: ExportConfig, run_dir: RunDir, name: str, checkpoint: str, b
         candidate = _candidate(run_dir, name, build, info)
         with tf_serving.locked(base):  # the served version cannot change between the comparison and the publish
             served = tf_serving.versions(model_dir)
-            decision = blessing.decide(score(candidate), score(model_dir / str(served[-1])) if served else None,
-                                       export.bless_tolerance, export.bless_floor)
+            decision = blessing.decide(
+                score(candidate),
+                score(model_dir / str(served[-1])) if served else None,
+                export.bless_tolerance,
+                export.bless_floor,
+            )
             blessing.write_marker(candidate.parent, decision)
             log.info("export: %s: %s", "blessed" if decision.blessed else "NOT blessed", decision.reason)
-            path = tf_serving.publish_locked(
-                base, name, export.version, lambda staging: shutil.copytree(candidate, staging), info,
-                export.keep_versions) if decision.blessed else None
+            path = (
+                tf_serving.publish_locked(
+                    base,
+                    name,
+                    export.version,
+                    lambda staging: shutil.copytree(candidate, staging),
+                    info,
+                    export.keep_versions,
+                )
+                if decision.blessed
+                else None
+            )
     with summaries.stage_writer(run_dir, "export"):
         if decision is not None:
             summaries.text("export/blessing", summaries.markdown_table(decision.metrics()))
-            summaries.scalars({"bless/candidate": decision.candidate, **(
-                {"bless/baseline": decision.baseline} if decision.baseline is not None else {})}, step=0)
+            summaries.scalars(
+                {
+                    "bless/candidate": decision.candidate,
+                    **({"bless/baseline": decision.baseline} if decision.baseline is not None else {}),
+                },
+                step=0,
+            )
         if path is not None:
-            summaries.text("export/savedmodel", summaries.markdown_table({
-                "path": path, "model_name": name, "version": path.name, "from checkpoint": source, "run": run,
-                "models.config": base / "models.config"}))
+            summaries.text(
+                "export/savedmodel",
+                summaries.markdown_table(
+                    {
+                        "path": path,
+                        "model_name": name,
+                        "version": path.name,
+                        "from checkpoint": source,
+                        "run": run,
+                        "models.config": base / "models.config",
+                    }
+                ),
+            )
             for key, rows in signatures(path).items():
                 summaries.text(f"export/{key}", summaries.markdown_table(rows))
     bless = {} if decision is None else decision.metrics()
@@ -112,8 +149,10 @@ def signatures(version_dir: Path) -> dict[str, dict[str, str]]:
     for key, signature in saved.meta_graphs[0].signature_def.items():
         if key.startswith("__"):
             continue
-        rows = {f"input {name}": _describe(info) + (" (optional)" if name in signature.defaults else "")
-                for name, info in sorted(signature.inputs.items())}
+        rows = {
+            f"input {name}": _describe(info) + (" (optional)" if name in signature.defaults else "")
+            for name, info in sorted(signature.inputs.items())
+        }
         described[key] = rows | {f"output {name}": _describe(info) for name, info in sorted(signature.outputs.items())}
     return described
 
@@ -125,6 +164,12 @@ def _describe(info) -> str:
 
 
 def _metrics(name: str, version: int, path: Path, base: Path, checkpoint: str) -> dict:
-    return {"export.published": True, "export.model_name": name, "export.version": version, "export.path": str(path),
-            "export.models_config": str(base / "models.config"), "export.base": str(base),
-            "export.checkpoint": checkpoint}
+    return {
+        "export.published": True,
+        "export.model_name": name,
+        "export.version": version,
+        "export.path": str(path),
+        "export.models_config": str(base / "models.config"),
+        "export.base": str(base),
+        "export.checkpoint": checkpoint,
+    }

@@ -17,12 +17,18 @@ log = logging.getLogger(__name__)
 
 # What a cut-short or missing checkpoint file raises when read (a truncated .data file: IndexError "Read less
 # bytes than requested", from TensorFlow's checkpoint reader).
-UNREADABLE = (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.NotFoundError,
-              tf.errors.InvalidArgumentError, IndexError)
+UNREADABLE = (
+    tf.errors.DataLossError,
+    tf.errors.OutOfRangeError,
+    tf.errors.NotFoundError,
+    tf.errors.InvalidArgumentError,
+    IndexError,
+)
 
 
-def restore_newest_readable(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
-                            stage: str) -> str | None:
+def restore_newest_readable(
+    checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, stage: str
+) -> str | None:
     """Restores every variable from the newest readable of manager's checkpoints; its path, or None if there
     are none. guards.RunError if there are some and none of them reads."""
     for path in reversed(manager.checkpoints):
@@ -30,9 +36,15 @@ def restore_newest_readable(checkpoint: tf.train.Checkpoint, manager: tf.train.C
             checkpoint.restore(path).assert_consumed()
             return path
         except UNREADABLE as e:
-            log.warning("%s: checkpoint %s cannot be read (%s); resuming from the one before it instead", stage,
-                        path, str(e).splitlines()[0][:300])
+            log.warning(
+                "%s: checkpoint %s cannot be read (%s); resuming from the one before it instead",
+                stage,
+                path,
+                str(e).splitlines()[0][:300],
+            )
     if manager.checkpoints:
-        raise guards.RunError(f"{stage}: none of the checkpoints {', '.join(manager.checkpoints)} can be read; "
-                              f"move them aside to start over")
+        raise guards.RunError(
+            f"{stage}: none of the checkpoints {', '.join(manager.checkpoints)} can be read; "
+            f"move them aside to start over"
+        )
     return None

@@ -1,11 +1,11 @@
 """The run directory: the one place stages read from and write to.
 
-    RUN_DIR/config.yaml        resolved config (every default filled in)
-    RUN_DIR/checkpoints/       tf.train.CheckpointManager files
-    RUN_DIR/tb/<stage>/        one TensorBoard writer per stage
-    RUN_DIR/metrics.json       flat `section.key` metrics (train.*, eval.*, export.*)
-    RUN_DIR/export/            TF Serving model base paths and models.config
-    RUN_DIR/.lock              held (flock) by the one process working in the directory
+RUN_DIR/config.yaml        resolved config (every default filled in)
+RUN_DIR/checkpoints/       tf.train.CheckpointManager files
+RUN_DIR/tb/<stage>/        one TensorBoard writer per stage
+RUN_DIR/metrics.json       flat `section.key` metrics (train.*, eval.*, export.*)
+RUN_DIR/export/            TF Serving model base paths and models.config
+RUN_DIR/.lock              held (flock) by the one process working in the directory
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
         with open(path, "a+") as handle:
-            for attempt in range(5):  # a moment's grace: `status` takes the lock shared for an instant to look
+            for _ in range(5):  # a moment's grace: `status` takes the lock shared for an instant to look
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
@@ -79,8 +79,10 @@ class RunDir:
             else:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                raise RunLocked(f"{self.root}: {holder} is working in this run directory; this run did nothing "
-                                f"(wait for it to end, or use another --run-dir)")
+                raise RunLocked(
+                    f"{self.root}: {holder} is working in this run directory; this run did nothing "
+                    f"(wait for it to end, or use another --run-dir)"
+                )
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -98,14 +100,16 @@ class RunDir:
         if self.config_path.exists():
             old = config_lib.load(self.config_path, run_directory=True)
             if old.task != cfg.task:
-                raise config_lib.ConfigError(f"task: {cfg.task} differs from the run directory's {old.task}; "
-                                             f"use a new --run-dir")
+                raise config_lib.ConfigError(
+                    f"task: {cfg.task} differs from the run directory's {old.task}; use a new --run-dir"
+                )
             for path in cfg.resume_locked:
                 before, now = setting(old, path), setting(cfg, path)
                 if before != now:
                     raise config_lib.ConfigError(
                         f"{path}: {now} differs from the run directory's {before} ({self.config_path}); its "
-                        f"checkpoints cannot resume with a different {path}: use a new --run-dir")
+                        f"checkpoints cannot resume with a different {path}: use a new --run-dir"
+                    )
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.config_path, config_lib.to_yaml(cfg))
 

@@ -7,6 +7,7 @@ annotated YAML and docs/configuration.md all read from one place.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
@@ -19,8 +20,7 @@ class ConfigError(ValueError):
 
 def option(default, doc: str, *, choices=None, low=None, high=None, low_open=False, item_low=None):
     """A config field: its default, its documentation and what values it allows."""
-    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open,
-            "item_low": item_low}
+    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open, "item_low": item_low}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -28,6 +28,7 @@ def option(default, doc: str, *, choices=None, low=None, high=None, low_open=Fal
 
 class TaskConfig:
     """What every task's root config (a dataclass of sections) has besides its sections."""
+
     task: str  # the `task:` key naming it
     resume_locked: tuple[str, ...] = ()  # what a run directory's checkpoints fix: refused if changed on resume
     renamed: dict[str, str] = {}  # old key -> new key: a config naming the old one gets an error naming the new
@@ -54,15 +55,14 @@ def build_section(section: str, cls, values: dict, renamed: dict[str, str]):
     for key, value in values.items():
         if key not in fields:
             if f"{section}.{key}" in renamed:
-                raise ConfigError(f"{section}.{key} is now {renamed[f'{section}.{key}']} (renamed; see "
-                                  f"CHANGELOG.md)")
+                raise ConfigError(f"{section}.{key} is now {renamed[f'{section}.{key}']} (renamed; see CHANGELOG.md)")
             raise ConfigError(f"unknown key {section}.{key!s}; allowed keys in {section}: {names(cls)}")
         kwargs[key] = check_value(f"{section}.{key}", value, hints[key], fields[key].metadata)
     return cls(**kwargs)
 
 
 def check_value(path: str, value, hint, meta):
-    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if value is None:
         if optional:
@@ -88,14 +88,14 @@ def check_value(path: str, value, hint, meta):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
     elif base is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{path}: expected a mapping of names to values, e.g. {{continuous: true}}, got "
-                              f"{value!r}")
+            raise ConfigError(
+                f"{path}: expected a mapping of names to values, e.g. {{continuous: true}}, got {value!r}"
+            )
         return value
     elif typing.get_origin(base) is list:
         item = typing.get_args(base)[0]
         kind, example = ("integers", "[64, 64]") if item is int else ("names", "[query, value]")
-        if (not isinstance(value, list)
-                or not all(isinstance(v, item) and not isinstance(v, bool) for v in value)):
+        if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{path}: expected a list of {kind}, e.g. {example}, got {value!r}")
         if meta["item_low"] is not None and any(v < meta["item_low"] for v in value):
             raise ConfigError(f"{path}: every entry must be >= {meta['item_low']}, got {value!r}")
@@ -107,8 +107,10 @@ def check_value(path: str, value, hint, meta):
         raise ConfigError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(meta['choices'])}")
     low, high = meta["low"], meta["high"]
     if low is not None and (value <= low if meta["low_open"] else value < low):
-        raise ConfigError(f"{path}: {value!r} is out of range; must be {'>' if meta['low_open'] else '>='} {low}"
-                          + (f" and <= {high}" if high is not None else ""))
+        raise ConfigError(
+            f"{path}: {value!r} is out of range; must be {'>' if meta['low_open'] else '>='} {low}"
+            + (f" and <= {high}" if high is not None else "")
+        )
     if high is not None and value > high:
         raise ConfigError(f"{path}: {value!r} is out of range; must be <= {high}")
     return value
@@ -145,16 +147,20 @@ def names(cls) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
 
-
-
 def reference(cfg_class) -> str:
     """Markdown reference of one task's sections and keys: default, allowed values, doc (docs/configuration.md)."""
     lines = [f"## task: {cfg_class.task}", "", cfg_class.__doc__.strip(), ""]
     for section in dataclasses.fields(cfg_class):
         lines += [f"### {section.name}", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
         for f in dataclasses.fields(section.default_factory):
-            default = yaml.safe_dump(f.default_factory() if f.default_factory is not dataclasses.MISSING
-                                     else f.default, default_flow_style=True).strip().removesuffix("\n...")
+            default = (
+                yaml.safe_dump(
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default,
+                    default_flow_style=True,
+                )
+                .strip()
+                .removesuffix("\n...")
+            )
             allowed_values = allowed(f.metadata).strip().removeprefix("[").removesuffix("]")
             doc = f.metadata["doc"].replace("|", "\\|")
             lines.append(f"| `{section.name}.{f.name}` | `{default}` | {allowed_values} | {doc} |")

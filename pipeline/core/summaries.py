@@ -11,12 +11,12 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from pipeline.core.schema import TaskConfig
 from pipeline.core.rundir import RunDir
+from pipeline.core.schema import TaskConfig
 
 
 @contextlib.contextmanager
@@ -37,24 +37,33 @@ def scalars(values: dict, step: int) -> None:
 def write(scalar_values: dict, histogram_values: dict, step: int) -> None:
     """Writes scalars and histograms to the default writer as one Summary record, in one op.
 
-    Why not tf.summary.scalar per tag: each eager call is several TF ops (~2 ms a tag here), and a compiled
-    writer still cost ~2-5 ms a call plus ~0.4 s of tracing; a training loop logging every iteration pays
-    that hundreds of times. The record holds the same tensors and plugin metadata tf.summary.scalar and
-    tf.summary.histogram write, so TensorBoard reads it the same way. A NaN scalar (nothing to report yet,
-    e.g. no finished episode) is left out.
+    Why not tf.summary.scalar per tag: each eager call is several TF ops, and a compiled writer still costs a
+    call and a trace; a training loop logging every iteration pays that hundreds of times. The record holds the
+    same tensors and plugin metadata tf.summary.scalar and tf.summary.histogram write, so TensorBoard reads it the
+    same way. A NaN scalar (nothing to report yet, e.g. no finished episode) is left out.
     """
     summary = summary_pb2.Summary()
     for tag, value in scalar_values.items():
         value = float(value)
         if not np.isnan(value):
-            summary.value.add(tag=tag, metadata=_SCALAR_METADATA, tensor=tensor_pb2.TensorProto(
-                dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE, float_val=[value]))
+            summary.value.add(
+                tag=tag,
+                metadata=_SCALAR_METADATA,
+                tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE, float_val=[value]),
+            )
     for tag, values in histogram_values.items():
         buckets = histogram_buckets(values)
-        summary.value.add(tag=tag, metadata=_HISTOGRAM_METADATA, tensor=tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_DOUBLE, tensor_content=buckets.tobytes(),
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in buckets.shape])))
+        summary.value.add(
+            tag=tag,
+            metadata=_HISTOGRAM_METADATA,
+            tensor=tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_DOUBLE,
+                tensor_content=buckets.tobytes(),
+                tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                    dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in buckets.shape]
+                ),
+            ),
+        )
     tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 
@@ -66,7 +75,7 @@ _HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(display_name=""
 
 
 def histogram_buckets(values) -> np.ndarray:
-    """What tf.summary.histogram stores, computed in numpy: tracing TF's bucketing graph cost ~0.6 s a run."""
+    """What tf.summary.histogram stores, computed in numpy: no TF bucketing graph to trace each run."""
     values = np.asarray(values, np.float64).reshape(-1)
     if values.size == 0:
         return np.zeros((HISTOGRAM_BUCKETS, 3))

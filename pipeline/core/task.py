@@ -26,7 +26,7 @@ class Task(abc.ABC):
         """What the config names must exist (an environment, a reward function, a checkpoint, a file): a config
         error found before any work."""
 
-    def check_split(self, cfg, strategy) -> None:
+    def check_split(self, cfg, strategy) -> None:  # noqa: B027 (optional: nothing to check by default)
         """Batch sizes that do not split over the strategy's workers and replicas: config errors before training."""
 
     @abc.abstractmethod

@@ -36,5 +36,8 @@ def read_scalars(stage_dir: Path, tag: str, per_file: bool = False):
 
 def texts(stage_dir: Path) -> dict:
     acc = accumulator(stage_dir)
-    return {tag: tf.make_ndarray(acc.Tensors(tag)[-1].tensor_proto).item().decode()
-            for tag in acc.Tags()["tensors"] if acc.summary_metadata[tag].plugin_data.plugin_name == "text"}
+    return {
+        tag: tf.make_ndarray(acc.Tensors(tag)[-1].tensor_proto).item().decode()
+        for tag in acc.Tags()["tensors"]
+        if acc.summary_metadata[tag].plugin_data.plugin_name == "text"
+    }

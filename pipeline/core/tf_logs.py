@@ -20,10 +20,12 @@ import pipeline
 
 LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 # Start-up notices TensorFlow's libraries write as they load and probe for GPUs (absl's prefix: I/W/E + date).
-STARTUP_NOTICES = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
-                             r"STDERR|[IWE]\d{4} .*\b(port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_executor|"
-                             r"cuda_dnn|cuda_fft|cuda_blas)\.cc:\d+\]|To enable the following instructions:.*"
-                             r"rebuild TensorFlow with the appropriate compiler flags\.)")
+STARTUP_NOTICES = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+    r"STDERR|[IWE]\d{4} .*\b(port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_executor|"
+    r"cuda_dnn|cuda_fft|cuda_blas)\.cc:\d+\]|To enable the following instructions:.*"
+    r"rebuild TensorFlow with the appropriate compiler flags\.)"
+)
 
 
 def configure(verbose: bool) -> None:

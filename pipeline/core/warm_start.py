@@ -17,6 +17,7 @@ from pipeline.core import config as config_lib
 from pipeline.core import task as task_lib
 from pipeline.core.rundir import RunDir, latest_checkpoint_name, setting
 
+
 def resolve(source: str, cfg) -> str:
     """The checkpoint prefix a warm start reads; config_lib.ConfigError naming the key if it cannot be used."""
     task = task_lib.get(cfg.task)
@@ -34,8 +35,9 @@ def resolve(source: str, cfg) -> str:
         checkpoint = latest_checkpoint_name(run.checkpoints / task.checkpoints)
         where = f"run directory {path}"
     else:
-        raise config_lib.ConfigError(f"{key}: {source} is neither a run directory nor an exported version "
-                                     f"(or a model folder of them)")
+        raise config_lib.ConfigError(
+            f"{key}: {source} is neither a run directory nor an exported version (or a model folder of them)"
+        )
     prefix = run.checkpoints / task.checkpoints / str(checkpoint)
     if not checkpoint or not prefix.with_name(f"{prefix.name}.index").exists():
         raise config_lib.ConfigError(f"{key}: {where}, whose checkpoint is not there any more")
@@ -44,6 +46,8 @@ def resolve(source: str, cfg) -> str:
         raise config_lib.ConfigError(f"{key}: {run.root} is a {theirs.task} run, this is {cfg.task}")
     for shared in task.warm_start_shared:
         if setting(theirs, shared) != setting(cfg, shared):
-            raise config_lib.ConfigError(f"{key}: {shared} is {setting(cfg, shared)!r} here but "
-                                         f"{setting(theirs, shared)!r} in {run.root}; a warm start needs the same")
+            raise config_lib.ConfigError(
+                f"{key}: {shared} is {setting(cfg, shared)!r} here but "
+                f"{setting(theirs, shared)!r} in {run.root}; a warm start needs the same"
+            )
     return str(prefix.resolve())

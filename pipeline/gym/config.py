@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from pipeline.core.schema import ConfigError, TaskConfig, option
 from pipeline.core.sections import DistributeConfig, ExportConfig
@@ -11,24 +10,33 @@ from pipeline.core.sections import DistributeConfig, ExportConfig
 
 @dataclasses.dataclass
 class EnvConfig:
-    id: str = option("CartPole-v1", "A gymnasium id, or module:Class (or module:function) making your own environment "
-                     "(importable from where the run starts); a flat Box observation and a Discrete or flat Box "
-                     "action.")
-    kwargs: dict = option({}, "Keyword arguments of the environment's constructor, e.g. {continuous: true} for "
-                          "LunarLander-v3.")
-    num_envs: int = option(8, "Environments stepped together in one process (one batched policy call per step).",
-                           low=1, high=1024)
+    id: str = option(
+        "CartPole-v1",
+        "A gymnasium id, or module:Class (or module:function) making your own environment "
+        "(importable from where the run starts); a flat Box observation and a Discrete or flat Box "
+        "action.",
+    )
+    kwargs: dict = option(
+        {}, "Keyword arguments of the environment's constructor, e.g. {continuous: true} for LunarLander-v3."
+    )
+    num_envs: int = option(
+        8, "Environments stepped together in one process (one batched policy call per step).", low=1, high=1024
+    )
     seed: int = option(0, "Seeds environments, network initialisation and action sampling.", low=0)
-    max_episode_steps: Optional[int] = option(
-        None, "Overrides the environment's own time limit (truncation, which bootstraps).", low=1)
+    max_episode_steps: int | None = option(
+        None, "Overrides the environment's own time limit (truncation, which bootstraps).", low=1
+    )
 
 
 @dataclasses.dataclass
 class ModelConfig:
     actor_layers: list[int] = option([64, 64], "Hidden layer widths of the policy network.", item_low=1)
     value_layers: list[int] = option([64, 64], "Hidden layer widths of the value network.", item_low=1)
-    activation: str = option("tanh", "Hidden activation; tanh is PPO's usual choice for control tasks.",
-                             choices=["tanh", "relu", "elu", "gelu"])
+    activation: str = option(
+        "tanh",
+        "Hidden activation; tanh is PPO's usual choice for control tasks.",
+        choices=["tanh", "relu", "elu", "gelu"],
+    )
     init_log_std: float = option(0.0, "Initial log standard deviation of a Gaussian policy (Box actions).")
 
 
@@ -39,40 +47,63 @@ class TrainConfig:
     num_epochs: int = option(10, "Passes over each rollout.", low=1)
     num_minibatches: int = option(4, "Minibatches per epoch; must divide num_envs * rollout_steps.", low=1)
     learning_rate: float = option(3e-4, "Adam learning rate at the start.", low=0.0, low_open=True)
-    lr_schedule: str = option("constant", "constant, or linear decay to 0 over total_env_steps.",
-                              choices=["constant", "linear"])
-    clip_ratio: float = option(0.2, "PPO's epsilon: the probability ratio is clipped to [1-eps, 1+eps].",
-                               low=0.0, low_open=True, high=1.0)
-    value_clip: Optional[float] = option(None, "Clip value predictions to +-this around the rollout's values in the "
-                                         "value loss (SB3's clip_range_vf); null: off.", low=0.0, low_open=True)
+    lr_schedule: str = option(
+        "constant", "constant, or linear decay to 0 over total_env_steps.", choices=["constant", "linear"]
+    )
+    clip_ratio: float = option(
+        0.2, "PPO's epsilon: the probability ratio is clipped to [1-eps, 1+eps].", low=0.0, low_open=True, high=1.0
+    )
+    value_clip: float | None = option(
+        None,
+        "Clip value predictions to +-this around the rollout's values in the "
+        "value loss (SB3's clip_range_vf); null: off.",
+        low=0.0,
+        low_open=True,
+    )
     gamma: float = option(0.99, "Discount factor.", low=0.0, high=1.0)
     gae_lambda: float = option(0.95, "GAE lambda (1 = Monte Carlo returns, 0 = one-step TD).", low=0.0, high=1.0)
     entropy_coef: float = option(0.0, "Weight of the entropy bonus.", low=0.0)
-    value_coef: float = option(0.5, "Weight of the value loss, the mean squared error with no 1/2 (SB3's vf_coef; the "
-                               "same convention as ppo.value_coef).", low=0.0, low_open=True)
-    max_grad_norm: Optional[float] = option(0.5, "Global gradient-norm clip; null disables it.",
-                                            low=0.0, low_open=True)
+    value_coef: float = option(
+        0.5,
+        "Weight of the value loss, the mean squared error with no 1/2 (SB3's vf_coef; the "
+        "same convention as ppo.value_coef).",
+        low=0.0,
+        low_open=True,
+    )
+    max_grad_norm: float | None = option(0.5, "Global gradient-norm clip; null disables it.", low=0.0, low_open=True)
     normalize_observations: bool = option(True, "Running mean/std observation normaliser, saved inside the policy.")
-    reward_scale: float = option(1.0, "Rewards are multiplied by this for learning (reported returns are raw).",
-                                 low=0.0, low_open=True)
-    normalize_advantages: bool = option(True, "Whiten advantages over each rollout, before minibatches are cut "
-                                        "(TF-Agents and TRL; SB3 and CleanRL whiten each minibatch).")
-    target_kl: Optional[float] = option(
-        None, "Early stop: end an iteration's epochs once a minibatch's approximate KL (k3) to the rollout's policy "
-              "exceeds 1.5 x this, before its step (Stable-Baselines3's rule); null: always run every epoch.",
-        low=0.0, low_open=True)
-    adam_epsilon: float = option(1e-5, "Adam epsilon (1e-5 as in the PPO reference implementations).",
-                                 low=0.0, low_open=True)
+    reward_scale: float = option(
+        1.0, "Rewards are multiplied by this for learning (reported returns are raw).", low=0.0, low_open=True
+    )
+    normalize_advantages: bool = option(
+        True,
+        "Whiten advantages over each rollout, before minibatches are cut "
+        "(TF-Agents and TRL; SB3 and CleanRL whiten each minibatch).",
+    )
+    target_kl: float | None = option(
+        None,
+        "Early stop: end an iteration's epochs once a minibatch's approximate KL (k3) to the rollout's policy "
+        "exceeds 1.5 x this, before its step (Stable-Baselines3's rule); null: always run every epoch.",
+        low=0.0,
+        low_open=True,
+    )
+    adam_epsilon: float = option(
+        1e-5, "Adam epsilon (1e-5 as in the PPO reference implementations).", low=0.0, low_open=True
+    )
     checkpoint_every: int = option(10, "Iterations between checkpoints (and one at the end).", low=1)
     log_every: int = option(1, "Iterations between TensorBoard train summaries.", low=1)
-    warm_start: Optional[str] = option(
-        None, "Start a new run's agent (networks, observation normaliser, the optimizer's moments; not the env-step "
-              "counters or RNG) from another run: a serving base's model folder (its newest version: the one served), a version folder, or a run "
-              "directory (its latest checkpoint); same env, model and normaliser setting. Ignored once the run "
-              "has a checkpoint of its own.")
-    stop_at_return: Optional[float] = option(
-        None, "Stop early once the last 50 training episodes and a greedy evaluation (evaluate.episodes) both "
-              "average at least this; null trains the whole budget.")
+    warm_start: str | None = option(
+        None,
+        "Start a new run's agent (networks, observation normaliser, the optimizer's moments; not the env-step "
+        "counters or RNG) from another run: a serving base's model folder (its newest version: the one served), a "
+        "version folder, or a run directory (its latest checkpoint); same env, model and normaliser setting. "
+        "Ignored once the run has a checkpoint of its own.",
+    )
+    stop_at_return: float | None = option(
+        None,
+        "Stop early once the last 50 training episodes and a greedy evaluation (evaluate.episodes) both "
+        "average at least this; null trains the whole budget.",
+    )
 
 
 @dataclasses.dataclass
@@ -84,6 +115,7 @@ class EvaluateConfig:
 @dataclasses.dataclass
 class GymConfig(TaskConfig):
     """task: gym (the default): PPO on a gymnasium environment."""
+
     task = "gym"
     # A checkpoint only fits the environment and networks it was made with (and the normaliser, if any).
     resume_locked = ("env", "model", "train.normalize_observations")
@@ -99,4 +131,5 @@ class GymConfig(TaskConfig):
         if batch % self.train.num_minibatches:
             raise ConfigError(
                 f"train.num_minibatches: {self.train.num_minibatches} does not divide the rollout batch "
-                f"env.num_envs * train.rollout_steps = {batch}; allowed values: divisors of {batch}")
+                f"env.num_envs * train.rollout_steps = {batch}; allowed values: divisors of {batch}"
+            )

@@ -22,12 +22,13 @@ from pipeline.gym.config import EnvConfig
 @dataclasses.dataclass(frozen=True)
 class Spaces:
     """What the model stage needs to know about an environment, as plain data."""
+
     observation_shape: tuple
     observation_low: np.ndarray
     observation_high: np.ndarray
     discrete: bool
     num_actions: int | None  # Discrete
-    action_shape: tuple      # Box (empty for Discrete)
+    action_shape: tuple  # Box (empty for Discrete)
     action_low: np.ndarray | None
     action_high: np.ndarray | None
 
@@ -37,8 +38,13 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     try:
-        env = gym.make_vec(_spec(cfg.id), num_envs=num_envs or cfg.num_envs, vectorization_mode="sync",
-                           vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+        env = gym.make_vec(
+            _spec(cfg.id),
+            num_envs=num_envs or cfg.num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **kwargs,
+        )
     except gym.error.Error as e:
         raise ConfigError(f"env.id: cannot make {cfg.id!r}: {e}") from None
     except TypeError as e:  # the constructor refused a keyword argument
@@ -73,7 +79,8 @@ def check_supported(env: gym.vector.VectorEnv, env_id: str) -> None:
     if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
         raise ConfigError(f"env.id: {env_id!r} has observation space {obs}; allowed: a flat Box")
     if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)) or (
-            isinstance(act, gym.spaces.Box) and len(act.shape) != 1):
+        isinstance(act, gym.spaces.Box) and len(act.shape) != 1
+    ):
         raise ConfigError(f"env.id: {env_id!r} has action space {act}; allowed: Discrete or a flat Box")
 
 
@@ -81,10 +88,15 @@ def spaces_of(env: gym.vector.VectorEnv) -> Spaces:
     obs, act = env.single_observation_space, env.single_action_space
     discrete = isinstance(act, gym.spaces.Discrete)
     return Spaces(
-        observation_shape=tuple(obs.shape), observation_low=obs.low, observation_high=obs.high,
-        discrete=discrete, num_actions=int(act.n) if discrete else None,
+        observation_shape=tuple(obs.shape),
+        observation_low=obs.low,
+        observation_high=obs.high,
+        discrete=discrete,
+        num_actions=int(act.n) if discrete else None,
         action_shape=() if discrete else tuple(act.shape),
-        action_low=None if discrete else act.low, action_high=None if discrete else act.high)
+        action_low=None if discrete else act.low,
+        action_high=None if discrete else act.high,
+    )
 
 
 def episode_seeds(base_seed: int, num_envs: int, salt: int = 0) -> list[int]:
@@ -98,12 +110,16 @@ def tf_agents_specs(spaces: Spaces):
     from tf_agents.specs import tensor_spec
 
     obs_spec = tensor_spec.BoundedTensorSpec(
-        spaces.observation_shape, tf.float32,
+        spaces.observation_shape,
+        tf.float32,
         minimum=np.maximum(spaces.observation_low, np.finfo(np.float32).min),
-        maximum=np.minimum(spaces.observation_high, np.finfo(np.float32).max), name="observation")
+        maximum=np.minimum(spaces.observation_high, np.finfo(np.float32).max),
+        name="observation",
+    )
     if spaces.discrete:
         action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, spaces.num_actions - 1, name="action")
     else:
-        action_spec = tensor_spec.BoundedTensorSpec(spaces.action_shape, tf.float32, spaces.action_low,
-                                                    spaces.action_high, name="action")
+        action_spec = tensor_spec.BoundedTensorSpec(
+            spaces.action_shape, tf.float32, spaces.action_low, spaces.action_high, name="action"
+        )
     return obs_spec, action_spec

@@ -21,11 +21,11 @@ from tf_agents.utils import common
 
 from models.actor_critic import build_actor_and_value
 from pipeline.core import distribute, guards
+from pipeline.core.advantages import explained_variance, gae
+from pipeline.core.estimators import k3, whiten
 from pipeline.core.schema import ConfigError
 from pipeline.gym.config import GymConfig
 from pipeline.gym.envs import Spaces, tf_agents_specs
-from pipeline.core.advantages import explained_variance, gae
-from pipeline.core.estimators import k3, whiten
 
 # Statistics `update` returns, averaged over the minibatch steps taken (entropy and KL: the final policy), and
 # n_updates.
@@ -57,8 +57,8 @@ class TrainCounters(tf.Module):
 @dataclasses.dataclass
 class Tally:
     """TrainCounters' values as plain Python: the train loop updates these every iteration and stores them into
-    the variables before each checkpoint (a TensorFlow op per counter read or write, every iteration, cost
-    ~1.5 ms an iteration here)."""
+    the variables before each checkpoint (not a TensorFlow op per counter read or write every iteration)."""
+
     env_steps: int
     iteration: int
     episodes: int
@@ -105,13 +105,17 @@ class PPOLearner(tf.Module):
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         self.worker, self.workers = distribute.worker(strategy)
         if cfg.env.num_envs % self.workers:
-            raise ConfigError(f"env.num_envs: {cfg.env.num_envs} environments do not split evenly over {self.workers} "
-                              f"workers; allowed: a multiple of the worker count")
+            raise ConfigError(
+                f"env.num_envs: {cfg.env.num_envs} environments do not split evenly over {self.workers} "
+                f"workers; allowed: a multiple of the worker count"
+            )
         minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
         if minibatch % self.replicas:
-            raise ConfigError(f"train.num_minibatches: minibatches of {minibatch} rows do not split evenly over "
-                              f"{self.replicas} replicas; allowed: env.num_envs * train.rollout_steps / "
-                              f"train.num_minibatches a multiple of the replica count")
+            raise ConfigError(
+                f"train.num_minibatches: minibatches of {minibatch} rows do not split evenly over "
+                f"{self.replicas} replicas; allowed: env.num_envs * train.rollout_steps / "
+                f"train.num_minibatches a multiple of the replica count"
+            )
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self._build(cfg, spaces)
         self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
@@ -134,21 +138,34 @@ class PPOLearner(tf.Module):
         actor, value = build_actor_and_value(cfg.model, obs_spec, self.action_spec, seed=cfg.env.seed)
         self.optimizer = tf.keras.optimizers.Adam(learning_rate=t.learning_rate, epsilon=t.adam_epsilon)
         self.agent = ppo_clip_agent.PPOClipAgent(
-            self.time_step_spec, self.action_spec, optimizer=self.optimizer, actor_net=actor, value_net=value,
-            greedy_eval=True, importance_ratio_clipping=t.clip_ratio, lambda_value=t.gae_lambda,
-            discount_factor=t.gamma, entropy_regularization=t.entropy_coef, value_pred_loss_coef=t.value_coef,
-            num_epochs=t.num_epochs, use_gae=True, normalize_rewards=False,
-            normalize_observations=t.normalize_observations, gradient_clipping=t.max_grad_norm,
-            value_clipping=t.value_clip, compute_value_and_advantage_in_train=True,
+            self.time_step_spec,
+            self.action_spec,
+            optimizer=self.optimizer,
+            actor_net=actor,
+            value_net=value,
+            greedy_eval=True,
+            importance_ratio_clipping=t.clip_ratio,
+            lambda_value=t.gae_lambda,
+            discount_factor=t.gamma,
+            entropy_regularization=t.entropy_coef,
+            value_pred_loss_coef=t.value_coef,
+            num_epochs=t.num_epochs,
+            use_gae=True,
+            normalize_rewards=False,
+            normalize_observations=t.normalize_observations,
+            gradient_clipping=t.max_grad_norm,
+            value_clipping=t.value_clip,
+            compute_value_and_advantage_in_train=True,
             update_normalizers_in_train=False,
             # Its own counter: TF-Agents' default is the process-wide global step, shared by every learner.
-            train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"))
+            train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"),
+        )
         self.agent.initialize()
         self.variables_to_train = actor.trainable_variables + value.trainable_variables
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
         # strategy, before the first strategy.run: Keras cannot create them while tracing one)
 
-    # Traced on first use (~0.06 s each): training itself needs neither.
+    # Traced on first use: training itself needs neither.
     @functools.cached_property
     def greedy(self):
         """The greedy action for each of a batch of observations (the evaluation and serving policy)."""
@@ -163,8 +180,12 @@ class PPOLearner(tf.Module):
 
     def _time_steps(self, observations):
         batch = tf.shape(observations)[0]
-        return ts.TimeStep(step_type=tf.fill([batch], ts.StepType.MID), reward=tf.zeros([batch]),
-                           discount=tf.ones([batch]), observation=observations)
+        return ts.TimeStep(
+            step_type=tf.fill([batch], ts.StepType.MID),
+            reward=tf.zeros([batch]),
+            discount=tf.ones([batch]),
+            observation=observations,
+        )
 
     def distribution(self, observations):
         """The policy's action distribution, observation normalisation applied (TF-Agents' collect policy)."""
@@ -172,7 +193,8 @@ class PPOLearner(tf.Module):
 
     def _value(self, observations):
         values, _ = self.agent.collect_policy.apply_value_network(
-            observations, tf.fill([tf.shape(observations)[0]], ts.StepType.MID), value_state=())
+            observations, tf.fill([tf.shape(observations)[0]], ts.StepType.MID), value_state=()
+        )
         return values
 
     def sample(self, observations):
@@ -203,25 +225,42 @@ class PPOLearner(tf.Module):
         """
         stats, advantages = self._compiled_train(rollout)
         finite = stats.pop("finite")
-        guards.check(finite, "train", "loss, gradient or weight",
-                     f"at gradient step {int(self.agent.train_step_counter.numpy())}")
+        guards.check(
+            finite,
+            "train",
+            "loss, gradient or weight",
+            f"at gradient step {int(self.agent.train_step_counter.numpy())}",
+        )
         return stats, advantages
 
     def _train_on_rollout(self, rollout):
-        flat = {k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0)) for k, v in rollout.items()
-                if k in ("observations", "actions", "log_probs", "final_observations")}
+        flat = {
+            k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0))
+            for k, v in rollout.items()
+            if k in ("observations", "actions", "log_probs", "final_observations")
+        }
         time_env = tf.shape(rollout["rewards"])
         # Values with the parameters and normaliser the rollout was collected with (nothing changed since), in one
         # pass over every step's observation, the final observations and the observations after the last step.
         steps, envs = tf.shape(flat["observations"])[0], tf.shape(rollout["next_observations"])[0]
-        flat["values"], final_values, next_values = tf.split(self._value(tf.concat(
-            [flat["observations"], flat["final_observations"], rollout["next_observations"]], 0)), [steps, steps, envs])
-        advantages, returns = gae(tf.reshape(flat["values"], time_env), next_values, rollout["rewards"],
-                                  rollout["terminated"], rollout["truncated"], tf.reshape(final_values, time_env),
-                                  self._gamma, self._gae_lambda)
+        flat["values"], final_values, next_values = tf.split(
+            self._value(tf.concat([flat["observations"], flat["final_observations"], rollout["next_observations"]], 0)),
+            [steps, steps, envs],
+        )
+        advantages, returns = gae(
+            tf.reshape(flat["values"], time_env),
+            next_values,
+            rollout["rewards"],
+            rollout["terminated"],
+            rollout["truncated"],
+            tf.reshape(final_values, time_env),
+            self._gamma,
+            self._gae_lambda,
+        )
         advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
-        stats = self._update(flat["observations"], flat["actions"], flat["log_probs"], advantages, returns,
-                             flat["values"])
+        stats = self._update(
+            flat["observations"], flat["actions"], flat["log_probs"], advantages, returns, flat["values"]
+        )
         stats["explained_variance"] = explained_variance(flat["values"], returns)
         return stats, advantages
 
@@ -244,14 +283,21 @@ class PPOLearner(tf.Module):
             self.agent.train_step_counter.assign_add(1)
             return stats[:4], tf.equal(stats[4], 0.0)
 
-        rollout = dict(observations=observations, actions=actions, old_log_probs=old_log_probs,
-                       advantages=advantages, returns=returns, old_values=old_values)
+        rollout = dict(
+            observations=observations,
+            actions=actions,
+            old_log_probs=old_log_probs,
+            advantages=advantages,
+            returns=returns,
+            old_values=old_values,
+        )
 
         def minibatch_step(step, order, totals, taken, stop, finite):
-            order = tf.cond(step % self._minibatches == 0,
-                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
+            order = tf.cond(
+                step % self._minibatches == 0, lambda: tf.argsort(self.generator.uniform([batch])), lambda: order
+            )
             start = (step % self._minibatches) * size
-            mb = {k: tf.gather(v, order[start:start + size]) for k, v in rollout.items()}
+            mb = {k: tf.gather(v, order[start : start + size]) for k, v in rollout.items()}
             if self._target_kl is None:
                 stats, finite = gradient_step(mb)
                 return step + 1, order, totals + stats, taken + 1, stop, finite
@@ -266,10 +312,18 @@ class PPOLearner(tf.Module):
             return step + 1, order, totals, taken, stop, finite
 
         _, _, totals, taken, _, finite = tf.while_loop(
-            lambda step, order, totals, taken, stop, finite: (step < steps) & ~stop & finite, minibatch_step,
+            lambda step, order, totals, taken, stop, finite: (step < steps) & ~stop & finite,
+            minibatch_step,
             (tf.constant(0), tf.range(batch), tf.zeros([4]), tf.constant(0), tf.constant(False), tf.constant(True)),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([4]), tf.TensorShape([]),
-                              tf.TensorShape([]), tf.TensorShape([])))
+            shape_invariants=(
+                tf.TensorShape([]),
+                tf.TensorShape([None]),
+                tf.TensorShape([4]),
+                tf.TensorShape([]),
+                tf.TensorShape([]),
+                tf.TensorShape([]),
+            ),
+        )
         entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
         with tf.control_dependencies([entropy, approx_kl]):
             # After the epochs: the stored log-probs were computed with the old statistics.
@@ -280,8 +334,9 @@ class PPOLearner(tf.Module):
         stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
         # The entropy and KL above are a forward pass of the updated policy over the rollout: finite weights can
         # still overflow one. The normaliser's statistics are checked with the weights.
-        stats["finite"] = (finite & tf.math.is_finite(entropy) & tf.math.is_finite(approx_kl)
-                           & guards.all_finite(self.agent.variables))  # networks, normaliser, counter
+        stats["finite"] = (
+            finite & tf.math.is_finite(entropy) & tf.math.is_finite(approx_kl) & guards.all_finite(self.agent.variables)
+        )  # networks, normaliser, counter
         return stats
 
     def _replica_step(self, minibatch):
@@ -293,10 +348,18 @@ class PPOLearner(tf.Module):
             # TF-Agents' losses divide by this share's size x the replica count: summed across replicas, the
             # minibatch mean.
             loss = self.agent.get_loss(
-                self._time_steps(mb["observations"]), mb["actions"], mb["old_log_probs"], mb["returns"],
-                mb["advantages"], action_distribution_parameters=(), weights=tf.ones_like(mb["returns"]),
-                train_step=self.agent.train_step_counter, debug_summaries=False,
-                old_value_predictions=mb["old_values"], training=True)
+                self._time_steps(mb["observations"]),
+                mb["actions"],
+                mb["old_log_probs"],
+                mb["returns"],
+                mb["advantages"],
+                action_distribution_parameters=(),
+                weights=tf.ones_like(mb["returns"]),
+                train_step=self.agent.train_step_counter,
+                debug_summaries=False,
+                old_value_predictions=mb["old_values"],
+                training=True,
+            )
         grads = tape.gradient(loss.loss, self.variables_to_train)
         grads = distribute.all_reduce_sum(context, grads)  # then clipped below as one device clips
         grad_norm = tf.linalg.global_norm(grads)
@@ -306,8 +369,15 @@ class PPOLearner(tf.Module):
         finite = tf.math.is_finite(loss.loss) & tf.math.is_finite(grad_norm)
         # TF-Agents' value_estimation_loss is weighted by value_coef; logged unweighted, as SB3 and TRL log it.
         # The losses are already shares of the mean; the clip fraction is this share's mean, the norm global.
-        return tf.stack([loss.extra.policy_gradient_loss, loss.extra.value_estimation_loss / self._value_coef,
-                         loss.extra.clip_fraction / count, grad_norm / count, 1.0 - tf.cast(finite, tf.float32)])
+        return tf.stack(
+            [
+                loss.extra.policy_gradient_loss,
+                loss.extra.value_estimation_loss / self._value_coef,
+                loss.extra.clip_fraction / count,
+                grad_norm / count,
+                1.0 - tf.cast(finite, tf.float32),
+            ]
+        )
 
     def _entropy_and_kl(self, observations, actions, old_log_probs):
         """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the current policy."""
@@ -322,8 +392,9 @@ class PPOLearner(tf.Module):
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """Networks, normaliser, optimizer slots, RNG state and counters: all a resumed run needs."""
-        return tf.train.Checkpoint(agent=self.agent, optimizer=self.optimizer, generator=self.generator,
-                                   counters=self.counters)
+        return tf.train.Checkpoint(
+            agent=self.agent, optimizer=self.optimizer, generator=self.generator, counters=self.counters
+        )
 
 
 def _concrete(fn, signature):

@@ -19,6 +19,7 @@ from pipeline.core.guards import NonFiniteError
 class Rollout:
     """(T, N, ...) arrays of real transitions. Values are not stored: the learner computes them for the
     whole rollout in one batched call, with the same parameters the policy had while collecting."""
+
     observations: np.ndarray
     actions: np.ndarray
     log_probs: np.ndarray
@@ -26,8 +27,8 @@ class Rollout:
     terminated: np.ndarray
     truncated: np.ndarray
     final_observations: np.ndarray  # where truncated: the episode's real last observation (else zeros)
-    next_observations: np.ndarray   # (N, ...) the observations after the last step
-    episode_returns: list           # raw (unscaled) returns of the episodes finished in this rollout
+    next_observations: np.ndarray  # (N, ...) the observations after the last step
+    episode_returns: list  # raw (unscaled) returns of the episodes finished in this rollout
     episode_lengths: list
 
     def arrays(self) -> dict:
@@ -53,20 +54,24 @@ def check_env_outputs(env, stage: str, observations, rewards=None) -> None:
         if not finite.all():
             bad = np.argwhere(~finite)
             name = env.spec.id if env.spec is not None else type(env).__name__
-            raise NonFiniteError(f"{stage}: environment {name} returned a non-finite {what} "
-                                 f"({values[tuple(bad[0])]}) in its sub-environment {bad[0][0]}; stopped before "
-                                 f"training on it: the latest checkpoint is the last good one")
+            raise NonFiniteError(
+                f"{stage}: environment {name} returned a non-finite {what} "
+                f"({values[tuple(bad[0])]}) in its sub-environment {bad[0][0]}; stopped before "
+                f"training on it: the latest checkpoint is the last good one"
+            )
 
 
 def _keeping_errors(owner, env_step):
     """env_step as the compiled loop's tf.numpy_function calls it: a NonFiniteError it raises is kept on owner,
     for _run_reraising to raise once TensorFlow has wrapped it in an error of its own."""
+
     def call(*args):
         try:
             return env_step(*args)
         except NonFiniteError as e:
             owner._error = e
             raise
+
     return call
 
 
@@ -84,7 +89,7 @@ def _run_reraising(owner, fn, *args):
 class Collector:
     """The whole rollout is one compiled call: a graph loop that samples actions and steps the Python
     environment through `tf.numpy_function` (TF-Agents' drivers do the same). A call per step from Python
-    would pay TensorFlow's function-call overhead (~0.4 ms here) every step: half the cost of stepping 16 CartPoles."""
+    would pay TensorFlow's function-call overhead every step, as much as stepping many cheap environments."""
 
     def __init__(self, env, learner, reward_scale: float, seeds: list[int]):
         self.env, self.learner, self.reward_scale = env, learner, reward_scale
@@ -110,15 +115,23 @@ class Collector:
     def _compile(self, steps: int):
         n = self.env.num_envs
         obs_shape, obs_size = self.observations.shape[1:], self._obs_size
-        dtypes = (tf.float32, tf.int64 if self.discrete else tf.float32, tf.float32, tf.float32, tf.bool, tf.bool,
-                  tf.float32)
+        dtypes = (
+            tf.float32,
+            tf.int64 if self.discrete else tf.float32,
+            tf.float32,
+            tf.float32,
+            tf.bool,
+            tf.bool,
+            tf.float32,
+        )
 
         def rollout(observations):
             def step(t, observations, arrays):
                 actions, log_probs = self.learner.sample(observations)
                 # One packed output: each output of a numpy_function costs ~15 us of conversion in TF's Python.
-                packed = tf.numpy_function(_keeping_errors(self, self._env_step), [actions, log_probs], tf.float32,
-                                           stateful=True)
+                packed = tf.numpy_function(
+                    _keeping_errors(self, self._env_step), [actions, log_probs], tf.float32, stateful=True
+                )
                 packed.set_shape([n, 2 * obs_size + 3])
                 next_observations, final_observations, flags = tf.split(packed, [obs_size, obs_size, 3], axis=1)
                 next_observations = tf.reshape(next_observations, observations.shape)
@@ -140,16 +153,18 @@ class Collector:
         Returns [next observation | final observation | reward x reward_scale, terminated, truncated] per
         environment, float32 (the final observation is the truncated episode's real last one, zeros elsewhere)."""
         if not np.isfinite(log_probs).all():  # NaN logits draw any index: never hand it to the environment
-            raise NonFiniteError("train: the policy's log-probabilities of its sampled actions are not finite "
-                                 "(its weights or observation normaliser overflowed); stopped before stepping "
-                                 "the environment: the latest checkpoint is the last good one")
+            raise NonFiniteError(
+                "train: the policy's log-probabilities of its sampled actions are not finite "
+                "(its weights or observation normaliser overflowed); stopped before stepping "
+                "the environment: the latest checkpoint is the last good one"
+            )
         observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
         check_env_outputs(self.env, "train", observations, rewards)
         self._returns += rewards
         self._lengths += 1
         n = self.env.num_envs
         packed = np.zeros((n, 2 * self._obs_size + 3), np.float32)
-        packed[:, :self._obs_size] = observations.reshape(n, -1)
+        packed[:, : self._obs_size] = observations.reshape(n, -1)
         packed[:, -3] = rewards * self.reward_scale
         packed[:, -2] = terminated
         packed[:, -1] = truncated
@@ -160,15 +175,15 @@ class Collector:
             if truncated[i] and not terminated[i]:
                 final = np.reshape(info["final_obs"][i], (1, -1))
                 check_env_outputs(self.env, "train", final)  # the truncated episode's bootstrap observation
-                packed[i, self._obs_size:-3] = final[0]
+                packed[i, self._obs_size : -3] = final[0]
         return packed
 
 
 class GreedyEpisodes:
     """Greedy episodes on N environments side by side, each until its first episode ends, as one compiled loop.
 
-    Evaluation steps like collection: a Python call into TensorFlow per step (~0.5 ms on a 2-core CPU) cost as
-    much as stepping ten CartPoles. The loop is traced on the first run; keep one object for repeated
+    Evaluation steps like collection: a Python call into TensorFlow per step costs more than stepping a cheap
+    environment. The loop is traced on the first run; keep one object for repeated
     evaluations, one run at a time.
     """
 
@@ -182,8 +197,9 @@ class GreedyEpisodes:
         assert env.num_envs == self.num_envs, f"{env.num_envs} environments for a loop built for {self.num_envs}"
         if self._loop is None:
             signature = tf.TensorSpec([self.num_envs, *self.learner.spaces.observation_shape], tf.float32)
-            self._loop = tf.function(self._episodes, input_signature=[signature],
-                                     autograph=False).get_concrete_function()
+            self._loop = tf.function(
+                self._episodes, input_signature=[signature], autograph=False
+            ).get_concrete_function()
         self._env = env
         self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
         self._running = np.ones(self.num_envs, bool)
@@ -196,8 +212,9 @@ class GreedyEpisodes:
 
     def _episodes(self, observations):
         def step(observations, running):
-            packed = tf.numpy_function(_keeping_errors(self, self._env_step), [self.learner.greedy(observations)],
-                                       tf.float32, stateful=True)
+            packed = tf.numpy_function(
+                _keeping_errors(self, self._env_step), [self.learner.greedy(observations)], tf.float32, stateful=True
+            )
             packed.set_shape([self.num_envs, self._obs_size + 1])
             return tf.reshape(packed[:, :-1], tf.shape(observations)), tf.reduce_any(packed[:, -1] > 0)
 

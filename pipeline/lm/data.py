@@ -30,8 +30,11 @@ def read_corpus(path: str | Path, fmt: str, field: str = "text") -> list[str]:
     if fmt not in FORMATS:
         raise CorpusError(f"corpus format {fmt!r}: allowed {', '.join(FORMATS)}")
     # In a folder: every regular file but fortune's .dat indexes (and its .u8 symlinks, which repeat files).
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.is_symlink() and p.suffix != ".dat") \
-        if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.is_file() and not p.is_symlink() and p.suffix != ".dat")
+        if path.is_dir()
+        else [path]
+    )
     if not files or not all(p.exists() for p in files):
         raise CorpusError(f"{path}: no corpus file there")
     documents = []
@@ -49,8 +52,9 @@ def read_corpus(path: str | Path, fmt: str, field: str = "text") -> list[str]:
                 try:
                     value = json.loads(line)[field]
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise CorpusError(f"{file}:{number}: expected a JSON object with a {field!r} string ({e})") \
-                        from None
+                    raise CorpusError(
+                        f"{file}:{number}: expected a JSON object with a {field!r} string ({e})"
+                    ) from None
                 documents.append(str(value))
     if not documents:
         raise CorpusError(f"{path}: no documents found in format {fmt!r}")
@@ -64,20 +68,23 @@ def train_tokenizer(documents: list[str], vocabulary_size: int, out_dir: str | P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(documents, vocab_size=vocabulary_size, min_frequency=2, special_tokens=[END_TOKEN],
-                            show_progress=False)
+    bpe.train_from_iterator(
+        documents, vocab_size=vocabulary_size, min_frequency=2, special_tokens=[END_TOKEN], show_progress=False
+    )
     bpe.save_model(str(out_dir))
     return load_tokenizer(out_dir)
 
 
 def load_tokenizer(directory: str | Path):
     directory = Path(directory)
-    return keras_hub.tokenizers.GPT2Tokenizer(vocabulary=str(directory / "vocab.json"),
-                                              merges=str(directory / "merges.txt"))
+    return keras_hub.tokenizers.GPT2Tokenizer(
+        vocabulary=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
+    )
 
 
-def encode_documents(tokenizer, documents: list[str], sequence_length: int, start_id: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def encode_documents(
+    tokenizer, documents: list[str], sequence_length: int, start_id: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """[N, sequence_length] token ids ([start +] document + EOS, cut or padded with EOS) and the 0/1 mask of real
     tokens. start_id: the start token a checkpoint's convention puts first (None: none, as GPT-2's)."""
     end = tokenizer.end_token_id
@@ -85,14 +92,13 @@ def encode_documents(tokenizer, documents: list[str], sequence_length: int, star
     ids = np.full((len(documents), sequence_length), end, np.int32)
     mask = np.zeros((len(documents), sequence_length), np.int32)
     for row, tokens in enumerate(tokenizer(tf.constant(documents))):
-        tokens = (start + list(np.asarray(tokens)))[:sequence_length - 1] + [end]
-        ids[row, :len(tokens)] = tokens
-        mask[row, :len(tokens)] = 1
+        tokens = (start + list(np.asarray(tokens)))[: sequence_length - 1] + [end]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
     return ids, mask
 
 
-def encode_prompts(tokenizer, texts: list[str], max_tokens: int, start_id: int | None = None
-                   ) -> tuple[np.ndarray, int]:
+def encode_prompts(tokenizer, texts: list[str], max_tokens: int, start_id: int | None = None) -> tuple[np.ndarray, int]:
     """([N, P] prompt ids right-padded with EOS, how many prompts were left out): [start +] each text's tokens;
     a prompt longer than max_tokens, or empty, is left out (as TRL's examples filter prompts by length). P is the
     longest prompt kept."""
@@ -101,7 +107,7 @@ def encode_prompts(tokenizer, texts: list[str], max_tokens: int, start_id: int |
     kept = [row for row in rows if 0 < len(row) <= max_tokens and row != start]
     ids = np.full((len(kept), max((len(r) for r in kept), default=0)), tokenizer.end_token_id, np.int32)
     for i, row in enumerate(kept):
-        ids[i, :len(row)] = row
+        ids[i, : len(row)] = row
     return ids, len(rows) - len(kept)
 
 
@@ -122,13 +128,14 @@ def language_model_dataset(ids: np.ndarray, mask: np.ndarray, batch_size: int, s
 @dataclasses.dataclass
 class LMData:
     """What the data stage hands the later stages: the tokenizer, SFT token batches and the prompts."""
+
     tokenizer: object
     train_ids: np.ndarray
     train_mask: np.ndarray
     val_ids: np.ndarray
     val_mask: np.ndarray
     train_prompts: np.ndarray  # [N, P] for PPO (right-padded with EOS: `prompt_batch` gives their lengths)
-    eval_prompts: np.ndarray   # [M, P] held out, for evaluation
+    eval_prompts: np.ndarray  # [M, P] held out, for evaluation
     bos_id: int | None = None  # the start token every sequence begins with (a checkpoint's convention), or None
 
     @property
@@ -145,6 +152,6 @@ class LMData:
         texts = []
         for row in np.asarray(ids):
             end = np.flatnonzero(row == self.eos_id)
-            row = row[:end[0]] if len(end) else row
+            row = row[: end[0]] if len(end) else row
             texts.append(str(self.tokenizer.detokenize(row[row != self.bos_id] if self.bos_id is not None else row)))
         return texts

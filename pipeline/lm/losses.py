@@ -44,9 +44,16 @@ def token_gae(values, rewards, mask, gamma: float, lam: float):
     next_mask = tf.concat([mask[:, 1:], tf.zeros_like(mask[:, :1])], axis=1)
     last_token = mask * (1.0 - next_mask)
     zeros = tf.zeros_like(values)
-    advantages, returns = gae(tf.transpose(values * mask), tf.zeros_like(values[:, 0]),
-                              tf.transpose(rewards * mask), tf.transpose(last_token > 0),
-                              tf.transpose(zeros > 0), tf.transpose(zeros), gamma, lam)
+    advantages, returns = gae(
+        tf.transpose(values * mask),
+        tf.zeros_like(values[:, 0]),
+        tf.transpose(rewards * mask),
+        tf.transpose(last_token > 0),
+        tf.transpose(zeros > 0),
+        tf.transpose(zeros),
+        gamma,
+        lam,
+    )
     return tf.transpose(advantages) * mask, tf.transpose(returns) * mask
 
 

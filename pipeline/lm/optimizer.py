@@ -4,7 +4,7 @@ and the data-parallel step SFT and the reward model take with it."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -32,8 +32,16 @@ class SummedStep:
     loss_fn(*rows, count) -> that share's loss; count_fn(*batch) -> the whole batch's count. A variable the loss
     does not reach (None gradient) is left out of the step."""
 
-    def __init__(self, variables: list, loss_fn: Callable, count_fn: Callable, learning_rate: float,
-                 max_grad_norm: float, jit_compile: bool, strategy: tf.distribute.Strategy | None):
+    def __init__(
+        self,
+        variables: list,
+        loss_fn: Callable,
+        count_fn: Callable,
+        learning_rate: float,
+        max_grad_norm: float,
+        jit_compile: bool,
+        strategy: tf.distribute.Strategy | None,
+    ):
         self.variables = variables
         self.strategy = strategy
         self._loss_fn, self._count_fn, self._max_grad_norm = loss_fn, count_fn, max_grad_norm

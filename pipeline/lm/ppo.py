@@ -14,8 +14,9 @@ Under a tf.distribute strategy (pipeline/core/distribute.py) each replica sample
 (a random stream of its own) and scores it (step 2), and each worker calls the reward function on its replicas'
 rows; all of it is gathered so every worker holds the whole batch, runs steps 3-6 on it (the KL, whitening and
 advantages of the whole batch; the adaptive KL coefficient on its KL) and takes the same minibatches, each
-replica computing the gradient of its equal share of the minibatch's rows over the minibatch's token count. The gradients are summed across replicas, clipped on their global norm and applied
-on every replica: R replicas take the steps one device takes.
+replica computing the gradient of its equal share of the minibatch's rows over the minibatch's token count. The
+gradients are summed across replicas, clipped on their global norm and applied on every replica: R replicas take
+the steps one device takes.
 
 With top-k / top-p the policy is the filtered distribution tokens are drawn from. The kept set of each response
 position is fixed when the batch is scored (step 2) and used for the whole update: the policy before and after
@@ -28,23 +29,30 @@ the parameters). TRL samples unfiltered in PPO (top_k 0, top_p 1: this config's 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional
+import functools
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline.core import distribute, guards
+from pipeline.core import distribute, estimators, guards
 from pipeline.core.schema import ConfigError
+from pipeline.lm import losses
 from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.optimizer import SummedGradientsAdam
-from pipeline.core import estimators
-from pipeline.lm import losses
 
 # Metric names as TRL's PPO trainer logs them.
-STAT_NAMES = ("policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/clipfrac", "val/ratio",
-              "objective/entropy")
+STAT_NAMES = (
+    "policy/approxkl",
+    "policy/clipfrac",
+    "loss/policy",
+    "loss/value",
+    "val/clipfrac",
+    "val/ratio",
+    "objective/entropy",
+)
 
 
 class LMPPOLearner:
@@ -55,8 +63,15 @@ class LMPPOLearner:
     network in memory, which is what LoRA is for; separate gives the value model a base copy with adapters of its
     own (TRL's layout, twice the memory and compute)."""
 
-    def __init__(self, policy_lm, settings: LMPPOConfig, eos_id: Optional[int], seed: int = 0,
-                 adapters: Optional[lora.Adapters] = None, strategy: Optional[tf.distribute.Strategy] = None):
+    def __init__(
+        self,
+        policy_lm,
+        settings: LMPPOConfig,
+        eos_id: int | None,
+        seed: int = 0,
+        adapters: lora.Adapters | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
         """adapters: train LoRA adapters on policy_lm (and on a separate value trunk) instead of every weight; the
         reference is then policy_lm with its adapters off, not a copy. strategy: the one policy_lm was built under
         (None: one device)."""
@@ -74,21 +89,38 @@ class LMPPOLearner:
         self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
-        self._rollout = tf.function(lambda prompt_ids, prompt_lengths: strategy.run(
-            self._replica_rollout, (prompt_ids, prompt_lengths, self.generator.make_seeds(1)[:, 0])), autograph=False)
+        self._rollout = tf.function(
+            lambda prompt_ids, prompt_lengths: strategy.run(
+                self._replica_rollout, (prompt_ids, prompt_lengths, self.generator.make_seeds(1)[:, 0])
+            ),
+            autograph=False,
+        )
         # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
-        # XLA-compiling the whole update took ~100 s to compile and ~80 s a call here. Under a strategy the
+        # XLA-compiling the whole update took minutes to compile and ran slower. Under a strategy the
         # gradients leave the cluster: the replicas' all-reduce cannot run inside one.
-        self._compiled = {name: tf.function(fn, autograph=False, jit_compile=s.jit_update) for name, fn in (
-            ("score", self._score), ("train_step", self._train_step), ("gradients", self._minibatch_gradients))}
+        self._compiled = {
+            name: tf.function(fn, autograph=False, jit_compile=s.jit_update)
+            for name, fn in (
+                ("score", self._score),
+                ("train_step", self._train_step),
+                ("gradients", self._minibatch_gradients),
+            )
+        }
         self._prepare = tf.function(self._prepare_fn, autograph=False)
         self._optimize = tf.function(self._optimize_fn, autograph=False)
 
     def _build(self, policy_lm, s: LMPPOConfig) -> None:
         """The reference, value model and optimizer: under a strategy, mirrored on its replicas."""
         adapters = self.adapters
-        self.reference = None if adapters is not None else lm_lib.copy_lm(
-            policy_lm, trainable=False, precision=None if s.reference_precision == "policy" else s.reference_precision)
+        self.reference = (
+            None
+            if adapters is not None
+            else lm_lib.copy_lm(
+                policy_lm,
+                trainable=False,
+                precision=None if s.reference_precision == "policy" else s.reference_precision,
+            )
+        )
         self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
         if adapters is not None:
             for lm in (self.policy, self.value_trunk):
@@ -96,16 +128,24 @@ class LMPPOLearner:
                     lora.enable(lm, adapters)
         self.value_head = lm_lib.build_value_head(policy_lm.backbone.hidden_dim)
         self._filtered = bool(s.top_k) or s.top_p < 1.0
-        self.variables = (self.policy.trainable_variables + self.value_head.trainable_variables
-                          + (self.value_trunk.trainable_variables if self.value_trunk is not None else []))
+        self.variables = (
+            self.policy.trainable_variables
+            + self.value_head.trainable_variables
+            + (self.value_trunk.trainable_variables if self.value_trunk is not None else [])
+        )
         self.optimizer = SummedGradientsAdam(learning_rate=s.learning_rate)
         self.optimizer.build(self.variables)  # eagerly, before any strategy.run traces a step (keras issue 23085)
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """What PPO changes: with adapters, only they (apart from the base, which SFT's checkpoint or
         model.checkpoint holds), the value head and the optimizer's state."""
-        return tf.train.Checkpoint(**self._trained(), optimizer=self.optimizer, generator=self.generator,
-                                   kl_coef=self.kl_coef, iteration=self.iteration)
+        return tf.train.Checkpoint(
+            **self._trained(),
+            optimizer=self.optimizer,
+            generator=self.generator,
+            kl_coef=self.kl_coef,
+            iteration=self.iteration,
+        )
 
     def trained_parts(self) -> tf.train.Checkpoint:
         """The part of `checkpoint` a warm start takes: the policy (or its adapters) and the value model, not
@@ -136,8 +176,12 @@ class LMPPOLearner:
         """Raises guards.NonFiniteError unless the policy's log-probs and values on these sequences are finite:
         before a checkpoint, as finite weights can still overflow a forward pass."""
         log_probs, values, _, _ = self._compiled["score"](*_tensors(sequences, prompt_lengths))
-        guards.check(guards.all_finite([log_probs, values]), "ppo", "log-probs or values of the updated policy",
-                     f"after iteration {int(self.iteration)}")
+        guards.check(
+            guards.all_finite([log_probs, values]),
+            "ppo",
+            "log-probs or values of the updated policy",
+            f"after iteration {int(self.iteration)}",
+        )
 
     def log_probs(self, sequences, prompt_lengths):
         """Response log-probs under the policy and under the reference (for evaluation)."""
@@ -149,16 +193,28 @@ class LMPPOLearner:
     def _sample(self, prompt_ids, prompt_lengths, seed, use_reference: bool = False):
         s = self.settings
         with self._as_reference() if use_reference else contextlib.nullcontext(self.policy) as lm:
-            return lm_lib.sample(lm, prompt_ids, s.max_new_tokens, s.temperature, seed, s.top_k, s.top_p,
-                                 prompt_lengths=prompt_lengths, eos_id=self.eos_id)
+            return lm_lib.sample(
+                lm,
+                prompt_ids,
+                s.max_new_tokens,
+                s.temperature,
+                seed,
+                s.top_k,
+                s.top_p,
+                prompt_lengths=prompt_lengths,
+                eos_id=self.eos_id,
+            )
 
     def generate(self, prompt_ids, use_reference: bool = False, prompt_lengths=None) -> np.ndarray:
         """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model).
 
         prompt_lengths [B]: where each right-padded prompt ends (None: every row is P long). Each row holds its
         prompt, its max_new_tokens response right after it, then padding: `lm_lib.responses` cuts responses out."""
-        return self._generate(*_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)),
-                              self.generator.make_seeds(1)[:, 0], use_reference).numpy()
+        return self._generate(
+            *_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)),
+            self.generator.make_seeds(1)[:, 0],
+            use_reference,
+        ).numpy()
 
     def _replica_rollout(self, prompt_ids, prompt_lengths, seed):
         """This replica's equal share of the prompts, sampled and scored (step 2): {sequences[, log_probs, values,
@@ -190,14 +246,18 @@ class LMPPOLearner:
         responses = lm_lib.responses(mine["sequences"], prompt_lengths[rows], self.settings.max_new_tokens).numpy()
         mine["scores"] = np.asarray(score_fn(prompt_ids[rows], responses), np.float32)
         batch = distribute.gather(self.strategy, mine, {k: 0 for k in mine})
-        scored = (tuple(batch.get(k) for k in ("log_probs", "values", "ref_log_probs", "kept")) if "log_probs" in batch
-                  else None)
+        scored = (
+            tuple(batch.get(k) for k in ("log_probs", "values", "ref_log_probs", "kept"))
+            if "log_probs" in batch
+            else None
+        )
         return batch["sequences"], batch["scores"], scored
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
-    def step(self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], prompt_lengths=None
-             ) -> tuple[dict, np.ndarray, np.ndarray]:
+    def step(
+        self, prompt_ids, score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], prompt_lengths=None
+    ) -> tuple[dict, np.ndarray, np.ndarray]:
         """Samples, scores with score_fn(prompt_ids, responses) -> one float each, and updates.
 
         Returns the stats, the [B, P + R] sampled sequences (as `generate` lays them out) and score_fn's [B] scores
@@ -207,8 +267,9 @@ class LMPPOLearner:
         prompt_ids, prompt_lengths = np.asarray(prompt_ids), np.asarray(_lengths(prompt_ids, prompt_lengths))
         if self.strategy is None:
             sequences, scored = self.generate(prompt_ids, prompt_lengths=prompt_lengths), None
-            raw_scores = np.asarray(score_fn(prompt_ids, lm_lib.responses(sequences, prompt_lengths,
-                                                                          s.max_new_tokens).numpy()), np.float32)
+            raw_scores = np.asarray(
+                score_fn(prompt_ids, lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()), np.float32
+            )
         else:  # each replica's share sampled and scored, the reward function on each worker's: the whole batch
             sequences, raw_scores, scored = self._sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
         responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
@@ -221,9 +282,15 @@ class LMPPOLearner:
             scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)
         stats = self.update(sequences, mask, scores, prompt_lengths, scored)
         if s.adaptive_kl_target is not None:
-            self.kl_coef.assign(losses.adaptive_kl_coef(
-                float(self.kl_coef), stats["objective/kl"], s.adaptive_kl_target, s.adaptive_kl_horizon,
-                len(sequences)))
+            self.kl_coef.assign(
+                losses.adaptive_kl_coef(
+                    float(self.kl_coef),
+                    stats["objective/kl"],
+                    s.adaptive_kl_target,
+                    s.adaptive_kl_horizon,
+                    len(sequences),
+                )
+            )
         stats["val/num_eos_tokens"] = float(ended.sum()) if ended is not None else 0.0
         stats["objective/scores"] = float(scores.mean())
         self.iteration.assign_add(1)
@@ -253,8 +320,11 @@ class LMPPOLearner:
         return lm.backbone.token_embedding(hidden, reverse=True), hidden
 
     def _values(self, sequences, policy_hidden, prompt_lengths):
-        hidden = policy_hidden if self.value_trunk is None else self._response_hidden(self.value_trunk, sequences,
-                                                                                      prompt_lengths)
+        hidden = (
+            policy_hidden
+            if self.value_trunk is None
+            else self._response_hidden(self.value_trunk, sequences, prompt_lengths)
+        )
         return tf.cast(self.value_head(hidden)[..., 0], tf.float32)
 
     def _policy_outputs(self, sequences, prompt_lengths, kept):
@@ -282,36 +352,44 @@ class LMPPOLearner:
         reference_log_probs = lm_lib.token_log_probs(reference_logits, tokens, s.temperature, kept)
         return log_probs, self._values(sequences, hidden, prompt_lengths), reference_log_probs, kept
 
-    def _loss_and_grads(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept,
-                        count):
+    def _loss_and_grads(
+        self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept, count
+    ):
         """Gradients and stats of this micro-batch's share of the minibatch loss: sums over its tokens divided by
         the minibatch's token count, so micro-batches (and replicas) add up to the minibatch's mean."""
         s = self.settings
         with tf.GradientTape() as tape:
             log_probs, values, entropy = self._policy_outputs(sequences, prompt_lengths, kept)
-            pg_loss, clipfrac, approxkl, ratio = losses.policy_loss(log_probs, old_log_probs, advantages, mask,
-                                                                       s.clip_ratio, count)
+            pg_loss, clipfrac, approxkl, ratio = losses.policy_loss(
+                log_probs, old_log_probs, advantages, mask, s.clip_ratio, count
+            )
             vf_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, mask, s.value_clip, count)
             loss = pg_loss + s.value_coef * vf_loss
         grads = tape.gradient(loss, self.variables)
         # Sampling and scoring use one distribution, so before the first update every ratio is 1.
         deviation = tf.reduce_max(tf.abs(tf.exp(log_probs - old_log_probs) - 1.0) * mask)
-        stats = tf.stack([approxkl, clipfrac, pg_loss, vf_loss, vf_clipfrac, ratio,
-                          estimators.masked_mean(entropy, mask, count)])
+        stats = tf.stack(
+            [approxkl, clipfrac, pg_loss, vf_loss, vf_clipfrac, ratio, estimators.masked_mean(entropy, mask, count)]
+        )
         return grads, stats, deviation
 
-    def _minibatch_gradients(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask,
-                             kept, count):
+    def _minibatch_gradients(
+        self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept, count
+    ):
         """Micro-batch gradients summed (gradient accumulation) over these rows of a minibatch of `count` tokens:
         (gradients, their share of the minibatch's mean stats, the largest first-ratio deviation)."""
         s = self.settings
         micro = tf.shape(sequences)[0] // s.gradient_accumulation_steps
         grads, stats, deviation = None, 0.0, 0.0
         for k in range(s.gradient_accumulation_steps):
-            part = lambda x: None if x is None else x[k * micro:(k + 1) * micro]  # noqa: E731
+            part = functools.partial(_rows, start=k * micro, stop=(k + 1) * micro)
             micro_grads, micro_stats, micro_deviation = self._loss_and_grads(
-                *(part(x) for x in (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask,
-                                    kept)), count)
+                *(
+                    part(x)
+                    for x in (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
+                ),
+                count,
+            )
             # Embeddings' IndexedSlices do not add up: dense. None: a variable the loss does not reach (a separate
             # value trunk's LM head where the embeddings are untied, as in Llama), left out of the step.
             micro_grads = [None if g is None else tf.convert_to_tensor(g) for g in micro_grads]
@@ -332,12 +410,14 @@ class LMPPOLearner:
         per variable otherwise, and the gradients never leave the cluster. Returns the minibatch's mean stats, the
         largest first-ratio deviation and whether the loss and gradients were finite."""
         count = tf.maximum(tf.reduce_sum(mask), 1.0)  # every token of the minibatch weighs the same
-        grads, stats, deviation = self._minibatch_gradients(sequences, prompt_lengths, old_log_probs, advantages,
-                                                            old_values, returns, mask, kept, count)
+        grads, stats, deviation = self._minibatch_gradients(
+            sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept, count
+        )
         return stats, deviation, self._apply(grads, stats)
 
-    def _replica_train_step(self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask,
-                            kept):
+    def _replica_train_step(
+        self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept
+    ):
         """`_train_step` on this replica's equal share of the minibatch's rows: gradients and stats summed across
         replicas (one collective), then clipped and applied as on one device; the same results on every replica."""
         context = tf.distribute.get_replica_context()
@@ -365,9 +445,12 @@ class LMPPOLearner:
         advantages, returns = losses.token_gae(old_values, rewards, mask, s.gamma, s.gae_lambda)
         advantages = estimators.whiten(advantages, mask) * mask
         sequence_kl = tf.reduce_sum(kl, axis=1)
-        stats = {"objective/kl": tf.reduce_mean(sequence_kl), "objective/kl_coef": self.kl_coef + 0.0,
-                 "objective/non_score_reward": tf.reduce_mean(tf.reduce_sum(non_score, axis=1)),
-                 "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl)}
+        stats = {
+            "objective/kl": tf.reduce_mean(sequence_kl),
+            "objective/kl_coef": self.kl_coef + 0.0,
+            "objective/non_score_reward": tf.reduce_mean(tf.reduce_sum(non_score, axis=1)),
+            "objective/rlhf_reward": tf.reduce_mean(scores - self.kl_coef * sequence_kl),
+        }
         return (old_log_probs, old_values, advantages, returns, kept), stats
 
     def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, kept, prompt_lengths):
@@ -380,23 +463,33 @@ class LMPPOLearner:
         rollout = (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
 
         def minibatch_step(step, order, totals, first_ratio_deviation, finite):
-            order = tf.cond(step % s.num_minibatches == 0,
-                            lambda: tf.argsort(self.generator.uniform([batch])), lambda: order)
-            idx = order[(step % s.num_minibatches) * size:(step % s.num_minibatches + 1) * size]
+            order = tf.cond(
+                step % s.num_minibatches == 0, lambda: tf.argsort(self.generator.uniform([batch])), lambda: order
+            )
+            idx = order[(step % s.num_minibatches) * size : (step % s.num_minibatches + 1) * size]
             minibatch = [None if x is None else tf.gather(x, idx) for x in rollout]
             if self.strategy is None:
                 stats, deviation, step_finite = self._compiled["train_step"](*minibatch)
             else:  # every replica returns the same values
-                stats, deviation, step_finite = (self.strategy.experimental_local_results(x)[0] for x in
-                                                 self.strategy.run(lambda: self._replica_train_step(*minibatch)))
+                stats, deviation, step_finite = (
+                    self.strategy.experimental_local_results(x)[0]
+                    for x in self.strategy.run(lambda: self._replica_train_step(*minibatch))
+                )
             first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
             return step + 1, order, totals + stats, first_ratio_deviation, step_finite
 
         taken, _, totals, first_ratio_deviation, finite = tf.while_loop(
-            lambda step, order, totals, deviation, finite: (step < steps) & finite, minibatch_step,
+            lambda step, order, totals, deviation, finite: (step < steps) & finite,
+            minibatch_step,
             (tf.constant(0), tf.range(batch), tf.zeros([7]), tf.constant(0.0), tf.constant(True)),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([7]), tf.TensorShape([]),
-                              tf.TensorShape([])))
+            shape_invariants=(
+                tf.TensorShape([]),
+                tf.TensorShape([None]),
+                tf.TensorShape([7]),
+                tf.TensorShape([]),
+                tf.TensorShape([]),
+            ),
+        )
         stats = dict(zip(STAT_NAMES, tf.unstack(totals / tf.cast(tf.maximum(taken, 1), tf.float32))))
         stats["policy/first_ratio_max_deviation"] = first_ratio_deviation
         stats["finite"] = finite & guards.all_finite(self.variables)
@@ -407,14 +500,18 @@ def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
     """ConfigError unless each replica can sample an equal share of the prompts and take an equal share of every
     minibatch, cut into gradient_accumulation_steps micro-batches."""
     if s.batch_size % replicas:
-        raise ConfigError(f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {replicas} replicas"
-                          f"{f' on {workers} workers' if workers > 1 else ''}; allowed: a multiple of {replicas}")
+        raise ConfigError(
+            f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {replicas} replicas"
+            f"{f' on {workers} workers' if workers > 1 else ''}; allowed: a multiple of {replicas}"
+        )
     minibatch = s.batch_size // s.num_minibatches
     if minibatch % (replicas * s.gradient_accumulation_steps):
-        raise ConfigError(f"ppo.num_minibatches: minibatches of {minibatch} sequences do not split evenly over "
-                          f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps; "
-                          f"allowed: ppo.batch_size / ppo.num_minibatches a multiple of "
-                          f"{replicas * s.gradient_accumulation_steps}")
+        raise ConfigError(
+            f"ppo.num_minibatches: minibatches of {minibatch} sequences do not split evenly over "
+            f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps; "
+            f"allowed: ppo.batch_size / ppo.num_minibatches a multiple of "
+            f"{replicas * s.gradient_accumulation_steps}"
+        )
 
 
 def _lengths(prompt_ids, prompt_lengths):
@@ -426,3 +523,8 @@ def _lengths(prompt_ids, prompt_lengths):
 
 def _tensors(token_ids, prompt_lengths):
     return tf.convert_to_tensor(token_ids, tf.int32), tf.convert_to_tensor(prompt_lengths, tf.int32)
+
+
+def _rows(x, start, stop):
+    """Rows start:stop of a micro-batch's tensor (None passes through: an absent kept set)."""
+    return None if x is None else x[start:stop]

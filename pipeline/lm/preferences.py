@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from models import lm as lm_lib
-from pipeline.lm import data as data_lib
 from pipeline.core.rundir import write_atomic
+from pipeline.lm import data as data_lib
 
 KEYS = ("prompt", "chosen", "rejected")
 
@@ -36,8 +37,9 @@ class Preference:
 @dataclasses.dataclass
 class PreferencePairs:
     """Token form, one row per pair; chosen and rejected padded to the same length."""
-    chosen_ids: np.ndarray     # [N, T] prompt + chosen completion
-    chosen_mask: np.ndarray    # [N, T] 1 for real tokens
+
+    chosen_ids: np.ndarray  # [N, T] prompt + chosen completion
+    chosen_mask: np.ndarray  # [N, T] 1 for real tokens
     rejected_ids: np.ndarray
     rejected_mask: np.ndarray
 
@@ -84,20 +86,23 @@ def read_preferences(path: str | Path) -> list[Preference]:
 
 def write_preferences(path: Path, preferences: list[Preference], chosen_scores, rejected_scores) -> None:
     """JSONL that read_preferences reads back; the scores that ranked each pair ride along for inspection."""
-    rows = [json.dumps({**dataclasses.asdict(p), "chosen_score": float(c), "rejected_score": float(r)})
-            for p, c, r in zip(preferences, chosen_scores, rejected_scores)]
+    rows = [
+        json.dumps({**dataclasses.asdict(p), "chosen_score": float(c), "rejected_score": float(r)})
+        for p, c, r in zip(preferences, chosen_scores, rejected_scores)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, "".join(row + "\n" for row in rows))
 
 
-def encode(tokenizer, preferences: list[Preference], sequence_length: int, start_id: int | None = None
-           ) -> PreferencePairs:
+def encode(
+    tokenizer, preferences: list[Preference], sequence_length: int, start_id: int | None = None
+) -> PreferencePairs:
     """Prompt + completion as one text, tokenised with an EOS (and the start token where the model's convention
     has one) and cut or padded, as TRL's reward trainer joins them."""
-    chosen = data_lib.encode_documents(tokenizer, [p.prompt + p.chosen for p in preferences], sequence_length,
-                                       start_id)
-    rejected = data_lib.encode_documents(tokenizer, [p.prompt + p.rejected for p in preferences], sequence_length,
-                                         start_id)
+    chosen = data_lib.encode_documents(tokenizer, [p.prompt + p.chosen for p in preferences], sequence_length, start_id)
+    rejected = data_lib.encode_documents(
+        tokenizer, [p.prompt + p.rejected for p in preferences], sequence_length, start_id
+    )
     return PreferencePairs(*chosen, *rejected)
 
 
@@ -107,29 +112,34 @@ def join(prompt_ids: np.ndarray, responses: np.ndarray, eos_id: int | None) -> t
     a preference file's texts and as the policy sampled them (no gap, so positions match)."""
     prompt_ids, responses = np.asarray(prompt_ids, np.int32), np.asarray(responses, np.int32)
     response_mask = lm_lib.response_mask(tf.constant(responses), eos_id).numpy().astype(np.int32)
-    lengths = data_lib.prompt_lengths(prompt_ids, eos_id) if eos_id is not None else np.full(len(prompt_ids),
-                                                                                 prompt_ids.shape[1])
+    lengths = (
+        data_lib.prompt_lengths(prompt_ids, eos_id)
+        if eos_id is not None
+        else np.full(len(prompt_ids), prompt_ids.shape[1])
+    )
     width = prompt_ids.shape[1] + responses.shape[1]
     ids = np.full((len(prompt_ids), width), eos_id or 0, np.int32)
     mask = np.zeros((len(prompt_ids), width), np.int32)
     for row, length in enumerate(lengths):
         ids[row, :length] = prompt_ids[row, :length]
-        ids[row, length:length + responses.shape[1]] = responses[row]
+        ids[row, length : length + responses.shape[1]] = responses[row]
         mask[row, :length] = 1
-        mask[row, length:length + responses.shape[1]] = response_mask[row]
+        mask[row, length : length + responses.shape[1]] = response_mask[row]
     return ids, mask
 
 
 # === Pairs from SFT samples ===
 
+
 class RankedSamples(NamedTuple):
     """Two sampled responses per prompt, ranked by a scorer; prompts whose two scores tie are left out."""
-    prompts: np.ndarray        # [N, P]
-    chosen: np.ndarray         # [N, R] the higher-scored response
-    rejected: np.ndarray       # [N, R]
+
+    prompts: np.ndarray  # [N, P]
+    chosen: np.ndarray  # [N, R] the higher-scored response
+    rejected: np.ndarray  # [N, R]
     chosen_scores: np.ndarray  # [N]
     rejected_scores: np.ndarray
-    sampled: int               # prompts sampled, ties included
+    sampled: int  # prompts sampled, ties included
 
     def token_pairs(self, eos_id: int | None) -> PreferencePairs:
         return PreferencePairs(*join(self.prompts, self.chosen, eos_id), *join(self.prompts, self.rejected, eos_id))
@@ -143,13 +153,19 @@ def rank(prompts, first, second, first_scores, second_scores) -> RankedSamples:
     first_scores, second_scores = np.asarray(first_scores, np.float32), np.asarray(second_scores, np.float32)
     keep = first_scores != second_scores
     first_wins = (first_scores > second_scores)[:, None]
-    return RankedSamples(np.asarray(prompts)[keep], np.where(first_wins, first, second)[keep],
-                         np.where(first_wins, second, first)[keep], np.maximum(first_scores, second_scores)[keep],
-                         np.minimum(first_scores, second_scores)[keep], len(keep))
+    return RankedSamples(
+        np.asarray(prompts)[keep],
+        np.where(first_wins, first, second)[keep],
+        np.where(first_wins, second, first)[keep],
+        np.maximum(first_scores, second_scores)[keep],
+        np.minimum(first_scores, second_scores)[keep],
+        len(keep),
+    )
 
 
-def sample_ranked(generate, score, prompts: np.ndarray, wanted: int, batch_size: int, seed: int,
-                  max_prompts: int) -> RankedSamples:
+def sample_ranked(
+    generate, score, prompts: np.ndarray, wanted: int, batch_size: int, seed: int, max_prompts: int
+) -> RankedSamples:
     """Samples two responses for batches of prompts and ranks them until `wanted` untied pairs are found (or
     max_prompts were sampled). generate(prompt_ids, round) -> responses; score(prompt_ids, responses) -> [B].
     Prompts are drawn by (seed, round), so a re-run builds the same pairs."""

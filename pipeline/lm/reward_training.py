@@ -34,19 +34,25 @@ def preference_dataset(pairs: PreferencePairs, batch_size: int, seed: int, repli
     size = min(batch_size, len(pairs)) // replicas * replicas
     if size < 1:
         raise ValueError(f"{len(pairs)} training pairs do not split over {replicas} replicas")
-    return (tf.data.Dataset.from_tensor_slices(pairs.arrays()).shuffle(len(pairs), seed=seed)
-            .batch(size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.from_tensor_slices(pairs.arrays())
+        .shuffle(len(pairs), seed=seed)
+        .batch(size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def reward_function(model: rm_lib.RewardModel, jit_compile: bool = True, batch_size: int = 64):
     """rewards(ids, mask) -> float32 [N] normalised rewards, computed in compiled batches."""
-    forward = tf.function(lambda ids, mask: rm_lib.rewards(model, ids, mask), autograph=False,
-                          jit_compile=jit_compile)
+    forward = tf.function(lambda ids, mask: rm_lib.rewards(model, ids, mask), autograph=False, jit_compile=jit_compile)
 
     def rewards(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        out = [forward(tf.constant(ids[i:i + batch_size], tf.int32), tf.constant(mask[i:i + batch_size], tf.int32))
-               for i in range(0, len(ids), batch_size)]
+        out = [
+            forward(tf.constant(ids[i : i + batch_size], tf.int32), tf.constant(mask[i : i + batch_size], tf.int32))
+            for i in range(0, len(ids), batch_size)
+        ]
         return np.concatenate([o.numpy() for o in out]).astype(np.float32) if out else np.zeros([0], np.float32)
+
     return rewards
 
 
@@ -54,21 +60,33 @@ class RewardTrainer:
     """Adam on the Bradley-Terry loss: under a tf.distribute strategy (the one the model was built under) each
     replica takes an equal share of every batch's pairs (optimizer.SummedStep)."""
 
-    def __init__(self, model: rm_lib.RewardModel, learning_rate: float, max_grad_norm: float = 1.0,
-                 jit_compile: bool = True, strategy: tf.distribute.Strategy | None = None):
+    def __init__(
+        self,
+        model: rm_lib.RewardModel,
+        learning_rate: float,
+        max_grad_norm: float = 1.0,
+        jit_compile: bool = True,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
         self.model = model
         self.train_step = SummedStep(
-            model.trainable_variables, self._loss,
+            model.trainable_variables,
+            self._loss,
             lambda chosen_ids, *_: tf.cast(tf.shape(chosen_ids)[0], tf.float32),  # the whole batch's pairs
-            learning_rate, max_grad_norm, jit_compile, strategy)
+            learning_rate,
+            max_grad_norm,
+            jit_compile,
+            strategy,
+        )
         self.optimizer, self.replicas = self.train_step.optimizer, self.train_step.replicas
         self._steps = 0
         self.rewards = reward_function(model, jit_compile)
 
     def _loss(self, chosen_ids, chosen_mask, rejected_ids, rejected_mask, count):
         """These pairs' share of a batch of `count` pairs' loss; chosen and rejected in one forward pass."""
-        raw = rm_lib.raw_rewards(self.model, tf.concat([chosen_ids, rejected_ids], 0),
-                                 tf.concat([chosen_mask, rejected_mask], 0))
+        raw = rm_lib.raw_rewards(
+            self.model, tf.concat([chosen_ids, rejected_ids], 0), tf.concat([chosen_mask, rejected_mask], 0)
+        )
         return bradley_terry_loss(*tf.split(raw, 2), count)
 
     def train_epoch(self, pairs: PreferencePairs, batch_size: int, seed: int) -> list[float]:

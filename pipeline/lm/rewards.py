@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -39,21 +39,29 @@ def checked_scores(spec: str, scores, count: int) -> np.ndarray:
     try:
         array = np.asarray(scores, dtype=np.float64)
     except (TypeError, ValueError):
-        raise RewardError(f"reward function {spec} returned {type(scores).__name__} values that are not numbers "
-                          f"(first: {_first(scores)!r}); {rule}") from None
+        raise RewardError(
+            f"reward function {spec} returned {type(scores).__name__} values that are not numbers "
+            f"(first: {_first(scores)!r}); {rule}"
+        ) from None
     if array.ndim == 0:
         raise RewardError(f"reward function {spec} returned a single number for {count} completions; {rule}")
     if array.ndim != 1:
-        raise RewardError(f"reward function {spec} returned an array of shape {array.shape} for {count} "
-                          f"completions; {rule}, shape ({count},)")
+        raise RewardError(
+            f"reward function {spec} returned an array of shape {array.shape} for {count} "
+            f"completions; {rule}, shape ({count},)"
+        )
     if len(array) != count:
-        raise RewardError(f"reward function {spec} returned {len(array)} score{'s' if len(array) != 1 else ''} for "
-                          f"{count} completions; {rule}")
+        raise RewardError(
+            f"reward function {spec} returned {len(array)} score{'s' if len(array) != 1 else ''} for "
+            f"{count} completions; {rule}"
+        )
     scores = array.astype(np.float32)  # checked as float32: 1e39 is finite in float64, not in what trains on it
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise NonFiniteRewardError(f"reward function {spec} returned {array[bad[0]]} for completion {bad[0]} "
-                                   f"({bad.size} of {count} scores not finite as float32); {rule}")
+        raise NonFiniteRewardError(
+            f"reward function {spec} returned {array[bad[0]]} for completion {bad[0]} "
+            f"({bad.size} of {count} scores not finite as float32); {rule}"
+        )
     return scores
 
 
@@ -68,7 +76,9 @@ def load_reward_function(spec: str) -> RewardFn:
     """`module:function` -> the callable; errors name the spec and what went wrong."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"reward function {spec!r}: expected module:function, e.g. pipeline.lm.rewards:vader_sentiment")
+        raise ValueError(
+            f"reward function {spec!r}: expected module:function, e.g. pipeline.lm.rewards:vader_sentiment"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -83,9 +93,10 @@ _ANALYZER = None
 
 
 def _vader():
-    global _ANALYZER  # the lexicon takes ~0.1 s to load: once per process
+    global _ANALYZER  # the lexicon is loaded once per process
     if _ANALYZER is None:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
         _ANALYZER = SentimentIntensityAnalyzer()
     return _ANALYZER
 
@@ -97,16 +108,19 @@ Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 @dataclasses.dataclass(frozen=True)
 class Rewards:
     """What the reward stage hands PPO and evaluation."""
+
     proxy: Scorer  # what PPO maximises
-    gold: Scorer   # reward.function, what evaluation reports as the truth
+    gold: Scorer  # reward.function, what evaluation reports as the truth
     learned: bool  # False: proxy is gold
 
 
 def function_scorer(data, reward_fn, spec: str) -> Scorer:
-    """data: the data stage's LMData, which decodes ids to text. Token ids -> the reward function's (prompts, completions) strings -> scores, checked (one finite number
-    per completion) before anything trains on them."""
+    """Token ids -> the reward function's (prompts, completions) strings -> scores, checked (one finite number
+    per completion) before anything trains on them. data: the data stage's LMData, which decodes ids to text."""
+
     def score(prompt_ids, responses):
         return checked_scores(spec, reward_fn(data.decode(prompt_ids), data.decode(responses)), len(responses))
+
     return score
 
 
@@ -115,4 +129,5 @@ def model_scorer(model_rewards, eos_id: int | None) -> Scorer:
     from pipeline.lm import preferences as prefs_lib
 
     return lambda prompt_ids, responses: checked_scores(
-        "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses))
+        "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses)
+    )

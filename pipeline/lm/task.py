@@ -28,8 +28,10 @@ class LMTask(Task):
         if cfg.ppo.warm_start is not None:
             warm_start.resolve(cfg.ppo.warm_start, cfg)
         if cfg.data.prompts is not None and not Path(cfg.data.prompts).is_file():
-            raise ConfigError(f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "
-                              f"prompts (one object per line, the text under data.prompt_field), or null")
+            raise ConfigError(
+                f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "
+                f"prompts (one object per line, the text under data.prompt_field), or null"
+            )
         family = "GPT-2"  # from scratch
         if cfg.model.checkpoint is not None:
             from models import checkpoints
@@ -42,7 +44,8 @@ class LMTask(Task):
                 raise ConfigError(
                     f"model.max_sequence_length: {cfg.model.max_sequence_length} exceeds the "
                     f"{info.max_sequence_length} positions of model.checkpoint {info.path}; allowed values: 2 to "
-                    f"{info.max_sequence_length}")
+                    f"{info.max_sequence_length}"
+                )
             family = info.family
         if cfg.model.lora_rank is not None:
             from models import lora
@@ -50,8 +53,10 @@ class LMTask(Task):
             unavailable = lora.unavailable_targets(family, cfg.model.lora_targets)
             if unavailable:
                 allowed = [t for t in lora.TARGETS if t not in unavailable]
-                raise ConfigError(f"model.lora_targets: {family} has no {', '.join(unavailable)}; allowed values: "
-                                  f"{', '.join(allowed)}")
+                raise ConfigError(
+                    f"model.lora_targets: {family} has no {', '.join(unavailable)}; allowed values: "
+                    f"{', '.join(allowed)}"
+                )
         if cfg.reward.preferences is not None:
             from pipeline.lm.preferences import PreferenceError, read_preferences
 
@@ -66,11 +71,15 @@ class LMTask(Task):
 
         replicas = strategy.num_replicas_in_sync
         if cfg.sft.batch_size % replicas:
-            raise ConfigError(f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over "
-                              f"{replicas} replicas; allowed: a multiple of the replica count")
+            raise ConfigError(
+                f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over "
+                f"{replicas} replicas; allowed: a multiple of the replica count"
+            )
         if cfg.reward.kind == "learned" and cfg.reward.batch_size % replicas:
-            raise ConfigError(f"reward.batch_size: {cfg.reward.batch_size} pairs do not split evenly over "
-                              f"{replicas} replicas; allowed: a multiple of the replica count")
+            raise ConfigError(
+                f"reward.batch_size: {cfg.reward.batch_size} pairs do not split evenly over "
+                f"{replicas} replicas; allowed: a multiple of the replica count"
+            )
         check_split(cfg.ppo, distribute.worker(strategy).count, replicas)
 
     def run_stages(self, command: str, cfg: LMConfig, run_dir, strategy=None) -> dict:
@@ -91,10 +100,16 @@ class LMTask(Task):
         if command == "run":
             metrics = run_dir.update_metrics({**ppo_metrics, **peaks("ppo")})
         if command in ("run", "evaluate"):
-            metrics = run_dir.update_metrics({**evaluate.run(cfg, run_dir, data, learner, rewards), **peaks("evaluate")})
+            metrics = run_dir.update_metrics(
+                {**evaluate.run(cfg, run_dir, data, learner, rewards), **peaks("evaluate")}
+            )
         if command in ("run", "export"):
-            metrics = run_dir.update_metrics({**export.run(cfg, run_dir, learner, data, ppo.latest_checkpoint(run_dir),
-                                                  reward_fn), **peaks("export")})
+            metrics = run_dir.update_metrics(
+                {
+                    **export.run(cfg, run_dir, learner, data, ppo.latest_checkpoint(run_dir), reward_fn),
+                    **peaks("export"),
+                }
+            )
         return metrics
 
     def run_worker(self, cfg: LMConfig, scratch, run_dir, strategy) -> None:
@@ -104,8 +119,9 @@ class LMTask(Task):
 
         data = data_stage.run(cfg, scratch)  # the same tokenizer as the chief's: trained on the same documents
         lm, _ = sft.run(cfg, scratch, data, strategy, restore_from=run_dir)
-        rewards, _ = reward.run(cfg, scratch, data, lm, load_reward_function(cfg.reward.function), strategy,
-                                restore_from=run_dir)
+        rewards, _ = reward.run(
+            cfg, scratch, data, lm, load_reward_function(cfg.reward.function), strategy, restore_from=run_dir
+        )
         ppo.run(cfg, scratch, data, lm, rewards, strategy=strategy, restore_from=run_dir)
 
     def progress(self, cfg: LMConfig, metrics: dict) -> dict:

@@ -39,9 +39,10 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-import pipeline  # first: TensorFlow's environment
 import pytest
 import yaml
+
+import pipeline  # first: TensorFlow's environment
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATED = {"configuration.md"}  # written by `python -m pipeline reference`, tested with it
@@ -104,9 +105,15 @@ class Workspace:
     def driver(self, *argv: str) -> tuple[int, str]:
         """`python -m pipeline ARGV` in a process of its own, from this checkout; each command line once."""
         if argv not in self._answers:
-            done = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=self.root,
-                                  env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                                  timeout=300, check=False)
+            done = subprocess.run(
+                [sys.executable, "-m", "pipeline", *argv],
+                cwd=self.root,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
             self._answers[argv] = done.returncode, done.stdout + done.stderr
         return self._answers[argv]
 
@@ -114,8 +121,16 @@ class Workspace:
         """A CartPole run directory and the serving base it published into (made on first use)."""
         if self._tiny is None:
             run_dir, base = self.root / "tiny", self.root / "models"
-            code, output = self.driver("run", "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set",
-                                       f"train.total_env_steps={TINY_STEPS}", "--set", f"export.base_dir={base}")
+            code, output = self.driver(
+                "run",
+                "configs/cartpole.yaml",
+                "--run-dir",
+                str(run_dir),
+                "--set",
+                f"train.total_env_steps={TINY_STEPS}",
+                "--set",
+                f"export.base_dir={base}",
+            )
             assert code == 0, f"the tiny run failed:\n{output}"
             self._tiny = run_dir, base
         return self._tiny
@@ -140,8 +155,10 @@ def test_block(block: Block, workspace: Workspace):
         if not check_quoted_commands(block, workspace):
             pytest.skip(f"not run: a {block.language} block (SKIPPED_LANGUAGES)")
     else:
-        pytest.fail(f"{block}: a block of language {block.language or '(none)'!r}: give it one this test runs "
-                    f"({sorted(SHELL_LANGUAGES | {'python', 'yaml'})}) or skips ({sorted(SKIPPED_LANGUAGES)})")
+        pytest.fail(
+            f"{block}: a block of language {block.language or '(none)'!r}: give it one this test runs "
+            f"({sorted(SHELL_LANGUAGES | {'python', 'yaml'})}) or skips ({sorted(SKIPPED_LANGUAGES)})"
+        )
 
 
 def shell_lines(block: Block) -> list[str]:
@@ -162,16 +179,19 @@ def check_command(tokens: list[str], block: Block, workspace: Workspace) -> None
     where = f"{block}: {shlex.join(tokens)}"
     if tokens and tokens[0] == "make":
         targets = [t for t in tokens[1:] if not t.startswith("-") and "=" not in t]
-        done = subprocess.run(["make", "-n", "-C", str(REPO), *targets], capture_output=True, text=True, timeout=60,
-                              check=False)
+        done = subprocess.run(
+            ["make", "-n", "-C", str(REPO), *targets], capture_output=True, text=True, timeout=60, check=False
+        )
         assert done.returncode == 0, f"{where}: no such Makefile target\n{done.stderr}"
     elif len(tokens) > 3 and Path(tokens[0]).name in ("python", "python3") and tokens[1:3] == ["-m", "pipeline"]:
         check_pipeline(tokens[3:], where, workspace)
     elif len(tokens) > 1 and Path(tokens[0]).name == "ppo-pipeline":
         check_pipeline(tokens[1:], where, workspace)
     else:
-        pytest.fail(f"{where}: not a command this test can run; put it in a block of a skipped language "
-                    f"({sorted(SKIPPED_LANGUAGES)})")
+        pytest.fail(
+            f"{where}: not a command this test can run; put it in a block of a skipped language "
+            f"({sorted(SKIPPED_LANGUAGES)})"
+        )
 
 
 def check_pipeline(args: list[str], where: str, workspace: Workspace) -> None:
@@ -181,8 +201,11 @@ def check_pipeline(args: list[str], where: str, workspace: Workspace) -> None:
     command, rest = args[0], args[1:]
     code, help_text = workspace.driver(command, "--help")
     assert code == 0, f"{where}: no subcommand {command!r}\n{help_text}"
-    unknown = [o for o in {a.split("=")[0] for a in rest if a.startswith("--")}
-               if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", help_text)]
+    unknown = [
+        o
+        for o in {a.split("=")[0] for a in rest if a.startswith("--")}
+        if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", help_text)
+    ]
     assert not unknown, f"{where}: `{command} --help` lists no {', '.join(unknown)}"
     positional, sets = split_arguments(rest)
     if command in ("run", "launch"):
@@ -224,8 +247,9 @@ def check_quoted_commands(block: Block, workspace: Workspace) -> int:
     shell line, with `$(...)` standing for one word and systemd's `%%` for `%`. Returns how many there were."""
     count = 0
     for line in block.text.splitlines():
-        found = (re.search(r"(?:^|[\s'\"])((?:[\w./-]*/)?python3? -m pipeline\s.*)", line)
-                 or re.search(r"(?:^|[\s'\"])((?:[\w./-]*/bin/)?ppo-pipeline\s.*)", line))
+        found = re.search(r"(?:^|[\s'\"])((?:[\w./-]*/)?python3? -m pipeline\s.*)", line) or re.search(
+            r"(?:^|[\s'\"])((?:[\w./-]*/bin/)?ppo-pipeline\s.*)", line
+        )
         if not found:
             continue
         command = re.sub(r"\$\([^)]*\)", "X", found.group(1)).replace("%%", "%").rstrip().rstrip("'\"],")
@@ -273,5 +297,7 @@ def test_links(page: Path):
 
 def anchors(page: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
-    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-            for heading in re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)}
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)
+    }

@@ -23,14 +23,16 @@ import sysconfig
 # Started with -S (no site module, no .pth hooks, and so no notion of the virtual environment either): the
 # environment's installed-packages folders, and nothing else.
 _ENV = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
-sys.path.extend(dict.fromkeys(sysconfig.get_paths(vars={"base": _ENV, "platbase": _ENV})[key]
-                              for key in ("purelib", "platlib")))
+sys.path.extend(
+    dict.fromkeys(sysconfig.get_paths(vars={"base": _ENV, "platbase": _ENV})[key] for key in ("purelib", "platlib"))
+)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 try:
     import tensorflow_text  # noqa: F401  (registers TF Text's ops, as the server links them)
+
     TF_TEXT = True
 except ImportError:
     TF_TEXT = False
@@ -91,9 +93,11 @@ def to_json(value: np.ndarray):
 
 
 def main(version_dir: str, requests_path: str, out_dir: str) -> None:
-    report = {"tensorflow": tf.__version__, "tensorflow_text": TF_TEXT,
-              "project_importable": {m: importlib.util.find_spec(m) is not None
-                                     for m in ("pipeline", "export", "models")}}
+    report = {
+        "tensorflow": tf.__version__,
+        "tensorflow_text": TF_TEXT,
+        "project_importable": {m: importlib.util.find_spec(m) is not None for m in ("pipeline", "export", "models")},
+    }
     report["xla_disabled_via"] = disable_xla()
     report["xla_disabled"] = xla_is_disabled()
     with open(requests_path) as f:
@@ -108,13 +112,22 @@ def main(version_dir: str, requests_path: str, out_dir: str) -> None:
             responses.append({"outputs": {key: to_json(value) for key, value in results.items()}})
         report.update(
             signatures=sorted(meta_graph.signature_def),
-            signature_defs={name: {
-                "method_name": signature.method_name, "inputs": sorted(signature.inputs),
-                "outputs": sorted(signature.outputs), "defaults": sorted(signature.defaults),
-                "output_dtypes": {k: tf.dtypes.as_dtype(v.dtype).name for k, v in signature.outputs.items()}}
-                for name, signature in meta_graph.signature_def.items() if not name.startswith("__")},
-            op_types=sorted({node.op for node in graph.as_graph_def().node}
-                            | {node.op for f in meta_graph.graph_def.library.function for node in f.node_def}))
+            signature_defs={
+                name: {
+                    "method_name": signature.method_name,
+                    "inputs": sorted(signature.inputs),
+                    "outputs": sorted(signature.outputs),
+                    "defaults": sorted(signature.defaults),
+                    "output_dtypes": {k: tf.dtypes.as_dtype(v.dtype).name for k, v in signature.outputs.items()},
+                }
+                for name, signature in meta_graph.signature_def.items()
+                if not name.startswith("__")
+            },
+            op_types=sorted(
+                {node.op for node in graph.as_graph_def().node}
+                | {node.op for f in meta_graph.graph_def.library.function for node in f.node_def}
+            ),
+        )
     with open(os.path.join(out_dir, "responses.json"), "w") as f:
         json.dump(responses, f)
     with open(os.path.join(out_dir, "report.json"), "w") as f:

@@ -35,26 +35,32 @@ TOLERANCE = 1e-5
 
 # === Helpers ===
 
+
 def _model_server_config_class():
     """ModelServerConfig from tensorflow_serving/config/model_server_config.proto, the fields we write.
 
     tensorflow-serving-api is not installed; text_format.Parse on this subset rejects what the server's
     TextFormat parser would reject (syntax errors, unknown fields).
     """
-    file = descriptor_pb2.FileDescriptorProto(name="model_server_config_subset.proto",
-                                              package="tensorflow.serving", syntax="proto3")
-    string, repeated, message = (descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-                                 descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-                                 descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="model_server_config_subset.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    string, repeated, message = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+        descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+    )
     model_config = file.message_type.add(name="ModelConfig")
     for number, name in ((1, "name"), (2, "base_path"), (4, "model_platform")):
         model_config.field.add(name=name, number=number, type=string)
     config_list = file.message_type.add(name="ModelConfigList")
-    config_list.field.add(name="config", number=1, type=message, label=repeated,
-                          type_name=".tensorflow.serving.ModelConfig")
+    config_list.field.add(
+        name="config", number=1, type=message, label=repeated, type_name=".tensorflow.serving.ModelConfig"
+    )
     server_config = file.message_type.add(name="ModelServerConfig")
-    server_config.field.add(name="model_config_list", number=1, type=message,
-                            type_name=".tensorflow.serving.ModelConfigList")
+    server_config.field.add(
+        name="model_config_list", number=1, type=message, type_name=".tensorflow.serving.ModelConfigList"
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.ModelServerConfig"))
@@ -94,6 +100,7 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 
 # === Fixtures ===
 
+
 @pytest.fixture(scope="module")
 def observations() -> np.ndarray:
     """Observations from a seeded random-action CartPole-v1 rollout, several episodes long."""
@@ -114,9 +121,11 @@ def observations() -> np.ndarray:
 def served(tiny_run, observations, tmp_path_factory) -> dict:
     """The export's answers, from a fresh process loading it the way TF Serving does."""
     work = tmp_path_factory.mktemp("served")
-    report, (outputs,) = serve(tiny_run / "export" / MODEL_NAME / str(VERSION),
-                               [{"signature_name": "serving_default", "inputs": {"observations": observations.tolist()}}],
-                               work)
+    report, (outputs,) = serve(
+        tiny_run / "export" / MODEL_NAME / str(VERSION),
+        [{"signature_name": "serving_default", "inputs": {"observations": observations.tolist()}}],
+        work,
+    )
     return {"report": report, **outputs}
 
 
@@ -132,12 +141,16 @@ def in_process(tiny_run, observations, tmp_path_factory) -> dict:
     cfg = run.load_config()
     learner = model.run(cfg, run, environment.run(cfg, run))
     obs = tf.constant(observations)
-    return {"action": learner.greedy(obs).numpy(), "value": learner.value(obs).numpy(),
-            "logits": learner.distribution(obs).logits_parameter().numpy(),
-            "checkpoints": sorted(p.name for p in run.checkpoints.glob("*.index"))}
+    return {
+        "action": learner.greedy(obs).numpy(),
+        "value": learner.value(obs).numpy(),
+        "logits": learner.distribution(obs).logits_parameter().numpy(),
+        "checkpoints": sorted(p.name for p in run.checkpoints.glob("*.index")),
+    }
 
 
 # === 1. Loaded as TF Serving loads it, it answers like the policy ===
+
 
 def test_loaded_like_tf_serving(served):
     report = served["report"]
@@ -182,10 +195,16 @@ def test_export_comes_from_the_latest_checkpoint(tiny_run, in_process):
 
 # === 2. saved_model_cli, TensorFlow's own inspector, reads it ===
 
+
 def test_saved_model_cli_shows_the_signature(tiny_run, tmp_path):
     cli = Path(sys.executable).parent / "saved_model_cli"
-    result = subprocess.run([str(cli), "show", "--dir", str(tiny_run / "export" / MODEL_NAME / str(VERSION)),
-                             "--all"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(cli), "show", "--dir", str(tiny_run / "export" / MODEL_NAME / str(VERSION)), "--all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     out = result.stdout
     assert "signature_def['serving_default']" in out, out
@@ -197,6 +216,7 @@ def test_saved_model_cli_shows_the_signature(tiny_run, tmp_path):
 
 
 # === 3. The layout a server polls ===
+
 
 def test_export_layout(tiny_run):
     export_root = tiny_run / "export"
@@ -214,6 +234,7 @@ def test_export_layout(tiny_run):
 
 
 # === 4. Publishing is atomic ===
+
 
 def test_publish_that_fails_midway_leaves_nothing(tmp_path):
     def write_then_fail(path):
@@ -251,6 +272,7 @@ def test_publish_writes_a_version_once(tmp_path):
 
 
 # === 5. Re-exporting the same checkpoint is a no-op ===
+
 
 def _files(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

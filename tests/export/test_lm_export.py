@@ -34,21 +34,30 @@ def in_process(lm_run):
     import tensorflow as tf
 
     from models import lm as lm_lib
-    from pipeline.lm.rewards import load_reward_function
     from pipeline.core.rundir import RunDir
-    from pipeline.lm.stages import data as lm_data, ppo as lm_ppo, sft
+    from pipeline.lm.rewards import load_reward_function
+    from pipeline.lm.stages import data as lm_data
+    from pipeline.lm.stages import ppo as lm_ppo
+    from pipeline.lm.stages import sft
 
     run = RunDir(lm_run)
     cfg = run.load_config()
     data = lm_data.run(cfg, run)
-    learner, _ = lm_ppo.run(cfg, run, data, sft.run(cfg, run, data)[0], load_reward_function(cfg.reward.function),
-                            train=False)
+    learner, _ = lm_ppo.run(
+        cfg, run, data, sft.run(cfg, run, data)[0], load_reward_function(cfg.reward.function), train=False
+    )
     completions = []
     for prompt in PROMPTS:
         ids = [int(t) for t in data.tokenizer(prompt)] or [data.eos_id]
-        sequence = lm_lib.sample(learner.policy, tf.constant([ids], tf.int32), cfg.ppo.max_new_tokens, 0.0,
-                                 tf.constant([0, 0], tf.int64), eos_id=data.eos_id).numpy()
-        completions.append(data.decode(sequence[:, len(ids):])[0])
+        sequence = lm_lib.sample(
+            learner.policy,
+            tf.constant([ids], tf.int32),
+            cfg.ppo.max_new_tokens,
+            0.0,
+            tf.constant([0, 0], tf.int64),
+            eos_id=data.eos_id,
+        ).numpy()
+        completions.append(data.decode(sequence[:, len(ids) :])[0])
     text_ids = [int(t) for t in data.tokenizer(PROMPTS[1])]
     logits, _ = lm_lib.forward(learner.policy, tf.constant([text_ids]))
     log_probs = lm_lib.token_log_probs(logits[:, :-1], tf.constant([text_ids[1:]])).numpy()[0]
@@ -56,23 +65,34 @@ def in_process(lm_run):
     def writes_greedily(prompt: str, text: str) -> bool:
         ids = [int(t) for t in data.tokenizer(prompt)] or [data.eos_id]
         next_logits = lambda seq: lm_lib.forward(learner.policy, tf.constant([seq]))[0][0, -1].numpy()  # noqa: E731
-        return near_greedy_path_exists(next_logits, ids, text, lambda t: data.decode([t])[0] if t else "",
-                                       data.eos_id, cfg.ppo.max_new_tokens)
+        return near_greedy_path_exists(
+            next_logits, ids, text, lambda t: data.decode([t])[0] if t else "", data.eos_id, cfg.ppo.max_new_tokens
+        )
 
-    return {"completions": completions, "text_ids": text_ids, "log_probs": log_probs,
-            "writes_greedily": writes_greedily}
+    return {
+        "completions": completions,
+        "text_ids": text_ids,
+        "log_probs": log_probs,
+        "writes_greedily": writes_greedily,
+    }
 
 
 @pytest.fixture(scope="module")
 def served(version_dir, tmp_path_factory):
     """One fresh serving process answers every request these tests make."""
     sampled = {"prompts": PROMPTS * 4, "seed": 7, "max_new_tokens": 3}
-    report, answers = serve(version_dir, [
-        # max_new_tokens and seed left out: TF Serving fills them from the SignatureDef's defaults.
-        {"inputs": {"prompts": PROMPTS, "temperature": 0.0}},
-        {"inputs": sampled}, {"inputs": sampled}, {"inputs": {**sampled, "seed": 8}},
-        {"signature_name": "log_probs", "inputs": {"texts": [PROMPTS[1], "a"]}},
-    ], tmp_path_factory.mktemp("served"))
+    report, answers = serve(
+        version_dir,
+        [
+            # max_new_tokens and seed left out: TF Serving fills them from the SignatureDef's defaults.
+            {"inputs": {"prompts": PROMPTS, "temperature": 0.0}},
+            {"inputs": sampled},
+            {"inputs": sampled},
+            {"inputs": {**sampled, "seed": 8}},
+            {"signature_name": "log_probs", "inputs": {"texts": [PROMPTS[1], "a"]}},
+        ],
+        tmp_path_factory.mktemp("served"),
+    )
     return {"report": report, "greedy": answers[0], "sampled": answers[1:4], "log_probs": answers[4]}
 
 
@@ -129,8 +149,13 @@ def test_served_log_probs_equal_the_policy(served, in_process):
 
 def test_saved_model_cli_shows_both_signatures(version_dir, tmp_path):
     cli = Path(sys.executable).parent / "saved_model_cli"
-    result = subprocess.run([str(cli), "show", "--dir", str(version_dir), "--all"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(cli), "show", "--dir", str(version_dir), "--all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     serving = result.stdout.split("signature_def['serving_default']", 1)[1]
     assert re.search(r"inputs\['prompts'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", serving), serving

@@ -22,24 +22,34 @@ def test_configs_from_a_path_a_dict_or_objects_are_checked_as_the_command_line_c
     assert pipeline.load_config().env.id == "CartPole-v1"
     built = GymConfig(train=TrainConfig(num_epochs=0))  # a dataclass skips the checks
     for source, overrides, expected in (
-            (built, None, "train.num_epochs: 0 is out of range"),
-            ({"train": {"total_steps": 1}}, None, "unknown key train.total_steps"),
-            (None, {"train.lr_schedule": "cosine"}, "allowed values: constant, linear"),
-            (None, {"total_env_steps": 1}, "section.key"),
-            ({"task": "lm"}, {"ppo.top_k": -1}, "ppo.top_k")):
+        (built, None, "train.num_epochs: 0 is out of range"),
+        ({"train": {"total_steps": 1}}, None, "unknown key train.total_steps"),
+        (None, {"train.lr_schedule": "cosine"}, "allowed values: constant, linear"),
+        (None, {"total_env_steps": 1}, "section.key"),
+        ({"task": "lm"}, {"ppo.top_k": -1}, "ppo.top_k"),
+    ):
         with pytest.raises(config_lib.ConfigError, match=expected):
             pipeline.load_config(source, overrides)
 
 
 def test_a_custom_environment_class_trains_in_this_process_and_its_policy_acts(tmp_path):
-    cfg = pipeline.load_config(TINY, {
-        "env.kwargs": {"length": 4}, "env.max_episode_steps": 40, "train.total_env_steps": 30_000,
-        "train.learning_rate": 0.003, "train.stop_at_return": -4.0})
+    cfg = pipeline.load_config(
+        TINY,
+        {
+            "env.kwargs": {"length": 4},
+            "env.max_episode_steps": 40,
+            "train.total_env_steps": 30_000,
+            "train.learning_rate": 0.003,
+            "train.stop_at_return": -4.0,
+        },
+    )
     metrics = pipeline.run(cfg, tmp_path / "walk", env=WalkToTheGoal)
     assert metrics["eval.mean_return"] == -4.0  # only length 4 (env.kwargs) allows it; the default 10 does not
     # The run directory records how the environment is made: `evaluate` makes it again.
-    assert pipeline.load_config(tmp_path / "walk" / "config.yaml").env.id == \
-        "tests.integration.test_custom_env:WalkToTheGoal"
+    assert (
+        pipeline.load_config(tmp_path / "walk" / "config.yaml").env.id
+        == "tests.integration.test_custom_env:WalkToTheGoal"
+    )
     assert pipeline.evaluate(tmp_path / "walk")["eval.mean_return"] == -4.0
     policy = pipeline.load_policy(tmp_path / "walk")
     observations = np.array([[p / 4] for p in range(4)], np.float32)

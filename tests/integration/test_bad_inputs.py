@@ -43,8 +43,13 @@ def test_a_nan_reward_stops_the_run_and_the_last_good_checkpoint_stays_the_lates
 
 
 def test_an_environment_returning_nan_stops_the_run_at_that_step(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", {"env": {"id": "tests.nan_env:NaNRewardCartPole-v0"},
-                                             "train": {"total_env_steps": 4096, "checkpoint_every": 4}})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            "env": {"id": "tests.nan_env:NaNRewardCartPole-v0"},
+            "train": {"total_env_steps": 4096, "checkpoint_every": 4},
+        },
+    )
     run = tmp_path / "run"
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 1, result.stderr[-3000:]
@@ -78,6 +83,7 @@ def test_an_sft_model_whose_outputs_overflow_is_not_saved(tmp_path):
 
 # === A resume that cannot fit the checkpoint is a config error, before any work ===
 
+
 def _copy(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -91,8 +97,10 @@ def _event_files(run):
 def test_lm_resume_changes_that_cannot_fit_the_checkpoint_exit_2_before_any_work(lm_run, tmp_path):
     run = _copy(lm_run, tmp_path)
     before = _event_files(run)
-    for change, key in (("ppo.max_new_tokens=200", "ppo.max_new_tokens"),
-                        ("ppo.value_model=separate", "ppo.value_model")):
+    for change, key in (
+        ("ppo.max_new_tokens=200", "ppo.max_new_tokens"),
+        ("ppo.value_model=separate", "ppo.value_model"),
+    ):
         result = run_driver("run", run / "config.yaml", "--run-dir", run, "--set", change)
         assert result.returncode == 2, (change, result.stderr[-3000:])
         assert key in result.stderr, result.stderr[-3000:]

@@ -36,11 +36,23 @@ class WalkToTheGoal(gym.Env):
 
 
 def test_a_custom_environment_class_with_constructor_arguments_learns(tmp_path):
-    cfg = write_config(tmp_path / "walk.yaml", {
-        "env": {"id": "tests.integration.test_custom_env:WalkToTheGoal", "kwargs": {"length": 4},
-                "max_episode_steps": 40},
-        "train": {"total_env_steps": 30_000, "learning_rate": 0.003, "stop_at_return": -4.0, "checkpoint_every": 10},
-        "evaluate": {"episodes": 3}})
+    cfg = write_config(
+        tmp_path / "walk.yaml",
+        {
+            "env": {
+                "id": "tests.integration.test_custom_env:WalkToTheGoal",
+                "kwargs": {"length": 4},
+                "max_episode_steps": 40,
+            },
+            "train": {
+                "total_env_steps": 30_000,
+                "learning_rate": 0.003,
+                "stop_at_return": -4.0,
+                "checkpoint_every": 10,
+            },
+            "evaluate": {"episodes": 3},
+        },
+    )
     run = tmp_path / "run"
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -53,10 +65,10 @@ def test_a_custom_environment_class_with_constructor_arguments_learns(tmp_path):
 
 def test_a_wrong_environment_is_a_config_error_before_work(tmp_path):
     for env, expected in (
-            ({"id": "tests.integration.test_custom_env:NoSuchEnv"}, "env.id: cannot make"),
-            ({"id": "tests.nowhere:WalkToTheGoal"}, "env.id: cannot import 'tests.nowhere'"),
-            ({"id": "CartPole-v1", "kwargs": {"lenght": 3}}, "env.kwargs: 'CartPole-v1' cannot take {'lenght': 3}"),
-            ({"id": "tests.integration.test_custom_env:WalkToTheGoal", "kwargs": [3]},
-             "env.kwargs: expected a mapping")):
+        ({"id": "tests.integration.test_custom_env:NoSuchEnv"}, "env.id: cannot make"),
+        ({"id": "tests.nowhere:WalkToTheGoal"}, "env.id: cannot import 'tests.nowhere'"),
+        ({"id": "CartPole-v1", "kwargs": {"lenght": 3}}, "env.kwargs: 'CartPole-v1' cannot take {'lenght': 3}"),
+        ({"id": "tests.integration.test_custom_env:WalkToTheGoal", "kwargs": [3]}, "env.kwargs: expected a mapping"),
+    ):
         result = run_driver("check", write_config(tmp_path / "bad.yaml", {"env": env}))
         assert result.returncode == 2 and expected in result.stderr, (env, result.stderr[-2000:])

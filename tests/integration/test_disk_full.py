@@ -12,8 +12,10 @@ import pytest
 from export import tf_serving
 from tests.conftest import run_driver, write_config
 
-BIG = {"model": {"actor_layers": [256, 256], "value_layers": [256, 256]},  # ~0.8 MB of checkpoint with Adam
-       "train": {"total_env_steps": 1024, "rollout_steps": 32, "num_epochs": 1, "checkpoint_every": 4}}
+BIG = {
+    "model": {"actor_layers": [256, 256], "value_layers": [256, 256]},  # ~0.8 MB of checkpoint with Adam
+    "train": {"total_env_steps": 1024, "rollout_steps": 32, "num_epochs": 1, "checkpoint_every": 4},
+}
 
 
 @pytest.fixture
@@ -45,8 +47,9 @@ def test_a_full_serving_base_leaves_no_half_version_and_the_rerun_publishes(smal
     base, run = small_disk / "models", tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", {**BIG, "export": {"base_dir": str(base)}})
     result = run_driver("run", config, "--run-dir", run)
-    assert result.returncode == 1 and f"no space left on the device holding {base}" in result.stderr, \
-        result.stderr[-3000:]
+    assert result.returncode == 1 and f"no space left on the device holding {base}" in result.stderr, result.stderr[
+        -3000:
+    ]
     assert tf_serving.versions(base / "cartpole_v1") == []  # nothing a server would load
     assert not (base / ".staging").exists() or not any((base / ".staging").iterdir())
     (small_disk / "ballast").unlink()

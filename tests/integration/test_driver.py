@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,28 @@ def test_the_installed_package_runs_from_any_folder(tmp_path):
     repository on the path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for command in ([sys.executable, "-m", "pipeline"], [str(Path(sys.executable).with_name("ppo-pipeline"))]):
-        result = subprocess.run([*command, "check", str(REPO / "configs" / "cartpole.yaml")], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [*command, "check", str(REPO / "configs" / "cartpole.yaml")],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0 and result.stdout.startswith("task: gym"), (command, result.stderr[-2000:])
+
+
+def test_tensorflow_logs_stay_off_the_console_unless_asked_for(tiny_run, tmp_path):
+    """A successful command prints nothing that looks like an error (TensorFlow's start-up lines: `E0000 ...
+    failed call to cuInit`, absl's `WARNING: All log messages before ...`); --verbose shows them again."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    quiet = run_driver("evaluate", run, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    tensorflow_lines = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)", re.MULTILINE)
+    assert not tensorflow_lines.search(quiet.stderr), quiet.stderr[-3000:]
+    assert not re.search(r"\b(ERROR|Error|error)\b", quiet.stderr), quiet.stderr[-3000:]
+    assert "eval" not in quiet.stderr or "INFO" in quiet.stderr  # our own log lines still show
+    loud = run_driver("evaluate", run, "--verbose", env=env)
+    assert loud.returncode == 0 and tensorflow_lines.search(loud.stderr), loud.stderr[-3000:]

@@ -19,13 +19,26 @@ def test_a_run_starts_from_another_runs_sft_preset_with_a_prompt_file(lm_run, tm
     run = tmp_path / "run"
     # Prompts of 1 to 9 words (TRL's {"prompt": ...} rows); those over data.prompt_tokens tokens are left out.
     words = "the cat sees the moon and a dog likes some bread".split()
-    prompts = [" ".join(words[:1 + i % 9]) for i in range(60)]
-    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": t, "id": i}) + "\n"
-                                                    for i, t in enumerate(prompts)))
-    result = run_driver("run", lm_config(tmp_path, iterations=3), "--run-dir", run,
-                        "--set", f"model.checkpoint={preset}", "--set", "sft.epochs=0",
-                        "--set", f"data.prompts={tmp_path / 'prompts.jsonl'}", "--set", "data.prompt_tokens=6",
-                        "--set", "ppo.sample_every=1")
+    prompts = [" ".join(words[: 1 + i % 9]) for i in range(60)]
+    (tmp_path / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt": t, "id": i}) + "\n" for i, t in enumerate(prompts))
+    )
+    result = run_driver(
+        "run",
+        lm_config(tmp_path, iterations=3),
+        "--run-dir",
+        run,
+        "--set",
+        f"model.checkpoint={preset}",
+        "--set",
+        "sft.epochs=0",
+        "--set",
+        f"data.prompts={tmp_path / 'prompts.jsonl'}",
+        "--set",
+        "data.prompt_tokens=6",
+        "--set",
+        "ppo.sample_every=1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics, before = (json.loads((r / "metrics.json").read_text()) for r in (run, lm_run))
     # The loaded model is the other run's SFT model: same tokenizer, same held-out text, same perplexity.
@@ -48,15 +61,21 @@ def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_tok
     preset = write_llama3_preset(tmp_path / "llama", (tmp_path / "corpus.txt").read_text().splitlines())
     checkpoint = write_huggingface(preset, tmp_path / "llama-hf")  # config.json, model.safetensors, tokenizer.json
     run = tmp_path / "run"
-    result = run_driver("run", cfg, "--run-dir", run, "--set", f"model.checkpoint={checkpoint}",
-                        "--set", "sft.epochs=2")
+    result = run_driver(
+        "run", cfg, "--run-dir", run, "--set", f"model.checkpoint={checkpoint}", "--set", "sft.epochs=2"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["sft.val_perplexity"] < metrics["sft.val_perplexity_init"] / 2  # SFT trained the loaded model
     assert json.loads((run / "preset" / "preprocessor.json").read_text())["config"]["add_start_token"]
-    report, (greedy, scored) = serve(run / "export" / "lm_policy" / "1", [
-        {"inputs": {"prompts": ["the cat", ""], "temperature": 0.0}},
-        {"signature_name": "log_probs", "inputs": {"texts": ["the cat sees"]}}], tmp_path)
+    report, (greedy, scored) = serve(
+        run / "export" / "lm_policy" / "1",
+        [
+            {"inputs": {"prompts": ["the cat", ""], "temperature": 0.0}},
+            {"signature_name": "log_probs", "inputs": {"texts": ["the cat sees"]}},
+        ],
+        tmp_path,
+    )
     assert not [op for op in report["op_types"] if op.startswith("Xla")]
     assert greedy["completions"].shape == (2,)
     vocabulary = json.loads((tmp_path / "llama-vocabulary" / "vocab.json").read_text())
@@ -70,9 +89,11 @@ def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(l
 
     from models import lm as lm_lib
     from models import lora
-    from pipeline.lm.rewards import load_reward_function
     from pipeline.core.rundir import RunDir
-    from pipeline.lm.stages import data as lm_data, ppo as lm_ppo, sft
+    from pipeline.lm.rewards import load_reward_function
+    from pipeline.lm.stages import data as lm_data
+    from pipeline.lm.stages import ppo as lm_ppo
+    from pipeline.lm.stages import sft
 
     cfg, run = lm_config(tmp_path, iterations=3, learning_rate=0.01), tmp_path / "run"
     options = ["--set", f"model.checkpoint={lm_run / 'preset'}", "--set", "sft.epochs=0", "--set", "model.lora_rank=4"]
@@ -83,7 +104,8 @@ def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(l
     assert not (run / "checkpoints" / "sft").exists()  # the base stays in the preset: no copy of it in the run
     saved = [name for name, _ in tf.train.list_variables(lm_ppo.latest_checkpoint(RunDir(run)))]
     assert [n for n in saved if n.startswith("policy/")] and all(
-        "lora_kernel_" in n for n in saved if n.startswith("policy/"))
+        "lora_kernel_" in n for n in saved if n.startswith("policy/")
+    )
     again = run_driver("run", cfg, "--run-dir", run, *options, "--set", "ppo.iterations=6")
     assert again.returncode == 0 and "resumed from" in again.stderr, again.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -93,16 +115,24 @@ def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(l
     run_dir = RunDir(run)
     config = run_dir.load_config()
     data = lm_data.run(config, run_dir)
-    learner, _ = lm_ppo.run(config, run_dir, data, sft.run(config, run_dir, data)[0],
-                            load_reward_function(config.reward.function), train=False)
+    learner, _ = lm_ppo.run(
+        config,
+        run_dir,
+        data,
+        sft.run(config, run_dir, data)[0],
+        load_reward_function(config.reward.function),
+        train=False,
+    )
     text = "the cat sees the moon"
     ids = tf.constant([[int(t) for t in data.tokenizer(text)]])
 
     def log_probs():
         return lm_lib.token_log_probs(lm_lib.forward(learner.policy, ids)[0][:, :-1], ids[:, 1:]).numpy()[0]
+
     adapted = log_probs()
     with lora.adapters_off(learner.policy):
         assert np.abs(log_probs() - adapted).max() > 1e-3
-    _, (served,) = serve(run / "export" / "lm_policy" / "2",
-                         [{"signature_name": "log_probs", "inputs": {"texts": [text]}}], tmp_path)
-    np.testing.assert_allclose(served["log_probs"][0, 1:ids.shape[1]], adapted, rtol=1e-4, atol=1e-4)
+    _, (served,) = serve(
+        run / "export" / "lm_policy" / "2", [{"signature_name": "log_probs", "inputs": {"texts": [text]}}], tmp_path
+    )
+    np.testing.assert_allclose(served["log_probs"][0, 1 : ids.shape[1]], adapted, rtol=1e-4, atol=1e-4)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from pipeline.core.tb_reader import accumulator, read_scalars, tags, texts
 from tests.conftest import kill_after_checkpoint, lm_config, run_driver, signal_driver
 
+
 def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
     run = lm_run
     metrics = json.loads((run / "metrics.json").read_text())
@@ -23,9 +24,22 @@ def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
     peaks = [metrics[f"memory.{stage}.peak_rss_mib"] for stage in ("sft", "reward", "ppo", "evaluate", "export")]
     assert 100 < peaks[0] and peaks == sorted(peaks)
     ppo_tags = tags(run / "tb" / "ppo")
-    for tag in ("objective/kl", "objective/kl_coef", "objective/entropy", "objective/scores", "objective/rlhf_reward",
-                "objective/non_score_reward", "policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value",
-                "val/clipfrac", "val/ratio", "val/num_eos_tokens", "time/tokens_per_s"):
+    for tag in (
+        "objective/kl",
+        "objective/kl_coef",
+        "objective/entropy",
+        "objective/scores",
+        "objective/rlhf_reward",
+        "objective/non_score_reward",
+        "policy/approxkl",
+        "policy/clipfrac",
+        "loss/policy",
+        "loss/value",
+        "val/clipfrac",
+        "val/ratio",
+        "val/num_eos_tokens",
+        "time/tokens_per_s",
+    ):
         assert tag in ppo_tags, tag
     samples = texts(run / "tb" / "evaluate")["eval/samples"]
     assert samples.startswith("| prompt | SFT | PPO |") and samples.count("\n") >= 5
@@ -42,8 +56,11 @@ def test_lm_pipeline_raises_the_reward_and_resumes(lm_run):
 
 
 def test_learned_reward_model_is_the_proxy_and_the_function_the_gold_reward(tmp_path):
-    cfg = lm_config(tmp_path, reward={"kind": "learned", "pairs": 128, "validation_fraction": 0.25, "jit_compile": False},
-                    iterations=10)
+    cfg = lm_config(
+        tmp_path,
+        reward={"kind": "learned", "pairs": 128, "validation_fraction": 0.25, "jit_compile": False},
+        iterations=10,
+    )
     run = tmp_path / "run"
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -87,20 +104,49 @@ def test_lm_config_errors(tmp_path):
     assert result.returncode == 2 and "ppo.top_p" in result.stderr
     result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "data.corpus=/no/such/corpus")
     assert result.returncode == 2 and "data.corpus" in result.stderr and "fortunes" in result.stderr
-    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned",
-                        "--set", "distribute.strategy=mirrored", "--set", "reward.batch_size=3")
+    result = run_driver(
+        "run",
+        cfg,
+        "--run-dir",
+        tmp_path / "r",
+        "--set",
+        "reward.kind=learned",
+        "--set",
+        "distribute.strategy=mirrored",
+        "--set",
+        "reward.batch_size=3",
+    )
     assert result.returncode == 2 and "reward.batch_size: 3 pairs do not split evenly over 2" in result.stderr
-    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "distribute.strategy=mirrored",
-                        "--set", "distribute.cpu_replicas=3")
+    result = run_driver(
+        "run",
+        cfg,
+        "--run-dir",
+        tmp_path / "r",
+        "--set",
+        "distribute.strategy=mirrored",
+        "--set",
+        "distribute.cpu_replicas=3",
+    )
     assert result.returncode == 2 and "sft.batch_size: 32 documents do not split evenly over 3" in result.stderr
-    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "distribute.strategy=mirrored",
-                        "--set", "ppo.num_minibatches=8", "--set", "ppo.gradient_accumulation_steps=4")
+    result = run_driver(
+        "run",
+        cfg,
+        "--run-dir",
+        tmp_path / "r",
+        "--set",
+        "distribute.strategy=mirrored",
+        "--set",
+        "ppo.num_minibatches=8",
+        "--set",
+        "ppo.gradient_accumulation_steps=4",
+    )
     assert result.returncode == 2 and "ppo.num_minibatches: minibatches of 4 sequences" in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()  # refused before any work
     bad = tmp_path / "prefs.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
-    result = run_driver("run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned",
-                        "--set", f"reward.preferences={bad}")
+    result = run_driver(
+        "run", cfg, "--run-dir", tmp_path / "r", "--set", "reward.kind=learned", "--set", f"reward.preferences={bad}"
+    )
     assert result.returncode == 2 and "reward.preferences" in result.stderr
     assert "prefs.jsonl:1: missing key 'rejected'" in result.stderr
 
@@ -114,8 +160,7 @@ def test_lm_ppo_resumes_after_sigkill_and_after_sigterm(tmp_path):
     # Resumed, then stopped by SIGTERM a few iterations on: it checkpoints wherever it stops.
     kl_steps = lambda: sum(len(f) for f in read_scalars(run / "tb" / "ppo", "objective/kl", per_file=True))  # noqa: E731
     logged = kl_steps()
-    returncode, stderr = signal_driver(["run", cfg, "--run-dir", run], lambda: kl_steps() >= logged + 2,
-                                       signal.SIGTERM)
+    returncode, stderr = signal_driver(["run", cfg, "--run-dir", run], lambda: kl_steps() >= logged + 2, signal.SIGTERM)
     assert returncode == 143, stderr[-3000:]
     assert f"iteration {saved})" in stderr and "stopped by SIGTERM in ppo at iteration" in stderr
     stopped_at = int(tf.train.latest_checkpoint(str(run / "checkpoints" / "ppo")).rsplit("-", 1)[1])

@@ -83,7 +83,8 @@ def test_a_second_process_on_a_run_directory_exits_75_at_once_and_changes_nothin
             assert f"pid {os.getpid()}" in result.stderr and "this run did nothing" in result.stderr
         assert f"state: running, pid {os.getpid()}" in run_driver("status", run).stdout
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == {
-        p: t for p, t in before.items() if p.name != ".lock"}
+        p: t for p, t in before.items() if p.name != ".lock"
+    }
     assert run_driver("evaluate", run).returncode == 0  # released: the next one runs
 
 

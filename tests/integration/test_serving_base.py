@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from export import tf_serving
-from tests.conftest import REPO, lm_config, run_driver, write_config
+from tests.conftest import REPO, lm_config, run_driver
 from tests.export.test_export_roundtrip import assert_clean_layout, read_models_config
 
 MODEL = "cartpole_v1"
@@ -39,7 +39,8 @@ def test_publishers_finishing_together_take_distinct_versions_and_a_killed_one_l
         assert process.exitcode == 0
     assert tf_serving.versions(tmp_path / MODEL) == [1, 2]
     assert {tf_serving.export_info(tmp_path / MODEL / v)["checkpoint"] for v in ("1", "2")} == {
-        f"ckpt-{p.pid}" for p in together}
+        f"ckpt-{p.pid}" for p in together
+    }
 
     killed = context.Process(target=_publish_slowly, args=(str(tmp_path), 30, events[2]))
     killed.start()
@@ -56,17 +57,43 @@ def test_publishers_finishing_together_take_distinct_versions_and_a_killed_one_l
 
 def test_a_gym_schedule_publishes_keeps_back_a_worse_night_publishes_a_warm_started_one_and_prunes(tmp_path):
     base = tmp_path / "serving"
-    nightly = ["--set", f"export.base_dir={base}", "--set", "export.bless_tolerance=50", "--set", "evaluate.episodes=5",
-               "--set", "export.keep_versions=1"]
-    good = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night1", *nightly,
-                      "--set", "train.stop_at_return=150", "--set", "train.total_env_steps=150000")
+    nightly = [
+        "--set",
+        f"export.base_dir={base}",
+        "--set",
+        "export.bless_tolerance=50",
+        "--set",
+        "evaluate.episodes=5",
+        "--set",
+        "export.keep_versions=1",
+    ]
+    good = run_driver(
+        "run",
+        REPO / "configs" / "cartpole.yaml",
+        "--run-dir",
+        tmp_path / "night1",
+        *nightly,
+        "--set",
+        "train.stop_at_return=150",
+        "--set",
+        "train.total_env_steps=150000",
+    )
     assert good.returncode == 0, good.stderr[-3000:]
     night1 = json.loads((tmp_path / "night1" / "metrics.json").read_text())
     assert night1["bless.blessed"] and night1["bless.baseline"] is None and night1["export.version"] == 1
     assert (tmp_path / "night1" / "candidate" / "BLESSED").exists()
     # Night 2 hardly trains: scored on the same episodes as the served version, it falls short and is kept back.
-    worse = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night2", *nightly,
-                       "--set", "train.total_env_steps=1024", "--set", "train.rollout_steps=64")
+    worse = run_driver(
+        "run",
+        REPO / "configs" / "cartpole.yaml",
+        "--run-dir",
+        tmp_path / "night2",
+        *nightly,
+        "--set",
+        "train.total_env_steps=1024",
+        "--set",
+        "train.rollout_steps=64",
+    )
     assert worse.returncode == 3, worse.stderr[-3000:]
     assert "not published:" in worse.stdout and "< the served version's" in worse.stdout
     night2 = json.loads((tmp_path / "night2" / "metrics.json").read_text())
@@ -74,14 +101,38 @@ def test_a_gym_schedule_publishes_keeps_back_a_worse_night_publishes_a_warm_star
     marker = json.loads((tmp_path / "night2" / "candidate" / "NOT_BLESSED").read_text())
     assert marker["candidate"] == night2["bless.candidate"] and marker["blessed"] is False
     assert tf_serving.versions(base / MODEL) == [1]  # the base still serves night 1's
-    assert run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night2", *nightly,
-                      "--set", "train.total_env_steps=1024", "--set", "train.rollout_steps=64").returncode == 3
+    assert (
+        run_driver(
+            "run",
+            REPO / "configs" / "cartpole.yaml",
+            "--run-dir",
+            tmp_path / "night2",
+            *nightly,
+            "--set",
+            "train.total_env_steps=1024",
+            "--set",
+            "train.rollout_steps=64",
+        ).returncode
+        == 3
+    )
     assert tf_serving.versions(base / MODEL) == [1]  # and a re-run decides the same
     # Night 3 trains as little as night 2 (gently: a fine-tuning learning rate), but warm-started from the served
     # version: blessed, published.
-    warm = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night3", *nightly,
-                      "--set", "train.total_env_steps=1024", "--set", "train.rollout_steps=64",
-                      "--set", "train.learning_rate=1e-5", "--set", f"train.warm_start={base / MODEL}")
+    warm = run_driver(
+        "run",
+        REPO / "configs" / "cartpole.yaml",
+        "--run-dir",
+        tmp_path / "night3",
+        *nightly,
+        "--set",
+        "train.total_env_steps=1024",
+        "--set",
+        "train.rollout_steps=64",
+        "--set",
+        "train.learning_rate=1e-5",
+        "--set",
+        f"train.warm_start={base / MODEL}",
+    )
     assert warm.returncode == 0, warm.stderr[-3000:]
     assert f"warm start from {tmp_path / 'night1' / 'checkpoints'}" in warm.stderr
     night3 = json.loads((tmp_path / "night3" / "metrics.json").read_text())
@@ -100,13 +151,28 @@ def test_a_gym_schedule_publishes_keeps_back_a_worse_night_publishes_a_warm_star
     assert "not running; stages done: train, evaluate, export" in text and "progress: 1,024 of 1,024" in text
     assert f"published: {MODEL} version 2 at {base / MODEL / '2'}" in text
     # Re-running night 1 (finished, its version pruned) must not publish its older model as the newest.
-    again = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "night1", *nightly,
-                       "--set", "train.stop_at_return=150", "--set", "train.total_env_steps=150000")
+    again = run_driver(
+        "run",
+        REPO / "configs" / "cartpole.yaml",
+        "--run-dir",
+        tmp_path / "night1",
+        *nightly,
+        "--set",
+        "train.stop_at_return=150",
+        "--set",
+        "train.total_env_steps=150000",
+    )
     assert again.returncode == 0 and "published checkpoint" in again.stderr, again.stderr[-3000:]
     assert tf_serving.versions(base / MODEL) == [2]
     # A warm start from a run with other networks is refused before any work.
-    other = run_driver("check", REPO / "configs" / "cartpole.yaml", "--set", f"train.warm_start={base / MODEL}",
-                       "--set", "model.actor_layers=[32]")
+    other = run_driver(
+        "check",
+        REPO / "configs" / "cartpole.yaml",
+        "--set",
+        f"train.warm_start={base / MODEL}",
+        "--set",
+        "model.actor_layers=[32]",
+    )
     assert other.returncode == 2 and "train.warm_start: model is" in other.stderr, other.stderr[-2000:]
 
 
@@ -114,8 +180,18 @@ def test_an_lm_schedule_publishes_keeps_back_a_worse_night_and_publishes_a_warm_
     """Three nights of PPO from one SFT preset into one base, blessed on reward.function through the exports."""
     base = tmp_path / "base"
     config = lm_config(tmp_path, iterations=30)
-    nightly = ["--set", f"model.checkpoint={lm_run / 'preset'}", "--set", "sft.epochs=0", "--set",
-               f"export.base_dir={base}", "--set", "export.bless_tolerance=0.1", "--set", "export.keep_versions=1"]
+    nightly = [
+        "--set",
+        f"model.checkpoint={lm_run / 'preset'}",
+        "--set",
+        "sft.epochs=0",
+        "--set",
+        f"export.base_dir={base}",
+        "--set",
+        "export.bless_tolerance=0.1",
+        "--set",
+        "export.keep_versions=1",
+    ]
     night1 = run_driver("run", config, "--run-dir", tmp_path / "night1", *nightly)
     assert night1.returncode == 0, night1.stderr[-3000:]
     assert tf_serving.versions(base / "lm_policy") == [1]
@@ -123,16 +199,28 @@ def test_an_lm_schedule_publishes_keeps_back_a_worse_night_and_publishes_a_warm_
     night2 = run_driver("run", config, "--run-dir", tmp_path / "night2", *nightly, "--set", "ppo.iterations=0")
     assert night2.returncode == 3, night2.stderr[-3000:]
     scores = json.loads((tmp_path / "night2" / "metrics.json").read_text())
-    assert scores["bless.candidate"] < scores["bless.baseline"] - 0.1 and (tmp_path / "night2" / "candidate" /
-                                                                           "NOT_BLESSED").exists()
+    assert (
+        scores["bless.candidate"] < scores["bless.baseline"] - 0.1
+        and (tmp_path / "night2" / "candidate" / "NOT_BLESSED").exists()
+    )
     assert tf_serving.versions(base / "lm_policy") == [1]
     # Night 3 trains two iterations from the served version's PPO policy: blessed; retention keeps it alone.
-    night3 = run_driver("run", config, "--run-dir", tmp_path / "night3", *nightly, "--set", "ppo.iterations=2",
-                        "--set", f"ppo.warm_start={base / 'lm_policy'}")
+    night3 = run_driver(
+        "run",
+        config,
+        "--run-dir",
+        tmp_path / "night3",
+        *nightly,
+        "--set",
+        "ppo.iterations=2",
+        "--set",
+        f"ppo.warm_start={base / 'lm_policy'}",
+    )
     assert night3.returncode == 0, night3.stderr[-3000:]
     assert f"ppo: warm start from {(tmp_path / 'night1' / 'checkpoints' / 'ppo').resolve()}" in night3.stderr
     assert tf_serving.versions(base / "lm_policy") == [2]
     assert read_models_config(base) == {"lm_policy": (base / "lm_policy").resolve()}
-    other = run_driver("check", config, *nightly, "--set", f"ppo.warm_start={base / 'lm_policy'}",
-                       "--set", "model.lora_rank=4")
+    other = run_driver(
+        "check", config, *nightly, "--set", f"ppo.warm_start={base / 'lm_policy'}", "--set", "model.lora_rank=4"
+    )
     assert other.returncode == 2 and "ppo.warm_start: model is" in other.stderr, other.stderr[-2000:]

@@ -15,9 +15,18 @@ import pytest
 
 from pipeline.core.tb_reader import read_scalars, tags, texts
 
-TRAIN_SCALARS = ["rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/policy_gradient_loss",
-                 "train/value_loss", "train/entropy_loss", "train/approx_kl", "train/clip_fraction",
-                 "train/explained_variance", "train/learning_rate"]
+TRAIN_SCALARS = [
+    "rollout/ep_rew_mean",
+    "rollout/ep_len_mean",
+    "time/fps",
+    "train/policy_gradient_loss",
+    "train/value_loss",
+    "train/entropy_loss",
+    "train/approx_kl",
+    "train/clip_fraction",
+    "train/explained_variance",
+    "train/learning_rate",
+]
 
 
 def test_stage_writers_exist(tiny_run):
@@ -59,7 +68,8 @@ def test_evaluation_and_metrics(tiny_run):
     assert metrics["train.env_steps"] == 1024 and metrics["eval.episodes"] == 3
     assert metrics["eval.min_return"] <= metrics["eval.mean_return"] <= metrics["eval.max_return"]
     assert read_scalars(tiny_run / "tb" / "evaluate", "eval/mean_return") == {
-        1024: pytest.approx(metrics["eval.mean_return"])}
+        1024: pytest.approx(metrics["eval.mean_return"])
+    }
     assert "eval/returns" in tags(tiny_run / "tb" / "evaluate")
 
 
@@ -73,9 +83,21 @@ def test_real_tensorboard_server_serves_the_run(tiny_run):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).parent / "tensorboard"
-    server = subprocess.Popen([str(exe), "--logdir", str(tiny_run / "tb"), "--host", "127.0.0.1",
-                               "--port", str(port), "--load_fast", "false"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(exe),
+            "--logdir",
+            str(tiny_run / "tb"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         runs = _get_json(f"http://127.0.0.1:{port}/data/runs", deadline=time.monotonic() + 60)
         assert {"train", "evaluate", "environment"} <= set(runs)

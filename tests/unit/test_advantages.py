@@ -32,7 +32,7 @@ def reference_gae(values, next_value, rewards, terminated, truncated, final_valu
 
 def test_hand_computed_truncation_bootstraps_from_final_observation():
     # One env, 3 steps: the episode is truncated at t=1 (time limit); a new one starts at t=2.
-    values = np.array([[1.0], [2.0], [10.0]])        # V(s0), V(s1), V(s0') of the next episode
+    values = np.array([[1.0], [2.0], [10.0]])  # V(s0), V(s1), V(s0') of the next episode
     rewards = np.array([[1.0], [1.0], [1.0]])
     truncated = np.array([[False], [True], [False]])
     terminated = np.zeros_like(truncated)
@@ -66,8 +66,16 @@ def test_matches_plain_loop_on_random_rollouts(gamma, lam):
     next_value = rng.normal(size=N)
     adv, _ = gae(values, next_value, rewards, terminated, truncated, final_values, gamma, lam)
     for n in range(N):
-        expected = reference_gae(values[:, n], next_value[n], rewards[:, n], terminated[:, n],
-                                 truncated[:, n] & ~terminated[:, n], final_values[:, n], gamma, lam)
+        expected = reference_gae(
+            values[:, n],
+            next_value[n],
+            rewards[:, n],
+            terminated[:, n],
+            truncated[:, n] & ~terminated[:, n],
+            final_values[:, n],
+            gamma,
+            lam,
+        )
         np.testing.assert_allclose(adv.numpy()[:, n], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -80,24 +88,44 @@ def test_tf_agents_own_advantages_treat_time_limits_as_terminations():
     obs_spec = tensor_spec.TensorSpec([1], tf.float32)
     action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 1)
     agent = ppo_clip_agent.PPOClipAgent(
-        ts.time_step_spec(obs_spec), action_spec, optimizer=tf.keras.optimizers.Adam(),
+        ts.time_step_spec(obs_spec),
+        action_spec,
+        optimizer=tf.keras.optimizers.Adam(),
         actor_net=actor_distribution_network.ActorDistributionNetwork(obs_spec, action_spec, fc_layer_params=(4,)),
         value_net=value_network.ValueNetwork(obs_spec, fc_layer_params=(4,)),
-        discount_factor=G, lambda_value=L, use_gae=True, normalize_rewards=False, normalize_observations=False)
+        discount_factor=G,
+        lambda_value=L,
+        use_gae=True,
+        normalize_rewards=False,
+        normalize_observations=False,
+    )
     # Batch-major, one trajectory of 2 steps; the second next step is LAST with discount 1 (a time limit).
-    next_steps = ts.TimeStep(step_type=tf.constant([[1, 2]]), reward=tf.constant([[1.0, 1.0]]),
-                             discount=tf.constant([[1.0, 1.0]]), observation=tf.zeros([1, 2, 1]))
+    next_steps = ts.TimeStep(
+        step_type=tf.constant([[1, 2]]),
+        reward=tf.constant([[1.0, 1.0]]),
+        discount=tf.constant([[1.0, 1.0]]),
+        observation=tf.zeros([1, 2, 1]),
+    )
     value_preds = tf.constant([[1.0, 2.0, 3.0]])  # V(s0), V(s1), V(final observation)
     _, tf_agents_adv = agent.compute_return_and_advantage(next_steps, value_preds)
-    ours, _ = gae(tf.transpose(value_preds[:, :2]), [0.0], [[1.0], [1.0]], [[False], [False]], [[False], [True]],
-                  [[0.0], [3.0]], G, L)
+    ours, _ = gae(
+        tf.transpose(value_preds[:, :2]),
+        [0.0],
+        [[1.0], [1.0]],
+        [[False], [False]],
+        [[False], [True]],
+        [[0.0], [3.0]],
+        G,
+        L,
+    )
     np.testing.assert_allclose(tf_agents_adv.numpy()[0, 1], 1.0 - 2.0, rtol=1e-6)  # no bootstrap: r - V(s1)
     np.testing.assert_allclose(ours.numpy()[1, 0], 1.0 + G * 3.0 - 2.0, rtol=1e-6)  # r + g V(final) - V(s1)
 
 
 def test_discounts_and_folded_rewards():
     rewards, discounts = episode_discounts_and_rewards(
-        [[1.0, 1.0, 1.0]], [[True, False, False]], [[True, True, False]], [[5.0, 5.0, 5.0]], 0.5)
+        [[1.0, 1.0, 1.0]], [[True, False, False]], [[True, True, False]], [[5.0, 5.0, 5.0]], 0.5
+    )
     np.testing.assert_allclose(rewards.numpy(), [[1.0, 3.5, 1.0]])
     np.testing.assert_allclose(discounts.numpy(), [[0.0, 0.0, 0.5]])
 

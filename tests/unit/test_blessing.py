@@ -11,16 +11,19 @@ import pytest
 from pipeline.core.blessing import decide, write_marker
 
 
-@pytest.mark.parametrize("candidate, baseline, tolerance, floor, blessed, reason", [
-    (100.0, None, 5.0, None, True, "nothing is served yet"),
-    (100.0, None, 5.0, 150.0, False, "below the floor 150"),
-    (96.0, 100.0, 5.0, None, True, ">= the served version's 100 - tolerance 5"),
-    (95.0, 100.0, 5.0, None, True, ">= the served version's 100"),   # exactly at the tolerance
-    (94.9, 100.0, 5.0, None, False, "94.9 < the served version's 100 - tolerance 5"),
-    (120.0, 100.0, 0.0, 130.0, False, "below the floor 130"),          # better than served, under the floor
-    (20.0, 500.0, None, 10.0, True, "floor only"),                     # no tolerance: the floor alone
-    (math.nan, 100.0, 5.0, None, False, "score is nan"),
-])
+@pytest.mark.parametrize(
+    "candidate, baseline, tolerance, floor, blessed, reason",
+    [
+        (100.0, None, 5.0, None, True, "nothing is served yet"),
+        (100.0, None, 5.0, 150.0, False, "below the floor 150"),
+        (96.0, 100.0, 5.0, None, True, ">= the served version's 100 - tolerance 5"),
+        (95.0, 100.0, 5.0, None, True, ">= the served version's 100"),  # exactly at the tolerance
+        (94.9, 100.0, 5.0, None, False, "94.9 < the served version's 100 - tolerance 5"),
+        (120.0, 100.0, 0.0, 130.0, False, "below the floor 130"),  # better than served, under the floor
+        (20.0, 500.0, None, 10.0, True, "floor only"),  # no tolerance: the floor alone
+        (math.nan, 100.0, 5.0, None, False, "score is nan"),
+    ],
+)
 def test_decide(candidate, baseline, tolerance, floor, blessed, reason):
     decision = decide(candidate, baseline, tolerance, floor)
     assert decision.blessed is blessed and reason in decision.reason, decision

@@ -29,10 +29,16 @@ def test_installed_versions_match_the_pins():
 def test_package_sets_tensorflow_environment_first():
     assert os.environ["TF_USE_LEGACY_KERAS"] == "1" and os.environ["KERAS_BACKEND"] == "tensorflow"
     import tensorflow as tf
+
     assert "tf_keras" in tf.keras.__file__, "TF-Agents networks must be built with tf-keras"
     probe = "import tensorflow, pipeline"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
-                            env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"})
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+    )
     assert result.returncode != 0 and "import pipeline before tensorflow" in result.stderr
 
 

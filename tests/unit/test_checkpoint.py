@@ -15,9 +15,13 @@ from pipeline.gym.rollout import Collector
 
 
 def make(seed):
-    cfg = config.from_dict({"env": {"num_envs": 2, "seed": seed},
-                            "model": {"actor_layers": [8, 8], "value_layers": [8, 8]},
-                            "train": {"rollout_steps": 8, "num_minibatches": 2, "num_epochs": 2}})
+    cfg = config.from_dict(
+        {
+            "env": {"num_envs": 2, "seed": seed},
+            "model": {"actor_layers": [8, 8], "value_layers": [8, 8]},
+            "train": {"rollout_steps": 8, "num_minibatches": 2, "num_epochs": 2},
+        }
+    )
     env = envs.make_vector_env(cfg.env)
     return env, PPOLearner(cfg, envs.spaces_of(env))
 
@@ -52,8 +56,13 @@ def test_every_variable_is_saved_and_restored(tmp_path):
 
 
 def _all_variables(learner) -> list:
-    return (list(learner.agent.variables) + list(learner.optimizer.variables) + [learner.optimizer.learning_rate]
-            + [learner.generator.state] + list(learner.counters.variables))
+    return (
+        list(learner.agent.variables)
+        + list(learner.optimizer.variables)
+        + [learner.optimizer.learning_rate]
+        + [learner.generator.state]
+        + list(learner.counters.variables)
+    )
 
 
 def test_tally_round_trips_through_the_counters_and_keeps_the_last_window():

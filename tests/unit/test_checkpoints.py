@@ -19,15 +19,21 @@ DOCUMENTS = [f"the cat sees {thing}." for thing in OBJECTS] * 20
 LLAMA_HF = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
 
 
-@pytest.mark.parametrize("files, error", [
-    ({}, "no config.json"),
-    ({"config.json": {"model_type": "bert"}}, r"model_type 'bert' is not supported; supported: gpt2"),
-    ({"config.json": {"model_type": "llama"}}, "no 'architectures'"),
-    ({"config.json": LLAMA_HF, "pytorch_model.bin": b""}, "safetensors weights only"),
-    ({"config.json": LLAMA_HF, "model.safetensors": b""}, "tokenizer.json missing"),
-    ({"config.json": {"registered_name": "keras_hub>BertBackbone"}}, r"BertBackbone.*not supported; supported: GPT-2"),
-    ({"config.json": {"registered_name": "keras_hub>GPT2Backbone"}}, "model.weights.h5 is missing"),
-])
+@pytest.mark.parametrize(
+    "files, error",
+    [
+        ({}, "no config.json"),
+        ({"config.json": {"model_type": "bert"}}, r"model_type 'bert' is not supported; supported: gpt2"),
+        ({"config.json": {"model_type": "llama"}}, "no 'architectures'"),
+        ({"config.json": LLAMA_HF, "pytorch_model.bin": b""}, "safetensors weights only"),
+        ({"config.json": LLAMA_HF, "model.safetensors": b""}, "tokenizer.json missing"),
+        (
+            {"config.json": {"registered_name": "keras_hub>BertBackbone"}},
+            r"BertBackbone.*not supported; supported: GPT-2",
+        ),
+        ({"config.json": {"registered_name": "keras_hub>GPT2Backbone"}}, "model.weights.h5 is missing"),
+    ],
+)
 def test_directories_that_cannot_load_say_why_and_what_would(tmp_path, files, error):
     for name, content in files.items():
         path = tmp_path / name
@@ -63,8 +69,16 @@ def test_hugging_face_layouts_load_with_their_tokenizers_and_conventions(tmp_pat
 
     llama_preset = write_llama3_preset(tmp_path / "llama", DOCUMENTS)
     tokenizer = data_lib.train_tokenizer(DOCUMENTS, 300, tmp_path / "bpe")
-    gpt2 = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
-                                                hidden_dim=16, intermediate_dim=64, max_sequence_length=32))
+    gpt2 = lm_lib.build_causal_lm(
+        lm_lib.LMSize(
+            vocabulary_size=tokenizer.vocabulary_size(),
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=16,
+            intermediate_dim=64,
+            max_sequence_length=32,
+        )
+    )
     gpt2_preset = checkpoints.save_preset(gpt2, tokenizer, tmp_path / "gpt2", add_start_token=False, sequence_length=32)
     for preset, model_type, starts in ((llama_preset, "llama", True), (gpt2_preset, "gpt2", False)):
         hf = write_huggingface(preset, tmp_path / f"{model_type}-hf")
@@ -78,8 +92,9 @@ def test_hugging_face_layouts_load_with_their_tokenizers_and_conventions(tmp_pat
         np.testing.assert_array_equal(hf_tokenizer(text), source_tokenizer(text))
         assert hf_tokenizer.end_token_id == source_tokenizer.end_token_id
         ids = tf.constant([list(source_tokenizer(text))])
-        np.testing.assert_allclose(lm_lib.forward(loaded, ids)[0].numpy(), lm_lib.forward(original, ids)[0].numpy(),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            lm_lib.forward(loaded, ids)[0].numpy(), lm_lib.forward(original, ids)[0].numpy(), atol=1e-6
+        )
     assert checkpoints.inspect(tmp_path / "gpt2-hf").max_sequence_length == 32
 
 
@@ -93,6 +108,7 @@ def test_stored_dtypes_are_read_from_the_safetensors_headers(tmp_path):
     sharded.mkdir()
     save_file({"a": np.zeros(2, np.int32)}, str(sharded / "one.safetensors"), metadata={"format": "pt"})
     save_file({"b": np.zeros(2, np.float64)}, str(sharded / "two.safetensors"))
-    (sharded / "model.safetensors.index.json").write_text(json.dumps(
-        {"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}}))
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}})
+    )
     assert checkpoints.stored_dtypes(sharded) == {"I32", "F64"}

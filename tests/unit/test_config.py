@@ -34,29 +34,34 @@ def test_shipped_configs_validate(name):
         check_environment(cfg.env)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("train:\n  total_steps: 10\n", ["train.total_steps", "total_env_steps"]),
-    ("trian:\n  total_env_steps: 10\n", ["trian", "train"]),
-    ("train:\n  learning_rate: fast\n", ["train.learning_rate", "number"]),
-    ("train:\n  num_epochs: 2.5\n", ["train.num_epochs", "integer"]),
-    ("train:\n  num_epochs: true\n", ["train.num_epochs", "integer"]),
-    ("train:\n  clip_ratio: 1.5\n", ["train.clip_ratio", "<= 1.0"]),
-    ("train:\n  learning_rate: 0\n", ["train.learning_rate", "> 0.0"]),
-    ("train:\n  lr_schedule: cosine\n", ["train.lr_schedule", "constant, linear"]),
-    ("model:\n  activation: swish\n", ["model.activation", "tanh"]),
-    ("model:\n  actor_layers: [64, 0]\n", ["model.actor_layers", ">= 1"]),
-    ("model:\n  actor_layers: 64\n", ["model.actor_layers", "list of integers"]),
-    ("env:\n  num_envs: 0\n", ["env.num_envs", ">= 1"]),
-    ("env:\n  num_envs: 3\ntrain:\n  rollout_steps: 5\n  num_minibatches: 4\n",
-     ["train.num_minibatches", "divisors of 15"]),
-    ("- a\n- b\n", ["top level must be a mapping"]),
-    ("task: lm\nreward:\n  kind: oracle\n", ["reward.kind", "scorer, learned"]),
-    ("task: lm\nreward:\n  preferences: p.jsonl\n", ["reward.preferences", "reward.kind: learned"]),
-    ("task: lm\nmodel:\n  lora_targets: [query, q_proj]\n", ["model.lora_targets", "'q_proj'", "attention_output"]),
-    ("task: lm\nmodel:\n  lora_targets: query\n", ["model.lora_targets", "list of names"]),
-    ("task: lm\nmodel:\n  lora_rank: 4\n  lora_targets: []\n", ["model.lora_targets", "empty", "query"]),
-    ("task: lm\nmodel:\n  lora_rank: 0\n", ["model.lora_rank", ">= 1"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train:\n  total_steps: 10\n", ["train.total_steps", "total_env_steps"]),
+        ("trian:\n  total_env_steps: 10\n", ["trian", "train"]),
+        ("train:\n  learning_rate: fast\n", ["train.learning_rate", "number"]),
+        ("train:\n  num_epochs: 2.5\n", ["train.num_epochs", "integer"]),
+        ("train:\n  num_epochs: true\n", ["train.num_epochs", "integer"]),
+        ("train:\n  clip_ratio: 1.5\n", ["train.clip_ratio", "<= 1.0"]),
+        ("train:\n  learning_rate: 0\n", ["train.learning_rate", "> 0.0"]),
+        ("train:\n  lr_schedule: cosine\n", ["train.lr_schedule", "constant, linear"]),
+        ("model:\n  activation: swish\n", ["model.activation", "tanh"]),
+        ("model:\n  actor_layers: [64, 0]\n", ["model.actor_layers", ">= 1"]),
+        ("model:\n  actor_layers: 64\n", ["model.actor_layers", "list of integers"]),
+        ("env:\n  num_envs: 0\n", ["env.num_envs", ">= 1"]),
+        (
+            "env:\n  num_envs: 3\ntrain:\n  rollout_steps: 5\n  num_minibatches: 4\n",
+            ["train.num_minibatches", "divisors of 15"],
+        ),
+        ("- a\n- b\n", ["top level must be a mapping"]),
+        ("task: lm\nreward:\n  kind: oracle\n", ["reward.kind", "scorer, learned"]),
+        ("task: lm\nreward:\n  preferences: p.jsonl\n", ["reward.preferences", "reward.kind: learned"]),
+        ("task: lm\nmodel:\n  lora_targets: [query, q_proj]\n", ["model.lora_targets", "'q_proj'", "attention_output"]),
+        ("task: lm\nmodel:\n  lora_targets: query\n", ["model.lora_targets", "list of names"]),
+        ("task: lm\nmodel:\n  lora_rank: 4\n  lora_targets: []\n", ["model.lora_targets", "empty", "query"]),
+        ("task: lm\nmodel:\n  lora_rank: 0\n", ["model.lora_rank", ">= 1"]),
+    ],
+)
 def test_bad_values_name_the_key_and_the_allowed(tmp_path, text, expected):
     with pytest.raises(config.ConfigError) as err:
         load_yaml(tmp_path, text)
@@ -65,13 +70,24 @@ def test_bad_values_name_the_key_and_the_allowed(tmp_path, text, expected):
 
 
 def test_overrides_are_typed_like_yaml(tmp_path):
-    cfg = load_yaml(tmp_path, "train:\n  total_env_steps: 10\n",
-                    ["train.total_env_steps=200000", "train.max_grad_norm=null", "model.actor_layers=[8, 8]",
-                     "train.learning_rate=1e-3"])
+    cfg = load_yaml(
+        tmp_path,
+        "train:\n  total_env_steps: 10\n",
+        [
+            "train.total_env_steps=200000",
+            "train.max_grad_norm=null",
+            "model.actor_layers=[8, 8]",
+            "train.learning_rate=1e-3",
+        ],
+    )
     assert cfg.train.total_env_steps == 200000 and cfg.train.max_grad_norm is None
     assert cfg.model.actor_layers == [8, 8] and cfg.train.learning_rate == pytest.approx(1e-3)
-    for bad, fragment in [("train.nope=1", "train.nope"), ("train.num_epochs=x", "integer"),
-                          ("total_env_steps=5", "section.key"), ("train.num_epochs", "key.path=value")]:
+    for bad, fragment in [
+        ("train.nope=1", "train.nope"),
+        ("train.num_epochs=x", "integer"),
+        ("total_env_steps=5", "section.key"),
+        ("train.num_epochs", "key.path=value"),
+    ]:
         with pytest.raises(config.ConfigError, match=fragment):
             load_yaml(tmp_path, "{}\n", [bad])
 
@@ -82,8 +98,9 @@ def test_renamed_keys_name_their_new_names_and_old_run_directories_resume_with_t
     # A run directory's config.yaml from before the renames: every key written, old names, value_coef for a
     # value loss with a 1/2, and the model's positions derived (prompt 8 + 100 new tokens).
     old = LMConfig().to_dict()
-    old["ppo"].update({"max_new_tokens": 100, "value_coef": 0.1, "kl_target": 6.0, "kl_horizon": 5000.0,
-                       "clip_value": 0.3})
+    old["ppo"].update(
+        {"max_new_tokens": 100, "value_coef": 0.1, "kl_target": 6.0, "kl_horizon": 5000.0, "clip_value": 0.3}
+    )
     for key in ("adaptive_kl_target", "adaptive_kl_horizon", "value_clip"):
         del old["ppo"][key]
     del old["model"]["max_sequence_length"]
@@ -101,8 +118,15 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(config.to_yaml(cfg))
     assert config.load(path) == cfg
-    assert set(yaml.safe_load(path.read_text())) == {"task", "env", "model", "train", "evaluate", "export",
-                                                       "distribute"}
+    assert set(yaml.safe_load(path.read_text())) == {
+        "task",
+        "env",
+        "model",
+        "train",
+        "evaluate",
+        "export",
+        "distribute",
+    }
 
 
 def test_driver_exits_2_before_any_work(tmp_path):
@@ -112,8 +136,9 @@ def test_driver_exits_2_before_any_work(tmp_path):
     assert result.returncode == 2
     assert "train.clip_ratio" in result.stderr and ">" in result.stderr
     assert not (tmp_path / "run").exists(), "a config error must not leave a run directory behind"
-    result = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "run",
-                        "--set", "train.num_epochs=zero")
+    result = run_driver(
+        "run", REPO / "configs" / "cartpole.yaml", "--run-dir", tmp_path / "run", "--set", "train.num_epochs=zero"
+    )
     assert result.returncode == 2 and "train.num_epochs" in result.stderr
     result = run_driver("run", tmp_path / "missing.yaml")
     assert result.returncode == 2 and "missing.yaml" in result.stderr

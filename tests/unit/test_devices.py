@@ -17,8 +17,13 @@ def expected_device() -> str:
 
 def test_learner_variables_and_optimizer_slots_sit_on_the_default_device():
     expected = expected_device()
-    cfg = config.from_dict({"env": {"num_envs": 2}, "model": {"actor_layers": [8], "value_layers": [8]},
-                            "train": {"rollout_steps": 4, "num_epochs": 1}})
+    cfg = config.from_dict(
+        {
+            "env": {"num_envs": 2},
+            "model": {"actor_layers": [8], "value_layers": [8]},
+            "train": {"rollout_steps": 4, "num_epochs": 1},
+        }
+    )
     env = envs.make_vector_env(cfg.env)
     learner = PPOLearner(cfg, envs.spaces_of(env))
     learner.train_on_rollout(Collector(env, learner, 1.0, envs.episode_seeds(0, 2)).collect(4).arrays())

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline.core import config, distribute
+from pipeline.core.launch import free_ports, tf_config
 from pipeline.core.sections import DistributeConfig
 from pipeline.gym import envs
-from pipeline.core.launch import free_ports, tf_config
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import Collector
 from tests.conftest import REPO
@@ -21,10 +21,18 @@ from tests.distributed_update import train
 
 # Minibatches (shuffled), observation normalisation and a gradient clip that binds: the three places where
 # replicas drift from one device unless statistics and norms are global (../shared/STACK.md).
-SETTINGS = {"env": {"num_envs": 4, "seed": 3},
-            "model": {"actor_layers": [16], "value_layers": [16]},
-            "train": {"rollout_steps": 16, "num_epochs": 3, "num_minibatches": 2, "learning_rate": 3e-3,
-                      "max_grad_norm": 0.05, "normalize_observations": True}}
+SETTINGS = {
+    "env": {"num_envs": 4, "seed": 3},
+    "model": {"actor_layers": [16], "value_layers": [16]},
+    "train": {
+        "rollout_steps": 16,
+        "num_epochs": 3,
+        "num_minibatches": 2,
+        "learning_rate": 3e-3,
+        "max_grad_norm": 0.05,
+        "normalize_observations": True,
+    },
+}
 
 
 def one_device_and_rollout(tmp_path):
@@ -39,19 +47,35 @@ def updated_elsewhere(tmp_path, distribute_settings: dict, workers: int = 1) -> 
     """tests.distributed_update's results, from `workers` processes (a cluster on loopback when more than one)."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**SETTINGS, "distribute": distribute_settings}))
     ports = free_ports(workers)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "tests.distributed_update", str(tmp_path / "config.yaml"), str(tmp_path / "rollout.npz"),
-         str(tmp_path / f"out{i}.npz"), "2"], cwd=REPO,
-        env={**os.environ, **({"TF_CONFIG": tf_config(ports, i)} if workers > 1 else {})}) for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.distributed_update",
+                str(tmp_path / "config.yaml"),
+                str(tmp_path / "rollout.npz"),
+                str(tmp_path / f"out{i}.npz"),
+                "2",
+            ],
+            cwd=REPO,
+            env={**os.environ, **({"TF_CONFIG": tf_config(ports, i)} if workers > 1 else {})},
+        )
+        for i in range(workers)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0
     return [dict(np.load(tmp_path / f"out{i}.npz")) for i in range(workers)]
 
 
-@pytest.mark.parametrize("workers, settings, replica_devices", [
-    (1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),  # one host: a copy on each replica
-    (2, {"strategy": "multi_worker"}, ["CPU:0"]),                          # two workers on loopback, one CPU each
-], ids=["mirrored-2-replicas", "multi-worker-2-workers"])
+@pytest.mark.parametrize(
+    "workers, settings, replica_devices",
+    [
+        (1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),  # one host: a copy on each replica
+        (2, {"strategy": "multi_worker"}, ["CPU:0"]),  # two workers on loopback, one CPU each
+    ],
+    ids=["mirrored-2-replicas", "multi-worker-2-workers"],
+)
 def test_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings, replica_devices):
     cfg, one_device = one_device_and_rollout(tmp_path)
     results = updated_elsewhere(tmp_path, settings, workers)
@@ -64,9 +88,13 @@ def test_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings, r
     assert any(k.startswith("norm_") for k in one_device)
     assert one_device["stat_grad_norm"] > SETTINGS["train"]["max_grad_norm"]  # the clip bound every step
     assert one_device["stat_n_updates"] == 2 * 3 * 2
-    moved = [np.abs(v - w).max() for v, w in zip(
-        (one_device[k] for k in sorted(one_device) if k.startswith("var_")),
-        PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env))).variables_to_train)]
+    moved = [
+        np.abs(v - w).max()
+        for v, w in zip(
+            (one_device[k] for k in sorted(one_device) if k.startswith("var_")),
+            PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env))).variables_to_train,
+        )
+    ]
     assert max(moved) > 1e-3  # the updates changed the weights: equal results are not both untouched
     for key, value in one_device.items():
         np.testing.assert_allclose(replicated[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
@@ -78,8 +106,9 @@ def test_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings, r
 def test_auto_picks_one_device_without_a_cluster_or_gpus(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert distribute.chosen(DistributeConfig()) == "none"
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
-                                    '"task": {"type": "worker", "index": 0}}')
+    monkeypatch.setenv(
+        "TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}'
+    )
     assert distribute.chosen(DistributeConfig()) == "multi_worker"
     assert distribute.chosen(DistributeConfig(strategy="none")) == "none"
 
@@ -95,13 +124,33 @@ def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():
 # a clip that binds; top-k sampling (its kept sets ride along with the rollout); LoRA adapters on the policy and
 # on a separate value model (made under the strategy's scope), XLA-compiled gradients. Then a reward model's epoch
 # on pairs only the chief holds (tests.distributed_lm_update).
-LM_SETTINGS = {"task": "lm", "data": {"sequence_length": 16, "prompt_tokens": 4},
-               "model": {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
-                         "max_sequence_length": 16, "lora_rank": 2},
-               "ppo": {"batch_size": 8, "max_new_tokens": 6, "num_epochs": 2, "num_minibatches": 2, "top_k": 8,
-                       "gradient_accumulation_steps": 2, "learning_rate": 3e-3, "max_grad_norm": 0.05,
-                       "whiten_rewards": True, "adaptive_kl_target": 0.01, "value_model": "separate",
-                       "jit_generation": False, "jit_update": True}}
+LM_SETTINGS = {
+    "task": "lm",
+    "data": {"sequence_length": 16, "prompt_tokens": 4},
+    "model": {
+        "num_layers": 2,
+        "num_heads": 2,
+        "hidden_dim": 32,
+        "intermediate_dim": 64,
+        "max_sequence_length": 16,
+        "lora_rank": 2,
+    },
+    "ppo": {
+        "batch_size": 8,
+        "max_new_tokens": 6,
+        "num_epochs": 2,
+        "num_minibatches": 2,
+        "top_k": 8,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 3e-3,
+        "max_grad_norm": 0.05,
+        "whiten_rewards": True,
+        "adaptive_kl_target": 0.01,
+        "value_model": "separate",
+        "jit_generation": False,
+        "jit_update": True,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +167,12 @@ def lm_one_device(tmp_path_factory):
     learner = learner_for(cfg)
     sequences = learner.generate(prompts, prompt_lengths=prompt_lengths)
     responses = lm_lib.responses(sequences, prompt_lengths, cfg.ppo.max_new_tokens)
-    samples = {"sequences": sequences, "mask": lm_lib.response_mask(responses, VOCABULARY - 1).numpy(),
-               "scores": rng.normal(size=8).astype(np.float32), "prompt_lengths": prompt_lengths}
+    samples = {
+        "sequences": sequences,
+        "mask": lm_lib.response_mask(responses, VOCABULARY - 1).numpy(),
+        "scores": rng.normal(size=8).astype(np.float32),
+        "prompt_lengths": prompt_lengths,
+    }
     assert 0 < samples["mask"].sum() < samples["mask"].size  # some responses ended early: masks matter
     path = tmp_path_factory.mktemp("lm_samples") / "samples.npz"
     np.savez(path, **samples)
@@ -131,10 +184,22 @@ def lm_updated_elsewhere(tmp_path, samples_path, settings: dict, workers: int) -
     """tests.distributed_lm_update's results, from `workers` processes (a cluster on loopback when more than one)."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**LM_SETTINGS, "distribute": settings}))
     ports = free_ports(workers)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "tests.distributed_lm_update", str(tmp_path / "config.yaml"), str(samples_path),
-         str(tmp_path / f"out{i}.npz"), "2"], cwd=REPO,
-        env={**os.environ, **({"TF_CONFIG": tf_config(ports, i)} if workers > 1 else {})}) for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.distributed_lm_update",
+                str(tmp_path / "config.yaml"),
+                str(samples_path),
+                str(tmp_path / f"out{i}.npz"),
+                "2",
+            ],
+            cwd=REPO,
+            env={**os.environ, **({"TF_CONFIG": tf_config(ports, i)} if workers > 1 else {})},
+        )
+        for i in range(workers)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0
     return [dict(np.load(tmp_path / f"out{i}.npz")) for i in range(workers)]
@@ -153,8 +218,10 @@ def test_lm_replicas_take_the_steps_one_device_takes_and_each_samples_its_share(
     # The reward model: both steps moved it (the pairs each worker trained on are the chief's, broadcast).
     assert one_device["rm_moved"] > 1e-3 and len(one_device["rm_loss"]) == 2
     steps = []
-    for workers, settings, replica_devices in ((1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),
-                                               (2, {"strategy": "multi_worker"}, ["CPU:0"])):
+    for workers, settings, replica_devices in (
+        (1, {"strategy": "mirrored", "cpu_replicas": 2}, ["CPU:0", "CPU:1"]),
+        (2, {"strategy": "multi_worker"}, ["CPU:0"]),
+    ):
         (tmp_path / str(workers)).mkdir()
         results = lm_updated_elsewhere(tmp_path / str(workers), samples_path, settings, workers)
         for replicated in results:
@@ -164,8 +231,13 @@ def test_lm_replicas_take_the_steps_one_device_takes_and_each_samples_its_share(
         for key, value in one_device.items():
             np.testing.assert_allclose(replicated[key], value, rtol=1e-5, atol=1e-5, err_msg=f"{settings}: {key}")
         for other in results[1:]:  # every worker holds the same batch and weights after a step of its own
-            for key in ("step_sequences", "step_scores", "kl_coef", "rm_pairs",
-                        *(k for k in replicated if k.startswith(("step_var_", "rm_var_")))):
+            for key in (
+                "step_sequences",
+                "step_scores",
+                "kl_coef",
+                "rm_pairs",
+                *(k for k in replicated if k.startswith(("step_var_", "rm_var_"))),
+            ):
                 np.testing.assert_array_equal(other[key], replicated[key], err_msg=key)
         assert len(replicated["step_sequences"]) == 8
         steps.append(replicated)

@@ -11,8 +11,11 @@ from models import lm as lm_lib
 from pipeline.lm import data
 from pipeline.lm.sft import SFTTrainer
 
-SUBJECTS, VERBS, OBJECTS = ["the cat", "a dog", "my friend", "the bird"], ["sees", "likes", "finds"], \
-    ["the mat", "a ball", "the moon", "some bread"]
+SUBJECTS, VERBS, OBJECTS = (
+    ["the cat", "a dog", "my friend", "the bird"],
+    ["sees", "likes", "finds"],
+    ["the mat", "a ball", "the moon", "some bread"],
+)
 
 
 def sentences(n: int, seed: int) -> list[str]:
@@ -59,8 +62,14 @@ def test_sft_lowers_validation_perplexity(tmp_path):
     tokenizer = data.train_tokenizer(sentences(500, seed=1), vocabulary_size=300, out_dir=tmp_path / "tok")
     train_ids, train_mask = data.encode_documents(tokenizer, sentences(512, seed=2), sequence_length=16)
     val_ids, val_mask = data.encode_documents(tokenizer, sentences(64, seed=3), sequence_length=16)
-    size = lm_lib.LMSize(vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2, hidden_dim=32,
-                         intermediate_dim=64, max_sequence_length=16)
+    size = lm_lib.LMSize(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=16,
+    )
     trainer = SFTTrainer(lm_lib.build_causal_lm(size), learning_rate=3e-3, jit_compile=False)
     before = trainer.perplexity(val_ids, val_mask)
     for _ in range(3):
@@ -73,8 +82,11 @@ def test_sft_lowers_validation_perplexity(tmp_path):
 def test_sft_stops_on_a_non_finite_loss_or_gradient():
     from pipeline.core.guards import NonFiniteError
 
-    lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16,
-                                              intermediate_dim=32, max_sequence_length=8))
+    lm = lm_lib.build_causal_lm(
+        lm_lib.LMSize(
+            vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=8
+        )
+    )
     trainer = SFTTrainer(lm, learning_rate=1e30, jit_compile=False)
     ids, mask = np.arange(16, dtype=np.int32).reshape(2, 8) % 32, np.ones((2, 8), np.int32)
     with pytest.raises(NonFiniteError, match="sft"):
@@ -89,6 +101,6 @@ def test_prompt_files_are_encoded_right_padded_and_too_long_or_empty_ones_left_o
     assert dropped == 2  # the long one and the empty one
     lengths = data.prompt_lengths(ids, tokenizer.end_token_id)
     assert [str(tokenizer.detokenize(row[:n])) for row, n in zip(ids, lengths)] == ["the cat", "a dog sees"]
-    assert ids.shape[1] == lengths.max() and (ids[0, lengths[0]:] == tokenizer.end_token_id).all()
+    assert ids.shape[1] == lengths.max() and (ids[0, lengths[0] :] == tokenizer.end_token_id).all()
     with_start, _ = data.encode_prompts(tokenizer, ["the cat", ""], max_tokens=6, start_id=5)
-    assert with_start.tolist() == [[5] + ids[0, :lengths[0]].tolist()]  # a start token alone is no prompt
+    assert with_start.tolist() == [[5] + ids[0, : lengths[0]].tolist()]  # a start token alone is no prompt

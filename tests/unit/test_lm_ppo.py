@@ -13,8 +13,9 @@ from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
 from tests.greedy import TIE_TOLERANCE, assert_near_greedy
 
-SIZE = lm_lib.LMSize(vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
-                     max_sequence_length=16)
+SIZE = lm_lib.LMSize(
+    vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+)
 TARGET = 5
 
 
@@ -24,19 +25,30 @@ def target_token_rate(prompts, responses):
 
 def make(eos_id=None, precision="float32", **settings):
     """XLA off unless asked: compiling costs seconds per learner and the tests build several."""
-    defaults = dict(max_new_tokens=8, learning_rate=3e-3, num_epochs=4, kl_coef=0.01, jit_generation=False,
-                    jit_update=False)
-    return LMPPOLearner(lm_lib.build_causal_lm(SIZE, seed=0, precision=precision),
-                        LMPPOConfig(**{**defaults, **settings}), eos_id, seed=0)
+    defaults = dict(
+        max_new_tokens=8, learning_rate=3e-3, num_epochs=4, kl_coef=0.01, jit_generation=False, jit_update=False
+    )
+    return LMPPOLearner(
+        lm_lib.build_causal_lm(SIZE, seed=0, precision=precision),
+        LMPPOConfig(**{**defaults, **settings}),
+        eos_id,
+        seed=0,
+    )
 
 
 def prompts(rng, batch=32):
     return rng.integers(0, SIZE.vocabulary_size, size=(batch, 4))
 
 
-@pytest.mark.parametrize("jit, options", [
-    (True, {}), (False, {}), (False, {"top_k": 4, "top_p": 0.8}),
-    (False, {"value_model": "separate", "gradient_accumulation_steps": 2, "precision": "mixed_bfloat16"})])
+@pytest.mark.parametrize(
+    "jit, options",
+    [
+        (True, {}),
+        (False, {}),
+        (False, {"top_k": 4, "top_p": 0.8}),
+        (False, {"value_model": "separate", "gradient_accumulation_steps": 2, "precision": "mixed_bfloat16"}),
+    ],
+)
 def test_kl_is_zero_and_first_ratio_one_before_any_update(jit, options):
     learner = make(num_minibatches=4, jit_generation=jit, jit_update=jit, **options)
     stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
@@ -74,20 +86,32 @@ def test_adaptive_kl_coefficient_moves_toward_its_target():
 def tiny(backbone_cls, causal_lm_cls, **extra):
     """A tiny model of a family of models/checkpoints.py's SUPPORTED, from its constructor (rotary positions,
     grouped-query attention: 4 query heads over 2 key/value heads)."""
+
     def build(seed=3):
         keras.utils.set_random_seed(seed)
-        backbone = backbone_cls(vocabulary_size=SIZE.vocabulary_size, num_layers=2, num_query_heads=4,
-                                num_key_value_heads=2, hidden_dim=32, intermediate_dim=64, **extra)
+        backbone = backbone_cls(
+            vocabulary_size=SIZE.vocabulary_size,
+            num_layers=2,
+            num_query_heads=4,
+            num_key_value_heads=2,
+            hidden_dim=32,
+            intermediate_dim=64,
+            **extra,
+        )
         return causal_lm_cls(backbone=backbone, preprocessor=None)
+
     return build
 
 
 llama = tiny(keras_hub.models.Llama3Backbone, keras_hub.models.Llama3CausalLM)
-ARCHITECTURES = {"gpt2": lambda: lm_lib.build_causal_lm(SIZE, seed=3), "llama": llama,
-                 "llama2": tiny(keras_hub.models.LlamaBackbone, keras_hub.models.LlamaCausalLM),
-                 "mistral": tiny(keras_hub.models.MistralBackbone, keras_hub.models.MistralCausalLM),
-                 "qwen2": tiny(keras_hub.models.QwenBackbone, keras_hub.models.QwenCausalLM),
-                 "qwen3": tiny(keras_hub.models.Qwen3Backbone, keras_hub.models.Qwen3CausalLM, head_dim=8)}
+ARCHITECTURES = {
+    "gpt2": lambda: lm_lib.build_causal_lm(SIZE, seed=3),
+    "llama": llama,
+    "llama2": tiny(keras_hub.models.LlamaBackbone, keras_hub.models.LlamaCausalLM),
+    "mistral": tiny(keras_hub.models.MistralBackbone, keras_hub.models.MistralCausalLM),
+    "qwen2": tiny(keras_hub.models.QwenBackbone, keras_hub.models.QwenCausalLM),
+    "qwen3": tiny(keras_hub.models.Qwen3Backbone, keras_hub.models.Qwen3CausalLM, head_dim=8),
+}
 # (architecture, keras-hub's generic cache path): GPT-2 both ways, the others through keras-hub's.
 DECODERS = [("gpt2", False), ("gpt2", True), ("llama", False)]
 ALL_DECODERS = DECODERS + [(name, False) for name in ("llama2", "mistral", "qwen2", "qwen3")]
@@ -95,13 +119,14 @@ ALL_DECODERS = DECODERS + [(name, False) for name in ("llama2", "mistral", "qwen
 
 def cached_logits(lm, sequences, prompt_length: int, generic: bool):
     """[B, R, V] logits of each response position through the sampler's KV-cache decoder, teacher-forced."""
-    decoder = lm_lib._KerasHubDecoder if generic or not isinstance(lm, keras_hub.models.GPT2CausalLM) \
-        else lm_lib._Gpt2Decoder
+    decoder = (
+        lm_lib._KerasHubDecoder if generic or not isinstance(lm, keras_hub.models.GPT2CausalLM) else lm_lib._Gpt2Decoder
+    )
     sequences = tf.constant(sequences, tf.int32)
     cache, logits = decoder.start(lm, sequences[:, :prompt_length], sequences, tf.constant(prompt_length))
     out = [logits]
     for index in range(prompt_length, sequences.shape[1] - 1):
-        logits, cache = decoder.step(lm, sequences[:, index:index + 1], cache, tf.constant(index))
+        logits, cache = decoder.step(lm, sequences[:, index : index + 1], cache, tf.constant(index))
         out.append(logits)
     return tf.stack(out, axis=1).numpy()
 
@@ -113,13 +138,17 @@ def test_kv_cache_sampling_matches_full_forward_decoding(architecture, generic):
     # Greedy (temperature 0) and a tiny temperature: every token is the best under full forward passes (to a
     # near-tie: the two paths run other kernels), and the cached decode's log-probs are the full forward's.
     for temperature in (0.0, 1e-6):
-        cached = lm_lib.sample(policy, prompt, 8, temperature=temperature, seed=tf.constant([1, 2], tf.int64),
-                               generic_cache=generic).numpy()
+        cached = lm_lib.sample(
+            policy, prompt, 8, temperature=temperature, seed=tf.constant([1, 2], tf.int64), generic_cache=generic
+        ).numpy()
         logits = lm_lib.forward(policy, tf.constant(cached))[0].numpy()
         for row, row_logits in zip(cached, logits):
             assert_near_greedy(row_logits, row, start=4)
-    np.testing.assert_allclose(tf.nn.log_softmax(cached_logits(policy, cached, 4, generic)).numpy(),
-                               tf.nn.log_softmax(logits[:, 3:-1]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        tf.nn.log_softmax(cached_logits(policy, cached, 4, generic)).numpy(),
+        tf.nn.log_softmax(logits[:, 3:-1]).numpy(),
+        atol=1e-5,
+    )
     # The learner's LM head (the token embedding's reverse, over the backbone's output) is the model's own.
     own = policy({"token_ids": tf.constant(cached), "padding_mask": tf.ones_like(cached)}).numpy()
     np.testing.assert_allclose(logits, own, atol=1e-5)
@@ -161,8 +190,10 @@ def test_sampling_logits_keep_the_top_k_and_the_top_p_nucleus():
 
 def test_draw_follows_the_softmax_and_never_draws_a_filtered_token():
     probs = np.array([0.1, 0.0, 0.6, 0.0, 0.3])  # 0.0: filtered, as sampling_logits leaves them
-    logits = tf.constant(np.where(probs > 0, np.log(np.maximum(probs, 1e-30)), lm_lib.FILTERED_LOGIT)[None].repeat(
-        4000, axis=0), tf.float32)
+    logits = tf.constant(
+        np.where(probs > 0, np.log(np.maximum(probs, 1e-30)), lm_lib.FILTERED_LOGIT)[None].repeat(4000, axis=0),
+        tf.float32,
+    )
     drawn = lm_lib.draw(logits, tf.constant([3, 4], tf.int64)).numpy()
     counts = np.bincount(drawn, minlength=5) / len(drawn)
     assert counts[1] == counts[3] == 0
@@ -193,13 +224,14 @@ def test_right_padded_prompts_of_different_lengths_decode_as_if_alone(architectu
     rows = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
     padded = tf.constant([row + [0] * (5 - len(row)) for row in rows], tf.int32)
     seed = tf.constant([0, 0], tf.int64)
-    together = lm_lib.sample(policy, padded, 4, 0.0, seed, prompt_lengths=tf.constant([5, 2, 3]),
-                             generic_cache=generic).numpy()
+    together = lm_lib.sample(
+        policy, padded, 4, 0.0, seed, prompt_lengths=tf.constant([5, 2, 3]), generic_cache=generic
+    ).numpy()
     for row, out in zip(rows, together):
-        np.testing.assert_array_equal(out[:len(row)], row)  # each row keeps its own prompt
-        assert not out[len(row) + 4:].any()  # and gets 4 new tokens, not 4 past the longest prompt
+        np.testing.assert_array_equal(out[: len(row)], row)  # each row keeps its own prompt
+        assert not out[len(row) + 4 :].any()  # and gets 4 new tokens, not 4 past the longest prompt
         # Its continuation is its own prompt's greedy decode: the padding after a short prompt is not attended to.
-        own = out[:len(row) + 4]
+        own = out[: len(row) + 4]
         assert_near_greedy(lm_lib.forward(policy, tf.constant([own]))[0].numpy()[0], own, start=len(row))
 
 
@@ -221,7 +253,8 @@ def test_a_bfloat16_reference_holds_half_the_bytes_and_gives_a_near_zero_kl_at_t
     learner = make(reference_precision="bfloat16", num_epochs=1)
     assert {tf.as_dtype(v.dtype) for v in learner.reference.weights} == {tf.bfloat16}
     assert sum(v.numpy().nbytes for v in learner.reference.weights) * 2 == sum(
-        v.numpy().nbytes for v in learner.policy.weights)
+        v.numpy().nbytes for v in learner.policy.weights
+    )
     stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
     # The policy is the reference rounded to bfloat16: not 0 (the float32 reference's), but small.
     assert 0.0 < abs(stats["objective/kl"]) < 0.05 and stats["policy/first_ratio_max_deviation"] < 1e-5
@@ -238,13 +271,18 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
 
 # === Filtered sampling (top-k / top-p) over many updates ===
 
+
 def test_reference_is_scored_on_the_policys_kept_set_by_hand():
     """Policy logits [3, 2, 1, 0], reference [3, 0, 2, 1], top-k 2, token 1 sampled: the kept set is the policy's
     {0, 1}; log p = 2 - log(e^3 + e^2), log q = 0 - log(e^3 + e^0), so k1 = 1.7353 (the reference's own top-2,
     {0, 2}, does not hold token 1: scored under its own filter it would be ~1e9)."""
     from pipeline.lm import losses
 
-    policy, reference, token = tf.constant([[3.0, 2.0, 1.0, 0.0]]), tf.constant([[3.0, 0.0, 2.0, 1.0]]), tf.constant([1])
+    policy, reference, token = (
+        tf.constant([[3.0, 2.0, 1.0, 0.0]]),
+        tf.constant([[3.0, 0.0, 2.0, 1.0]]),
+        tf.constant([1]),
+    )
     kept = lm_lib.kept_tokens(policy, token, temperature=1.0, top_k=2)
     np.testing.assert_array_equal(kept.numpy(), [[True, True, False, False]])
     log_p = lm_lib.token_log_probs(policy, token, kept=kept)
@@ -273,6 +311,7 @@ def test_kl_and_policy_stats_stay_finite_over_many_updates_with_top_k_and_top_p(
 
 
 # === Token counts: gradient accumulation with EOS, EOS statistics ===
+
 
 def test_gradient_accumulation_with_eos_takes_the_same_step_as_the_whole_minibatch():
     """Rows end at their EOS, so micro-batches hold different numbers of tokens: each token must weigh the same
@@ -305,9 +344,13 @@ def test_eos_statistics_count_real_eos_tokens_not_the_fill_after_them():
     """`sample` stops once every row has its EOS and leaves zeros after; with EOS id 0 those zeros are not EOS
     tokens, and neither is an EOS a row sampled after its first."""
     learner = make(eos_id=0)
-    sampled = np.array([[1, 2, 3, 4, 6, 0, 7, 0, 0, 0, 0, 0],    # EOS, then a token and an EOS after it
-                        [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0],    # EOS first, then the fill
-                        [1, 2, 3, 4, 6, 7, 8, 9, 0, 0, 0, 0]])
+    sampled = np.array(
+        [
+            [1, 2, 3, 4, 6, 0, 7, 0, 0, 0, 0, 0],  # EOS, then a token and an EOS after it
+            [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0],  # EOS first, then the fill
+            [1, 2, 3, 4, 6, 7, 8, 9, 0, 0, 0, 0],
+        ]
+    )
     learner.generate = lambda prompt_ids, use_reference=False, prompt_lengths=None: sampled
     stats, _, _ = learner.step(sampled[:, :4], lambda p, r: np.zeros(len(r), np.float32))
     assert stats["val/num_eos_tokens"] == 3
@@ -328,7 +371,7 @@ def test_prompts_of_different_lengths_are_sampled_and_scored_each_as_if_alone():
     responses = lm_lib.responses(sequences, lengths, 8).numpy()
     for row, length in enumerate(lengths):
         np.testing.assert_array_equal(sequences[row, :length], padded[row, :length])
-        alone = sequences[row:row + 1, :length + 8]
+        alone = sequences[row : row + 1, : length + 8]
         np.testing.assert_array_equal(responses[row], alone[0, length:])
         own_policy, own_reference = learner.log_probs(alone, [length])
         np.testing.assert_allclose(policy[row], own_policy[0], atol=1e-5)
@@ -338,6 +381,7 @@ def test_prompts_of_different_lengths_are_sampled_and_scored_each_as_if_alone():
 
 
 # === Non-finite numbers stop training before anything is saved ===
+
 
 def test_a_non_finite_update_raises_instead_of_training_on():
     from pipeline.core.guards import NonFiniteError
@@ -351,11 +395,24 @@ def test_a_non_finite_update_raises_instead_of_training_on():
 
 # === Other architectures (keras-hub's own cache path) ===
 
+
 @pytest.mark.parametrize("value_model", ["shared", "separate"])
 def test_ppo_on_a_llama_policy_starts_at_the_reference_and_updates(value_model):
-    learner = LMPPOLearner(llama(), LMPPOConfig(max_new_tokens=8, learning_rate=3e-3, num_epochs=2, num_minibatches=2,
-                                                top_k=6, value_model=value_model, jit_generation=False,
-                                                jit_update=False), eos_id=None, seed=0)
+    learner = LMPPOLearner(
+        llama(),
+        LMPPOConfig(
+            max_new_tokens=8,
+            learning_rate=3e-3,
+            num_epochs=2,
+            num_minibatches=2,
+            top_k=6,
+            value_model=value_model,
+            jit_generation=False,
+            jit_update=False,
+        ),
+        eos_id=None,
+        seed=0,
+    )
     before = [v.numpy() for v in learner.policy.trainable_variables]
     stats, _, _ = learner.step(prompts(np.random.default_rng(0)), target_token_rate)
     assert stats["objective/kl"] == 0.0 and stats["policy/first_ratio_max_deviation"] < 1e-5

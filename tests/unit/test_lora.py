@@ -29,10 +29,12 @@ def pretrained_like():
 
 
 def make(**settings):
-    defaults = dict(max_new_tokens=8, learning_rate=1e-2, num_epochs=4, kl_coef=0.01, jit_generation=False,
-                    jit_update=False)
-    return LMPPOLearner(pretrained_like(), LMPPOConfig(**{**defaults, **settings}), eos_id=None, seed=0,
-                        adapters=ADAPTERS)
+    defaults = dict(
+        max_new_tokens=8, learning_rate=1e-2, num_epochs=4, kl_coef=0.01, jit_generation=False, jit_update=False
+    )
+    return LMPPOLearner(
+        pretrained_like(), LMPPOConfig(**{**defaults, **settings}), eos_id=None, seed=0, adapters=ADAPTERS
+    )
 
 
 def outputs(lm, ids):
@@ -77,8 +79,11 @@ def test_lora_ppo_moves_only_adapters_and_value_head_keeps_the_reference_and_lea
     assert np.mean([s["objective/scores"] for s in stats[-5:]]) > 0.6, [s["objective/scores"] for s in stats]
     for path, value in frozen.items():
         np.testing.assert_array_equal(_variable(learner.policy, path), value)
-    assert all((v.numpy() != adapters_before[p]).any() for p, v in lora.adapter_variables(learner.policy).items()
-               if p.endswith("lora_kernel_b"))
+    assert all(
+        (v.numpy() != adapters_before[p]).any()
+        for p, v in lora.adapter_variables(learner.policy).items()
+        if p.endswith("lora_kernel_b")
+    )
     assert any((v.numpy() != b).any() for v, b in zip(learner.value_head.weights, head_before))
     policy_after, reference_after = learner.log_probs(fixed, FOUR)
     np.testing.assert_array_equal(reference_after, reference_before)  # the reference did not train

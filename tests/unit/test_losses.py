@@ -44,7 +44,8 @@ def test_token_gae_by_hand():
 def test_policy_loss_by_hand():
     logprobs = tf.constant([[math.log(1.5), math.log(0.5), 0.0]])
     loss, clipfrac, approxkl, ratio = losses.policy_loss(
-        logprobs, tf.zeros([1, 3]), tf.constant([[1.0, 1.0, -1.0]]), tf.ones([1, 3]), clip_ratio=0.2)
+        logprobs, tf.zeros([1, 3]), tf.constant([[1.0, 1.0, -1.0]]), tf.ones([1, 3]), clip_ratio=0.2
+    )
     assert float(loss) == pytest.approx((-1.2 - 0.5 + 1.0) / 3, rel=1e-5)
     assert float(clipfrac) == pytest.approx(1 / 3, rel=1e-6)
     # k3 of each log ratio: (r - 1) - log r.
@@ -63,8 +64,9 @@ def test_ratio_is_exactly_one_and_loss_is_minus_mean_advantage_before_any_update
 def test_value_loss_by_hand():
     # v = 2, v_old = 1, R = 3: clipped to 1.5, errors 1 and 2.25 -> 2.25; v = 0, v_old = 1, R = 0: clipped to
     # 0.5, errors 0 and 0.25 -> 0.25. Mean, with no 1/2 (train.value_coef's convention).
-    loss, clipfrac = losses.value_loss(tf.constant([[2.0, 0.0]]), tf.constant([[1.0, 1.0]]),
-                                          tf.constant([[3.0, 0.0]]), tf.ones([1, 2]), value_clip=0.5)
+    loss, clipfrac = losses.value_loss(
+        tf.constant([[2.0, 0.0]]), tf.constant([[1.0, 1.0]]), tf.constant([[3.0, 0.0]]), tf.ones([1, 2]), value_clip=0.5
+    )
     assert float(loss) == pytest.approx((2.25 + 0.25) / 2, rel=1e-6)
     assert float(clipfrac) == 1.0
 
@@ -81,18 +83,26 @@ def test_masked_whiten():
 def test_losses_over_micro_batches_add_up_to_the_minibatch_mean():
     """Micro-batches hold different token counts (rows end at their EOS): each part divided by the minibatch's
     count adds up to the minibatch's mean; the mean of the parts' own means does not."""
-    logprobs, old = tf.constant([[-1.0, -2.0, -0.5], [-0.3, -1.1, -2.2]]), tf.constant([[-1.2, -1.9, -0.7],
-                                                                                           [-0.2, -1.0, -2.5]])
-    advantages, mask = tf.constant([[1.0, -0.5, 2.0], [0.3, 0.7, -1.0]]), tf.constant([[1.0, 0.0, 0.0],
-                                                                                       [1.0, 1.0, 1.0]])
+    logprobs, old = (
+        tf.constant([[-1.0, -2.0, -0.5], [-0.3, -1.1, -2.2]]),
+        tf.constant([[-1.2, -1.9, -0.7], [-0.2, -1.0, -2.5]]),
+    )
+    advantages, mask = (
+        tf.constant([[1.0, -0.5, 2.0], [0.3, 0.7, -1.0]]),
+        tf.constant([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]),
+    )
     whole = losses.policy_loss(logprobs, old, advantages, mask, 0.2)
     count = tf.reduce_sum(mask)
-    parts = [losses.policy_loss(logprobs[i:i + 1], old[i:i + 1], advantages[i:i + 1], mask[i:i + 1], 0.2, count)
-             for i in range(2)]
+    parts = [
+        losses.policy_loss(logprobs[i : i + 1], old[i : i + 1], advantages[i : i + 1], mask[i : i + 1], 0.2, count)
+        for i in range(2)
+    ]
     for k in range(4):
         assert float(parts[0][k] + parts[1][k]) == pytest.approx(float(whole[k]), rel=1e-6)
-    own_means = [losses.policy_loss(logprobs[i:i + 1], old[i:i + 1], advantages[i:i + 1], mask[i:i + 1], 0.2)[0]
-                 for i in range(2)]
+    own_means = [
+        losses.policy_loss(logprobs[i : i + 1], old[i : i + 1], advantages[i : i + 1], mask[i : i + 1], 0.2)[0]
+        for i in range(2)
+    ]
     assert float(own_means[0] + own_means[1]) / 2 != pytest.approx(float(whole[0]), rel=1e-3)
 
 
@@ -102,6 +112,6 @@ def test_adaptive_kl_coefficient_moves_toward_target():
     # A toy system whose KL falls as the coefficient rises settles near the target.
     coef = 0.01
     for _ in range(3000):
-        kl = 0.6 / coef ** 0.5 * 0.1
+        kl = 0.6 / coef**0.5 * 0.1
         coef = losses.adaptive_kl_coef(coef, kl, 0.3, 1000, 64)
-    assert 0.6 / coef ** 0.5 * 0.1 == pytest.approx(0.3, rel=0.05)
+    assert 0.6 / coef**0.5 * 0.1 == pytest.approx(0.3, rel=0.05)

@@ -11,10 +11,19 @@ from pipeline.gym.rollout import Collector
 
 
 def update(target_kl):
-    cfg = config.from_dict({"env": {"num_envs": 4},
-                            "model": {"actor_layers": [16], "value_layers": [16]},
-                            "train": {"rollout_steps": 16, "num_epochs": 5, "num_minibatches": 4,
-                                      "learning_rate": 3e-3, "target_kl": target_kl}})
+    cfg = config.from_dict(
+        {
+            "env": {"num_envs": 4},
+            "model": {"actor_layers": [16], "value_layers": [16]},
+            "train": {
+                "rollout_steps": 16,
+                "num_epochs": 5,
+                "num_minibatches": 4,
+                "learning_rate": 3e-3,
+                "target_kl": target_kl,
+            },
+        }
+    )
     env = envs.make_vector_env(cfg.env)
     learner = PPOLearner(cfg, envs.spaces_of(env))
     rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 4)).collect(16)

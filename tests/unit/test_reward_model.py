@@ -14,8 +14,9 @@ from models import reward_model as rm_lib
 from pipeline.lm import preferences as prefs_lib
 from pipeline.lm.reward_training import RewardTrainer, bradley_terry_loss, pair_accuracy
 
-SIZE = lm_lib.LMSize(vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
-                     max_sequence_length=16)
+SIZE = lm_lib.LMSize(
+    vocabulary_size=16, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+)
 MARKER = 7
 
 
@@ -58,16 +59,19 @@ def synthetic_pairs(n: int, seed: int, length: int = 10) -> prefs_lib.Preference
 
 def test_pair_accuracy_well_above_chance_on_a_separable_set():
     train, held_out = synthetic_pairs(640, seed=0).split(0.2, seed=0)
-    trainer = RewardTrainer(rm_lib.from_sft(lm_lib.build_causal_lm(SIZE, seed=0)), learning_rate=3e-3,
-                            jit_compile=False)
+    trainer = RewardTrainer(
+        rm_lib.from_sft(lm_lib.build_causal_lm(SIZE, seed=0)), learning_rate=3e-3, jit_compile=False
+    )
     loss_before, _ = trainer.evaluate(held_out)
     losses = [loss for epoch in range(4) for loss in trainer.train_epoch(train, batch_size=32, seed=epoch)]
     loss_after, accuracy = trainer.evaluate(held_out)
     assert accuracy >= 0.9, (accuracy, losses[::8])
     assert loss_after < loss_before and np.mean(losses[-5:]) < np.mean(losses[:5])
     # Normalising shifts and scales every reward alike: the ranking (and so the accuracy) is unchanged.
-    ids, mask = np.concatenate([train.chosen_ids, train.rejected_ids]), np.concatenate([train.chosen_mask,
-                                                                                       train.rejected_mask])
+    ids, mask = (
+        np.concatenate([train.chosen_ids, train.rejected_ids]),
+        np.concatenate([train.chosen_mask, train.rejected_mask]),
+    )
     trainer.normalise(ids, mask)
     normalised = trainer.rewards(ids, mask)
     assert abs(normalised.mean()) < 1e-4 and normalised.std() == pytest.approx(1.0, abs=1e-3)
@@ -80,14 +84,21 @@ def test_a_reward_model_on_a_llama_backbone_leaves_its_untied_lm_head_alone_and_
     import keras_hub
 
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.Llama3Backbone(vocabulary_size=SIZE.vocabulary_size, num_layers=1, num_query_heads=2,
-                                               num_key_value_heads=1, hidden_dim=16, intermediate_dim=32)
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=SIZE.vocabulary_size,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+    )
     model = rm_lib.from_sft(keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None))
     head = model.backbone.token_embedding.reverse_embeddings
     assert any(v is head for v in model.trainable_variables)
     before = [v.numpy() for v in model.trainable_variables]
-    losses = RewardTrainer(model, learning_rate=3e-3, jit_compile=False).train_epoch(synthetic_pairs(16, seed=0),
-                                                                                      batch_size=8, seed=0)
+    losses = RewardTrainer(model, learning_rate=3e-3, jit_compile=False).train_epoch(
+        synthetic_pairs(16, seed=0), batch_size=8, seed=0
+    )
     assert len(losses) == 2 and np.isfinite(losses).all()
     np.testing.assert_array_equal(head.numpy(), before[[v is head for v in model.trainable_variables].index(True)])
     assert max(np.abs(v.numpy() - b).max() for v, b in zip(model.trainable_variables, before)) > 1e-4
@@ -119,15 +130,13 @@ def test_sample_ranked_collects_untied_pairs_repeatably():
         return (responses == 1).sum(axis=1).astype(np.float32)
 
     prompts = np.arange(20).reshape(10, 2)
-    ranked = prefs_lib.sample_ranked(generate, marker_count, prompts, wanted=12, batch_size=8, seed=0,
-                                     max_prompts=100)
+    ranked = prefs_lib.sample_ranked(generate, marker_count, prompts, wanted=12, batch_size=8, seed=0, max_prompts=100)
     assert len(ranked.prompts) == 12 and ranked.sampled >= 16 and ranked.sampled % 8 == 0
     assert (ranked.chosen_scores > ranked.rejected_scores).all()
     np.testing.assert_array_equal(marker_count(None, ranked.chosen), ranked.chosen_scores)
     again = prefs_lib.sample_ranked(generate, marker_count, prompts, wanted=12, batch_size=8, seed=0, max_prompts=100)
     np.testing.assert_array_equal(again.chosen, ranked.chosen)
-    capped = prefs_lib.sample_ranked(generate, marker_count, prompts, wanted=1000, batch_size=8, seed=0,
-                                     max_prompts=24)
+    capped = prefs_lib.sample_ranked(generate, marker_count, prompts, wanted=1000, batch_size=8, seed=0, max_prompts=24)
     assert capped.sampled == 24 and len(capped.prompts) <= 24
     pairs = ranked.token_pairs(eos_id=0)
     assert pairs.chosen_ids.shape == (12, 5) and pairs.rejected_mask.shape == (12, 5)
@@ -140,8 +149,10 @@ def test_preference_file_round_trips_and_errors_name_file_line_and_key(tmp_path)
     assert prefs_lib.read_preferences(path) == good  # the scores written beside them are ignored
     assert json.loads(path.read_text().splitlines()[0])["chosen_score"] == pytest.approx(0.9)
     for text, fragment in [
-        ('{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": "b"}\n',
-         r"prefs.jsonl:3: missing key 'rejected'"),
+        (
+            '{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": "b"}\n',
+            r"prefs.jsonl:3: missing key 'rejected'",
+        ),
         ('{"prompt": "a", "chosen": "b", "rejected": "c"}\nnot json\n', r"prefs.jsonl:2: not JSON"),
         ('{"prompt": "a", "chosen": 1, "rejected": "c"}\n', r"prefs.jsonl:1: 'chosen' must be a string"),
         ('["a", "b", "c"]\n', r"prefs.jsonl:1: expected a JSON object"),
@@ -161,15 +172,15 @@ def test_preferences_encode_to_equal_length_token_pairs(tmp_path):
     pairs = prefs_lib.encode(tokenizer, [prefs_lib.Preference("the cat", " sees the moon.", " sees")], 12)
     assert pairs.chosen_ids.shape == pairs.rejected_ids.shape == (1, 12)
     assert pairs.chosen_mask.sum() > pairs.rejected_mask.sum()
-    assert tokenizer.detokenize(pairs.chosen_ids[0, :pairs.chosen_mask.sum() - 1]) == "the cat sees the moon."
+    assert tokenizer.detokenize(pairs.chosen_ids[0, : pairs.chosen_mask.sum() - 1]) == "the cat sees the moon."
 
 
 def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_training(tmp_path):
     from pipeline.core import config
-    from pipeline.lm import data as data_lib
     from pipeline.core.rundir import RunDir
-    from pipeline.lm.stages import reward as reward_stage
+    from pipeline.lm import data as data_lib
     from pipeline.lm.data import LMData
+    from pipeline.lm.stages import reward as reward_stage
     from tests.lm_rewards import mentions_moon
 
     subjects, objects = ["the cat sees", "a dog likes", "my friend finds"], [" the moon.", " the mat.", " a ball."]
@@ -178,13 +189,33 @@ def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_train
     data = LMData(tokenizer, ids, mask, ids, mask, ids[:, :2], ids[:, :2])
     prefs = [prefs_lib.Preference(s, " the moon.", o) for s in subjects for o in objects[1:]] * 16
     prefs_lib.write_preferences(tmp_path / "prefs.jsonl", prefs, [1.0] * len(prefs), [0.0] * len(prefs))
-    cfg = config.from_dict({"task": "lm", "data": {"sequence_length": 12, "prompt_tokens": 2},
-                            "model": {"max_sequence_length": 12}, "ppo": {"max_new_tokens": 8}, "reward": {
-        "function": "tests.lm_rewards:mentions_moon", "kind": "learned", "preferences": str(tmp_path / "prefs.jsonl"),
-        "learning_rate": 3e-3, "batch_size": 16, "validation_fraction": 0.25, "jit_compile": False}})
-    sft_lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1,
-                                                  num_heads=2, hidden_dim=32, intermediate_dim=64,
-                                                  max_sequence_length=12))
+    cfg = config.from_dict(
+        {
+            "task": "lm",
+            "data": {"sequence_length": 12, "prompt_tokens": 2},
+            "model": {"max_sequence_length": 12},
+            "ppo": {"max_new_tokens": 8},
+            "reward": {
+                "function": "tests.lm_rewards:mentions_moon",
+                "kind": "learned",
+                "preferences": str(tmp_path / "prefs.jsonl"),
+                "learning_rate": 3e-3,
+                "batch_size": 16,
+                "validation_fraction": 0.25,
+                "jit_compile": False,
+            },
+        }
+    )
+    sft_lm = lm_lib.build_causal_lm(
+        lm_lib.LMSize(
+            vocabulary_size=tokenizer.vocabulary_size(),
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=32,
+            intermediate_dim=64,
+            max_sequence_length=12,
+        )
+    )
     run_dir = RunDir(tmp_path / "run")
     rewards, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, mentions_moon)
     assert metrics["reward.pairs"] == len(prefs) and metrics["reward.pair_accuracy"] >= 0.9, metrics
@@ -204,8 +235,11 @@ def test_reward_model_training_stops_on_a_non_finite_loss_or_gradient():
     from pipeline.core.guards import NonFiniteError
     from pipeline.lm.reward_training import RewardTrainer
 
-    lm = lm_lib.build_causal_lm(lm_lib.LMSize(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16,
-                                              intermediate_dim=32, max_sequence_length=6))
+    lm = lm_lib.build_causal_lm(
+        lm_lib.LMSize(
+            vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=6
+        )
+    )
     trainer = RewardTrainer(rm_lib.from_sft(lm), learning_rate=1e30, jit_compile=False)
     ids = np.arange(48, dtype=np.int32).reshape(8, 6) % 32
     pairs = prefs_lib.PreferencePairs(ids, np.ones_like(ids), ids[::-1].copy(), np.ones_like(ids))

@@ -12,9 +12,13 @@ from pipeline.gym.rollout import Collector, GreedyEpisodes
 
 
 def make(max_episode_steps=None, num_envs=3):
-    cfg = config.from_dict({"env": {"num_envs": num_envs, "max_episode_steps": max_episode_steps},
-                            "model": {"actor_layers": [8], "value_layers": [8]},
-                            "train": {"rollout_steps": 12, "num_minibatches": 2}})
+    cfg = config.from_dict(
+        {
+            "env": {"num_envs": num_envs, "max_episode_steps": max_episode_steps},
+            "model": {"actor_layers": [8], "value_layers": [8]},
+            "train": {"rollout_steps": 12, "num_minibatches": 2},
+        }
+    )
     env = envs.make_vector_env(cfg.env)
     return cfg, env, PPOLearner(cfg, envs.spaces_of(env))
 
@@ -43,7 +47,9 @@ def test_truncation_bootstraps_from_the_final_observation_not_the_next_episode()
     np.testing.assert_allclose(rollout.next_observations, obs, rtol=1e-6)
 
     # The learner's advantage at a truncated step is exactly r + gamma V(final obs) - V(s): chain cut there.
-    v = lambda x: learner.value(np.asarray(x, np.float32).reshape(-1, 4)).numpy().reshape(np.shape(x)[:-1])
+    def v(x):
+        return learner.value(np.asarray(x, np.float32).reshape(-1, 4)).numpy().reshape(np.shape(x)[:-1])
+
     values, final_values = v(rollout.observations), v(rollout.final_observations)
     _, advantages = learner.train_on_rollout(rollout.arrays())
     advantages = advantages.numpy().reshape(12, 3)
@@ -71,8 +77,12 @@ def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
     """Each environment's first episode only: returns and lengths equal a plain Python loop's, run after run
     (the train loop reuses one object), with episodes of different lengths (an untrained CartPole policy fails
     at different steps) and Box actions."""
-    cfg = config.from_dict({"env": {"id": env_id, "num_envs": 4, "max_episode_steps": 30},
-                            "model": {"actor_layers": [8], "value_layers": [8]}})
+    cfg = config.from_dict(
+        {
+            "env": {"id": env_id, "num_envs": 4, "max_episode_steps": 30},
+            "model": {"actor_layers": [8], "value_layers": [8]},
+        }
+    )
     env = envs.make_vector_env(cfg.env)
     learner = PPOLearner(cfg, envs.spaces_of(env))
     runner = GreedyEpisodes(learner, 4)  # traced inside its loop first, as in training

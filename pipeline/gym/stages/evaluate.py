@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.gym import envs
 from pipeline.core import summaries
+from pipeline.core.rundir import RunDir
+from pipeline.gym import envs
 from pipeline.gym.config import GymConfig
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import GreedyEpisodes
-from pipeline.core.rundir import RunDir
 
 
 def greedy_episodes(cfg: GymConfig, runner: GreedyEpisodes, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,11 +24,17 @@ def greedy_episodes(cfg: GymConfig, runner: GreedyEpisodes, seed: int) -> tuple[
 
 def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
     returns, lengths = greedy_episodes(cfg, GreedyEpisodes(learner, cfg.evaluate.episodes), cfg.evaluate.seed)
-    metrics = {"eval.mean_return": float(returns.mean()), "eval.std_return": float(returns.std()),
-               "eval.min_return": float(returns.min()), "eval.max_return": float(returns.max()),
-               "eval.mean_length": float(lengths.mean()), "eval.episodes": int(len(returns))}
+    metrics = {
+        "eval.mean_return": float(returns.mean()),
+        "eval.std_return": float(returns.std()),
+        "eval.min_return": float(returns.min()),
+        "eval.max_return": float(returns.max()),
+        "eval.mean_length": float(lengths.mean()),
+        "eval.episodes": int(len(returns)),
+    }
     step = int(learner.counters.env_steps)
     with summaries.stage_writer(run_dir, "evaluate"):
-        summaries.write({k.replace("eval.", "eval/"): v for k, v in metrics.items()}, {"eval/returns": returns},
-                        step=step)
+        summaries.write(
+            {k.replace("eval.", "eval/"): v for k, v in metrics.items()}, {"eval/returns": returns}, step=step
+        )
     return metrics

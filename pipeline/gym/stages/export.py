@@ -21,11 +21,17 @@ def run(cfg: GymConfig, run_dir: RunDir, learner, checkpoint: str) -> dict:
     from export.gym_servable import PolicyServingModule
 
     def build():
-        return PolicyServingModule(learner.agent.policy, learner.agent.collect_policy,
-                                   learner.spaces.observation_shape, learner.spaces.discrete).save
+        return PolicyServingModule(
+            learner.agent.policy,
+            learner.agent.collect_policy,
+            learner.spaces.observation_shape,
+            learner.spaces.discrete,
+        ).save
+
     info = {"env_steps": int(learner.counters.env_steps), "env_id": cfg.env.id}
-    return publish.publish(cfg.export, run_dir, model_name(cfg), checkpoint, build, info,
-                           score=lambda version_dir: score(version_dir, cfg))
+    return publish.publish(
+        cfg.export, run_dir, model_name(cfg), checkpoint, build, info, score=lambda version_dir: score(version_dir, cfg)
+    )
 
 
 def score(version_dir: Path, cfg: GymConfig) -> float:

@@ -8,17 +8,22 @@ import tensorflow as tf
 
 from models.actor_critic import parameter_count
 from pipeline.core import distribute, summaries, warm_start
+from pipeline.core.rundir import RunDir
 from pipeline.gym.config import GymConfig
 from pipeline.gym.envs import Spaces
 from pipeline.gym.ppo import PPOLearner
-from pipeline.core.rundir import RunDir
 from pipeline.gym.stages import train
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: GymConfig, run_dir: RunDir, spaces: Spaces, strategy: tf.distribute.Strategy | None = None,
-        restore_from: RunDir | None = None) -> PPOLearner:
+def run(
+    cfg: GymConfig,
+    run_dir: RunDir,
+    spaces: Spaces,
+    strategy: tf.distribute.Strategy | None = None,
+    restore_from: RunDir | None = None,
+) -> PPOLearner:
     """restore_from: the run directory whose checkpoints to resume from, when not run_dir (a worker's scratch)."""
     learner = PPOLearner(cfg, spaces, strategy)
     if strategy is not None:
@@ -39,8 +44,15 @@ def run(cfg: GymConfig, run_dir: RunDir, spaces: Spaces, strategy: tf.distribute
         lines.append("")
     with summaries.stage_writer(run_dir, "model"):
         summaries.text("model/architecture", "\n".join(lines))
-        summaries.text("model/parameters", summaries.markdown_table({
-            "actor": parameter_count(actor), "value": parameter_count(value),
-            "observation normaliser": cfg.train.normalize_observations,
-            "restored from": restored or "(new)"}))
+        summaries.text(
+            "model/parameters",
+            summaries.markdown_table(
+                {
+                    "actor": parameter_count(actor),
+                    "value": parameter_count(value),
+                    "observation normaliser": cfg.train.normalize_observations,
+                    "restored from": restored or "(new)",
+                }
+            ),
+        )
     return learner

@@ -9,12 +9,12 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import devices, distribute, preemption, resume, summaries
+from pipeline.core.progress import Progress
+from pipeline.core.rundir import RunDir
 from pipeline.gym import envs
 from pipeline.gym.config import GymConfig
 from pipeline.gym.ppo import PPOLearner, Tally
-from pipeline.core.progress import Progress
 from pipeline.gym.rollout import Collector, GreedyEpisodes
-from pipeline.core.rundir import RunDir
 from pipeline.gym.stages import evaluate
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,11 @@ def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
     tally = learner.counters.read()
     manager = checkpoint_manager(run_dir, learner)
     if tally.env_steps >= t.total_env_steps or tally.solved:
-        log.info("train: nothing to do, the checkpoint already has %d env steps%s", tally.env_steps,
-                 " and was solved" if tally.solved else "")
+        log.info(
+            "train: nothing to do, the checkpoint already has %d env steps%s",
+            tally.env_steps,
+            " and was solved" if tally.solved else "",
+        )
         return _metrics(tally)
 
     log.info("train: %s", devices.describe(learner.variables_to_train))
@@ -49,7 +52,7 @@ def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
     share = cfg.env.num_envs // learner.workers
     env = envs.make_vector_env(cfg.env, num_envs=share)
     seeds = envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration)
-    collector = Collector(env, learner, t.reward_scale, seeds=seeds[learner.worker * share:][:share])
+    collector = Collector(env, learner, t.reward_scale, seeds=seeds[learner.worker * share :][:share])
     evaluator = GreedyEpisodes(learner, cfg.evaluate.episodes)  # for stop_at_return
     batch = cfg.env.num_envs * t.rollout_steps
     progress = Progress(t.total_env_steps, tally.env_steps)
@@ -72,8 +75,10 @@ def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
             tally.record_episodes(*_episodes(learner, rollout))
             tally.wall_seconds = wall_before + time.monotonic() - loop_start
             if tally.iteration % t.log_every == 0:
-                summaries.write(*_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s,
-                                            rollout, tally), step=tally.env_steps)
+                summaries.write(
+                    *_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s, rollout, tally),
+                    step=tally.env_steps,
+                )
             progress.update(tally.env_steps, tally.recent_mean(100))
             # 6. Stop early once solved; checkpoint.
             if _solved(cfg, evaluator, tally):
@@ -102,7 +107,7 @@ def _episodes(learner: PPOLearner, rollout) -> tuple[list, list]:
         return rollout.episode_returns, rollout.episode_lengths
     room = rollout.rewards.size  # at most one episode ends per env step; NaN pads each worker's list to it
     padded = np.full([2, room], np.nan, np.float32)
-    padded[:, :len(rollout.episode_returns)] = rollout.episode_returns, rollout.episode_lengths
+    padded[:, : len(rollout.episode_returns)] = rollout.episode_returns, rollout.episode_lengths
     gathered = distribute.gather(learner.strategy, {"episodes": padded}, {"episodes": 1})["episodes"]
     ended = ~np.isnan(gathered[0])
     return list(gathered[0][ended]), [int(n) for n in gathered[1][ended]]
@@ -111,18 +116,23 @@ def _episodes(learner: PPOLearner, rollout) -> tuple[list, list]:
 def _summaries(stats, advantages, lr, batch, iter_s, collect_s, rollout, tally: Tally) -> tuple[dict, dict]:
     """SB3's tag names: rollout/ep_rew_mean, train/approx_kl, time/fps, ..."""
     scalar_values = {f"train/{k}": float(v) for k, v in stats.items() if k != "entropy"}
-    scalar_values.update({
-        "train/entropy_loss": -float(stats["entropy"]),
-        "train/learning_rate": lr,
-        "time/fps": batch / iter_s,
-        "time/collect_fps": batch / max(collect_s, 1e-9),
-        "time/update_seconds": iter_s - collect_s,
-        "time/iterations": tally.iteration,
-        "rollout/ep_rew_mean": tally.recent_mean(100),  # NaN (not written) before the first episode
-        "rollout/ep_len_mean": tally.recent_mean(100, lengths=True),
-    })
-    histogram_values = {"train/advantages": advantages, "rollout/actions": rollout.actions,
-                        "rollout/episode_returns": np.asarray(rollout.episode_returns, np.float32)}
+    scalar_values.update(
+        {
+            "train/entropy_loss": -float(stats["entropy"]),
+            "train/learning_rate": lr,
+            "time/fps": batch / iter_s,
+            "time/collect_fps": batch / max(collect_s, 1e-9),
+            "time/update_seconds": iter_s - collect_s,
+            "time/iterations": tally.iteration,
+            "rollout/ep_rew_mean": tally.recent_mean(100),  # NaN (not written) before the first episode
+            "rollout/ep_len_mean": tally.recent_mean(100, lengths=True),
+        }
+    )
+    histogram_values = {
+        "train/advantages": advantages,
+        "rollout/actions": rollout.actions,
+        "rollout/episode_returns": np.asarray(rollout.episode_returns, np.float32),
+    }
     return scalar_values, histogram_values
 
 
@@ -137,6 +147,11 @@ def _solved(cfg: GymConfig, evaluator: GreedyEpisodes, tally: Tally) -> bool:
 
 
 def _metrics(tally: Tally) -> dict:
-    return {"train.env_steps": tally.env_steps, "train.iterations": tally.iteration,
-            "train.episodes": tally.episodes, "train.wall_seconds": round(tally.wall_seconds, 3),
-            "train.solved": tally.solved, "train.ep_rew_mean": tally.recent_mean(100)}
+    return {
+        "train.env_steps": tally.env_steps,
+        "train.iterations": tally.iteration,
+        "train.episodes": tally.episodes,
+        "train.wall_seconds": round(tally.wall_seconds, 3),
+        "train.solved": tally.solved,
+        "train.ep_rew_mean": tally.recent_mean(100),
+    }

@@ -7,11 +7,11 @@ import numpy as np
 
 from models import checkpoints
 from pipeline.core import summaries
-from pipeline.core.schema import ConfigError
-from pipeline.lm.config import LMConfig
-from pipeline.lm import data as data_lib
-from pipeline.lm.data import LMData
 from pipeline.core.rundir import RunDir
+from pipeline.core.schema import ConfigError
+from pipeline.lm import data as data_lib
+from pipeline.lm.config import LMConfig
+from pipeline.lm.data import LMData
 
 
 def run(cfg: LMConfig, run_dir: RunDir) -> LMData:
@@ -19,30 +19,43 @@ def run(cfg: LMConfig, run_dir: RunDir) -> LMData:
     try:
         documents = data_lib.read_corpus(d.corpus, d.format, d.field)
     except (data_lib.CorpusError, OSError) as e:
-        raise ConfigError(f"data.corpus: {e}. The default is Debian's fortunes quotes (apt-get install fortunes, "
-                          f"or fortunes-min); or point data.corpus (and data.format) at your own text") from None
+        raise ConfigError(
+            f"data.corpus: {e}. The default is Debian's fortunes quotes (apt-get install fortunes, "
+            f"or fortunes-min); or point data.corpus (and data.format) at your own text"
+        ) from None
     rng = np.random.default_rng(d.seed)
-    documents = [documents[i] for i in rng.permutation(len(documents))][:d.max_documents]
+    documents = [documents[i] for i in rng.permutation(len(documents))][: d.max_documents]
     held_out = max(1, int(len(documents) * d.validation_fraction))
     val_docs, train_docs = documents[:held_out], documents[held_out:]
     tokenizer, bos_id = _tokenizer(cfg, run_dir, train_docs)
     train_ids, train_mask = data_lib.encode_documents(tokenizer, train_docs, d.sequence_length, bos_id)
     val_ids, val_mask = data_lib.encode_documents(tokenizer, val_docs, d.sequence_length, bos_id)
     if d.prompts is None:
-        prompts, dropped = (_prompts(train_ids, train_mask, d.prompt_tokens),
-                            _prompts(val_ids, val_mask, d.prompt_tokens)), 0
+        prompts, dropped = (
+            (_prompts(train_ids, train_mask, d.prompt_tokens), _prompts(val_ids, val_mask, d.prompt_tokens)),
+            0,
+        )
         if not len(prompts[0]) or not len(prompts[1]):
             raise ConfigError(f"data.prompt_tokens: no document has more than {d.prompt_tokens} tokens; lower it")
     else:
         prompts, dropped = _prompt_file(d, tokenizer, bos_id)
     data = LMData(tokenizer, train_ids, train_mask, val_ids, val_mask, *prompts, bos_id)
     with summaries.stage_writer(run_dir, "data"):
-        summaries.text("data/corpus", summaries.markdown_table({
-            "corpus": d.corpus, "format": d.format, "documents (train / held out)": f"{len(train_docs)} / {held_out}",
-            "vocabulary": tokenizer.vocabulary_size(), "tokens per document (mean)": f"{train_mask.sum(1).mean():.1f}",
-            "PPO prompts / evaluation prompts": f"{len(data.train_prompts)} / {len(data.eval_prompts)}",
-            "prompts": d.prompts or f"the first {d.prompt_tokens} tokens of documents",
-            "prompts left out (empty, or over data.prompt_tokens)": dropped}))
+        summaries.text(
+            "data/corpus",
+            summaries.markdown_table(
+                {
+                    "corpus": d.corpus,
+                    "format": d.format,
+                    "documents (train / held out)": f"{len(train_docs)} / {held_out}",
+                    "vocabulary": tokenizer.vocabulary_size(),
+                    "tokens per document (mean)": f"{train_mask.sum(1).mean():.1f}",
+                    "PPO prompts / evaluation prompts": f"{len(data.train_prompts)} / {len(data.eval_prompts)}",
+                    "prompts": d.prompts or f"the first {d.prompt_tokens} tokens of documents",
+                    "prompts left out (empty, or over data.prompt_tokens)": dropped,
+                }
+            ),
+        )
         summaries.text("data/examples", "\n\n".join(f"* {text}" for text in train_docs[:5]))
     return data
 
@@ -69,11 +82,14 @@ def _prompt_file(d, tokenizer, bos_id):
     texts = [texts[i] for i in np.random.default_rng(d.seed).permutation(len(texts))]
     held_out = max(1, int(len(texts) * d.validation_fraction))
     (val, val_dropped), (train, train_dropped) = (
-        data_lib.encode_prompts(tokenizer, part, d.prompt_tokens, bos_id) for part in (texts[:held_out],
-                                                                                      texts[held_out:]))
+        data_lib.encode_prompts(tokenizer, part, d.prompt_tokens, bos_id)
+        for part in (texts[:held_out], texts[held_out:])
+    )
     if not len(train) or not len(val):
-        raise ConfigError(f"data.prompts: {d.prompts}: no {'training' if not len(train) else 'held-out'} prompt of 1 "
-                          f"to data.prompt_tokens ({d.prompt_tokens}) tokens; raise data.prompt_tokens or add prompts")
+        raise ConfigError(
+            f"data.prompts: {d.prompts}: no {'training' if not len(train) else 'held-out'} prompt of 1 "
+            f"to data.prompt_tokens ({d.prompt_tokens}) tokens; raise data.prompt_tokens or add prompts"
+        )
     return (train, val), train_dropped + val_dropped
 
 

@@ -10,15 +10,15 @@ import numpy as np
 
 from models import lm as lm_lib
 from pipeline.core import summaries
-from pipeline.lm.config import LMConfig
-from pipeline.lm.ppo import LMPPOLearner
 from pipeline.core.rundir import RunDir
+from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
+from pipeline.lm.ppo import LMPPOLearner
 from pipeline.lm.rewards import Rewards
 
 
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData, learner: LMPPOLearner, rewards: Rewards) -> dict:
-    prompts, lengths = data.prompt_batch(data.eval_prompts[:cfg.evaluate.prompts])
+    prompts, lengths = data.prompt_batch(data.eval_prompts[: cfg.evaluate.prompts])
     prompt_texts = data.decode(prompts)
     metrics, completions = {}, {}
     for name, use_reference in (("sft", True), ("ppo", False)):
@@ -26,15 +26,19 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, learner: LMPPOLearner, rew
         responses = lm_lib.responses(sequences, lengths, cfg.ppo.max_new_tokens).numpy()
         mask = lm_lib.response_mask(responses, data.eos_id).numpy()
         completions[name] = data.decode(responses)
-        metrics.update({f"eval.{name}.gold_reward": float(np.mean(rewards.gold(prompts, responses))),
-                        f"eval.{name}.proxy_reward": float(np.mean(rewards.proxy(prompts, responses))),
-                        f"eval.{name}.mean_response_tokens": float(mask.sum(axis=1).mean())})
+        metrics.update(
+            {
+                f"eval.{name}.gold_reward": float(np.mean(rewards.gold(prompts, responses))),
+                f"eval.{name}.proxy_reward": float(np.mean(rewards.proxy(prompts, responses))),
+                f"eval.{name}.mean_response_tokens": float(mask.sum(axis=1).mean()),
+            }
+        )
         if not use_reference:
             policy_lp, reference_lp = learner.log_probs(sequences, lengths)
             metrics["eval.ppo.kl"] = float(((policy_lp - reference_lp) * mask).sum(axis=1).mean())
     step = int(learner.iteration)
     with summaries.stage_writer(run_dir, "evaluate"):
         summaries.scalars({k.replace("eval.", "eval/"): v for k, v in metrics.items()}, step=step)
-        rows = list(zip(prompt_texts, completions["sft"], completions["ppo"]))[:cfg.evaluate.samples]
+        rows = list(zip(prompt_texts, completions["sft"], completions["ppo"]))[: cfg.evaluate.samples]
         summaries.text("eval/samples", summaries.markdown_columns(["prompt", "SFT", "PPO"], rows), step=step)
     return metrics

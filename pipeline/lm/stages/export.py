@@ -18,14 +18,28 @@ def run(cfg: LMConfig, run_dir: RunDir, learner, data, checkpoint: str, reward_f
 
     def build():
         archive = lm_servable.build_archive(
-            learner.servable_policy(), data.tokenizer, data.eos_id, lm_servable.GenerationDefaults(
-                max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p),
-            max_length=cfg.model.max_sequence_length, bos_id=data.bos_id)
+            learner.servable_policy(),
+            data.tokenizer,
+            data.eos_id,
+            lm_servable.GenerationDefaults(
+                max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p
+            ),
+            max_length=cfg.model.max_sequence_length,
+            bos_id=data.bos_id,
+        )
         return lambda path: lm_servable.save(archive, path)
+
     info = {"ppo_iterations": int(learner.iteration)}
-    prompts = data.decode(data.eval_prompts[:cfg.evaluate.prompts])
-    return publish.publish(cfg.export, run_dir, cfg.export.model_name or "lm_policy", checkpoint, build, info,
-                           score=lambda version_dir: score(version_dir, prompts, reward_fn, cfg.data.seed))
+    prompts = data.decode(data.eval_prompts[: cfg.evaluate.prompts])
+    return publish.publish(
+        cfg.export,
+        run_dir,
+        cfg.export.model_name or "lm_policy",
+        checkpoint,
+        build,
+        info,
+        score=lambda version_dir: score(version_dir, prompts, reward_fn, cfg.data.seed),
+    )
 
 
 def score(version_dir: Path, prompts: list[str], reward_fn, seed: int) -> float:

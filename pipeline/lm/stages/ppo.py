@@ -15,11 +15,11 @@ import tensorflow as tf
 from models import lm as lm_lib
 from models import lora
 from pipeline.core import devices, distribute, preemption, resume, summaries, warm_start
-from pipeline.lm.config import LMConfig
-from pipeline.lm.ppo import LMPPOLearner
 from pipeline.core.progress import Progress
 from pipeline.core.rundir import RunDir
+from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
+from pipeline.lm.ppo import LMPPOLearner
 from pipeline.lm.rewards import Rewards
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,29 @@ def adapters(cfg: LMConfig):
     return lora.Adapters(m.lora_rank, m.lora_alpha or float(m.lora_rank), tuple(m.lora_targets))
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, train: bool = True,
-        strategy: tf.distribute.Strategy | None = None, restore_from: RunDir | None = None
-        ) -> tuple[LMPPOLearner, dict]:
+def run(
+    cfg: LMConfig,
+    run_dir: RunDir,
+    data: LMData,
+    sft_lm,
+    rewards: Rewards,
+    train: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
+    restore_from: RunDir | None = None,
+) -> tuple[LMPPOLearner, dict]:
     """Restores the latest PPO checkpoint, then (with train) runs the remaining iterations. strategy: the one
     sft_lm was built under; restore_from: the run directory whose checkpoints to resume from, when not run_dir
     (a worker's scratch folder)."""
     p = cfg.ppo
-    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg),
-                           strategy=strategy)
+    learner = LMPPOLearner(sft_lm, p, eos_id=data.eos_id, seed=cfg.data.seed, adapters=adapters(cfg), strategy=strategy)
     if strategy is not None:
         log.info("ppo: %s", distribute.describe(strategy))
     manager = tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(run_dir), max_to_keep=2)
-    source = manager if restore_from is None else tf.train.CheckpointManager(
-        learner.checkpoint(), _checkpoint_dir(restore_from), max_to_keep=2)
+    source = (
+        manager
+        if restore_from is None
+        else tf.train.CheckpointManager(learner.checkpoint(), _checkpoint_dir(restore_from), max_to_keep=2)
+    )
     restored = resume.restore_newest_readable(learner.checkpoint(), source, "ppo")
     if restored:
         log.info("ppo: resumed from %s (iteration %d)", restored, int(learner.iteration))
@@ -76,8 +85,11 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             iteration = int(learner.iteration)
             # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
             rng = np.random.default_rng([cfg.data.seed, iteration])
-            prompts, lengths = data.prompt_batch(data.train_prompts[rng.choice(
-                len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)])
+            prompts, lengths = data.prompt_batch(
+                data.train_prompts[
+                    rng.choice(len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)
+                ]
+            )
             start = time.perf_counter()
             stats, sequences, scores = learner.step(prompts, rewards.proxy, lengths)
             seconds = time.perf_counter() - start
@@ -87,8 +99,9 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
             stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
             summaries.scalars(stats, step=iteration + 1)
             if p.sample_every and iteration % p.sample_every == 0:
-                _sample_table(data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS],
-                              step=iteration + 1)
+                _sample_table(
+                    data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS], step=iteration + 1
+                )
             progress.update(iteration + 1, stats["objective/scores"])
             stop = preemption.stop_requested(strategy)  # all workers stop together
             if (iteration + 1) % p.checkpoint_every == 0 or stop:
@@ -96,8 +109,7 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
                 tf.summary.flush()  # the curves up to a checkpoint survive a kill
             if stop:
                 raise preemption.stopped(f"in ppo at iteration {iteration + 1}, after a checkpoint")
-        if (manager.latest_checkpoint is None
-                or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}")):
+        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}"):
             if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is
                 manager.save(checkpoint_number=0)
             else:
@@ -109,6 +121,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, rewards: Rewards, 
 def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:
     """What the policy writes now, as TRL's trainer shows it every num_sample_generations: prompt | response |
     reward (the proxy reward PPO was given, before the missing-EOS penalty and the KL term)."""
-    rows = [(prompt, response, f"{score:.3f}")
-            for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)]
+    rows = [
+        (prompt, response, f"{score:.3f}")
+        for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)
+    ]
     summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)

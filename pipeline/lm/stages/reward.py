@@ -19,18 +19,26 @@ import tensorflow as tf
 from models import lm as lm_lib
 from models import reward_model as rm_lib
 from pipeline.core import distribute, guards, preemption, summaries
-from pipeline.core.schema import ConfigError
-from pipeline.lm.config import LMConfig
-from pipeline.lm import preferences as prefs_lib
-from pipeline.lm.rewards import Rewards, Scorer, function_scorer, model_scorer
-from pipeline.lm.reward_training import RewardTrainer, reward_function
 from pipeline.core.rundir import RunDir
+from pipeline.core.schema import ConfigError
+from pipeline.lm import preferences as prefs_lib
+from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
+from pipeline.lm.reward_training import RewardTrainer, reward_function
+from pipeline.lm.rewards import Rewards, Scorer, function_scorer, model_scorer
 
 log = logging.getLogger(__name__)
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, reward_fn, strategy: tf.distribute.Strategy | None = None,
-        restore_from: RunDir | None = None) -> tuple[Rewards, dict]:
+
+def run(
+    cfg: LMConfig,
+    run_dir: RunDir,
+    data: LMData,
+    sft_lm,
+    reward_fn,
+    strategy: tf.distribute.Strategy | None = None,
+    restore_from: RunDir | None = None,
+) -> tuple[Rewards, dict]:
     """strategy: the one sft_lm was built under; the reward model is built under it and trains data-parallel,
     on preference pairs the chief alone builds (or reads) and shares. restore_from: the run directory whose
     checkpoint to take, when not run_dir (a worker's scratch folder)."""
@@ -69,8 +77,7 @@ def _chiefs_pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Sc
     if distribute.any_worker(strategy, error is not None):
         if error is not None:
             raise error
-        raise ConfigError("reward: the chief (worker 0) could not build or read the preference pairs; its log says "
-                          "why")
+        raise ConfigError("reward: the chief (worker 0) could not build or read the preference pairs; its log says why")
     shared = distribute.broadcast(strategy, dataclasses.asdict(pairs))
     return prefs_lib.PreferencePairs(**{k: v.astype(np.int32) for k, v in shared.items()}), metrics
 
@@ -79,11 +86,16 @@ def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePai
     """Epochs over the training split, held-out loss and pair accuracy after each, then the normalisation."""
     train, held_out = pairs.split(cfg.reward.validation_fraction, seed=cfg.data.seed)
     if len(train) < trainer.replicas:
-        raise ConfigError(f"reward.pairs: {len(train)} training pairs (after reward.validation_fraction "
-                          f"{cfg.reward.validation_fraction}) cannot give each of {trainer.replicas} replicas one; "
-                          f"allowed: more pairs")
-    metrics = {"reward.train_pairs": len(train), "reward.held_out_pairs": len(held_out),
-               "reward.pair_accuracy_init": trainer.evaluate(held_out)[1]}
+        raise ConfigError(
+            f"reward.pairs: {len(train)} training pairs (after reward.validation_fraction "
+            f"{cfg.reward.validation_fraction}) cannot give each of {trainer.replicas} replicas one; "
+            f"allowed: more pairs"
+        )
+    metrics = {
+        "reward.train_pairs": len(train),
+        "reward.held_out_pairs": len(held_out),
+        "reward.pair_accuracy_init": trainer.evaluate(held_out)[1],
+    }
     step = 0
     for epoch in range(cfg.reward.epochs):
         preemption.stop_if_requested("in reward (it is not checkpointed part-way: it restarts on re-run)", strategy)
@@ -94,17 +106,33 @@ def _train(cfg: LMConfig, trainer: RewardTrainer, pairs: prefs_lib.PreferencePai
                 tf.summary.scalar("reward/train_loss", loss, step=step)
         val_loss, accuracy = trainer.evaluate(held_out)
         summaries.scalars({"reward/val_loss": val_loss, "reward/pair_accuracy": accuracy}, step=step)
-        log.info("reward: epoch %d, train loss %.3f, held-out loss %.3f, pair accuracy %.3f",
-                 epoch + 1, np.mean(losses), val_loss, accuracy)
+        log.info(
+            "reward: epoch %d, train loss %.3f, held-out loss %.3f, pair accuracy %.3f",
+            epoch + 1,
+            np.mean(losses),
+            val_loss,
+            accuracy,
+        )
     # On the training pairs' sequences: the SFT model's samples when the pairs were built from them.
-    offset, scale = trainer.normalise(np.concatenate([train.chosen_ids, train.rejected_ids]),
-                                      np.concatenate([train.chosen_mask, train.rejected_mask]))
+    offset, scale = trainer.normalise(
+        np.concatenate([train.chosen_ids, train.rejected_ids]), np.concatenate([train.chosen_mask, train.rejected_mask])
+    )
     # Finite weights can still overflow a forward pass: the model's outputs must be finite before it is saved.
-    guards.check(np.isfinite([val_loss, offset, scale]).all(), "reward", "held-out loss or reward normalisation",
-                 f"after step {step}")
-    return {**metrics, "reward.pair_accuracy": accuracy, "reward.val_loss": val_loss,
-            "reward.train_loss": float(np.mean(losses)), "reward.steps": step, "reward.offset": offset,
-            "reward.scale": scale}
+    guards.check(
+        np.isfinite([val_loss, offset, scale]).all(),
+        "reward",
+        "held-out loss or reward normalisation",
+        f"after step {step}",
+    )
+    return {
+        **metrics,
+        "reward.pair_accuracy": accuracy,
+        "reward.val_loss": val_loss,
+        "reward.train_loss": float(np.mean(losses)),
+        "reward.steps": step,
+        "reward.offset": offset,
+        "reward.scale": scale,
+    }
 
 
 def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
@@ -118,9 +146,21 @@ def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
         pairs = prefs_lib.encode(data.tokenizer, preferences, cfg.model.max_sequence_length, data.bos_id)
         return pairs, {"reward.pairs": len(preferences)}
     p = cfg.ppo  # sampled as PPO samples: the reward model learns to score what it will be asked to score
-    sample = tf.function(lambda prompts, lengths, seed: lm_lib.sample(
-        sft_lm, prompts, p.max_new_tokens, p.temperature, seed, p.top_k, p.top_p, prompt_lengths=lengths,
-        eos_id=data.eos_id), autograph=False, jit_compile=p.jit_generation)
+    sample = tf.function(
+        lambda prompts, lengths, seed: lm_lib.sample(
+            sft_lm,
+            prompts,
+            p.max_new_tokens,
+            p.temperature,
+            seed,
+            p.top_k,
+            p.top_p,
+            prompt_lengths=lengths,
+            eos_id=data.eos_id,
+        ),
+        autograph=False,
+        jit_compile=p.jit_generation,
+    )
 
     def generate(prompt_ids: np.ndarray, round_: int) -> np.ndarray:
         seed = tf.constant([cfg.data.seed, round_], tf.int64)
@@ -128,21 +168,32 @@ def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
         sequences = sample(tf.constant(prompt_ids, tf.int32), tf.constant(lengths), seed)
         return lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
 
-    ranked = prefs_lib.sample_ranked(generate, gold, data.train_prompts, r.pairs, r.batch_size, cfg.data.seed,
-                                     max_prompts=8 * r.pairs)
+    ranked = prefs_lib.sample_ranked(
+        generate, gold, data.train_prompts, r.pairs, r.batch_size, cfg.data.seed, max_prompts=8 * r.pairs
+    )
     if len(ranked.prompts) < 2:
-        raise ConfigError(f"reward.function: ranked the two SFT samples of {ranked.sampled} prompts and found fewer "
-                          f"than 2 untied pairs; building pairs needs a scorer that tells samples apart (or set "
-                          f"reward.preferences)")
+        raise ConfigError(
+            f"reward.function: ranked the two SFT samples of {ranked.sampled} prompts and found fewer "
+            f"than 2 untied pairs; building pairs needs a scorer that tells samples apart (or set "
+            f"reward.preferences)"
+        )
     if len(ranked.prompts) < r.pairs:
-        log.warning("reward: only %d untied pairs in %d sampled prompts (reward.pairs %d)", len(ranked.prompts),
-                    ranked.sampled, r.pairs)
+        log.warning(
+            "reward: only %d untied pairs in %d sampled prompts (reward.pairs %d)",
+            len(ranked.prompts),
+            ranked.sampled,
+            r.pairs,
+        )
     preferences = ranked.preferences(data.decode)
-    prefs_lib.write_preferences(run_dir.root / "reward" / "preferences.jsonl", preferences, ranked.chosen_scores,
-                                ranked.rejected_scores)
-    rows = [(q.prompt, f"{q.chosen} ({c:.2f})", f"{q.rejected} ({x:.2f})")
-            for q, c, x in zip(preferences[:16], ranked.chosen_scores, ranked.rejected_scores)]
+    prefs_lib.write_preferences(
+        run_dir.root / "reward" / "preferences.jsonl", preferences, ranked.chosen_scores, ranked.rejected_scores
+    )
+    rows = [
+        (q.prompt, f"{q.chosen} ({c:.2f})", f"{q.rejected} ({x:.2f})")
+        for q, c, x in zip(preferences[:16], ranked.chosen_scores, ranked.rejected_scores)
+    ]
     summaries.text("reward/pairs", summaries.markdown_columns(["prompt", "chosen (score)", "rejected (score)"], rows))
-    log.info("reward: %d preference pairs from %d prompts sampled twice (ties dropped)", len(preferences),
-             ranked.sampled)
+    log.info(
+        "reward: %d preference pairs from %d prompts sampled twice (ties dropped)", len(preferences), ranked.sampled
+    )
     return ranked.token_pairs(data.eos_id), {"reward.pairs": len(preferences), "reward.sampled_prompts": ranked.sampled}

@@ -13,11 +13,11 @@ import tensorflow as tf
 from models import checkpoints
 from models import lm as lm_lib
 from pipeline.core import guards, preemption, summaries
-from pipeline.lm.config import LMConfig
-from pipeline.lm import data as data_lib
-from pipeline.lm.sft import SFTTrainer
 from pipeline.core.rundir import RunDir
+from pipeline.lm import data as data_lib
+from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
+from pipeline.lm.sft import SFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +25,24 @@ log = logging.getLogger(__name__)
 def build_model(cfg: LMConfig, data: LMData):
     if cfg.model.checkpoint is not None:
         return checkpoints.load_causal_lm(checkpoints.inspect(cfg.model.checkpoint), cfg.model.precision)
-    size = lm_lib.LMSize(vocabulary_size=data.tokenizer.vocabulary_size(), num_layers=cfg.model.num_layers,
-                         num_heads=cfg.model.num_heads, hidden_dim=cfg.model.hidden_dim,
-                         intermediate_dim=cfg.model.intermediate_dim,
-                         max_sequence_length=cfg.model.max_sequence_length)
+    size = lm_lib.LMSize(
+        vocabulary_size=data.tokenizer.vocabulary_size(),
+        num_layers=cfg.model.num_layers,
+        num_heads=cfg.model.num_heads,
+        hidden_dim=cfg.model.hidden_dim,
+        intermediate_dim=cfg.model.intermediate_dim,
+        max_sequence_length=cfg.model.max_sequence_length,
+    )
     return lm_lib.build_causal_lm(size, seed=cfg.data.seed, precision=cfg.model.precision)
 
 
-def run(cfg: LMConfig, run_dir: RunDir, data: LMData, strategy: tf.distribute.Strategy | None = None,
-        restore_from: RunDir | None = None) -> tuple[object, dict]:
+def run(
+    cfg: LMConfig,
+    run_dir: RunDir,
+    data: LMData,
+    strategy: tf.distribute.Strategy | None = None,
+    restore_from: RunDir | None = None,
+) -> tuple[object, dict]:
     """strategy: the model is built under it and trained data-parallel. restore_from: the run directory whose
     checkpoint to take, when not run_dir (a worker's scratch folder: it gets no preset)."""
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -51,10 +60,12 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, strategy: tf.distribute.St
     step = 0
     with summaries.stage_writer(run_dir, "sft"):
         for epoch in range(cfg.sft.epochs):
-            for ids, mask in data_lib.language_model_dataset(data.train_ids, data.train_mask, cfg.sft.batch_size,
-                                                             seed=cfg.data.seed + epoch):
-                preemption.stop_if_requested("in sft (it is not checkpointed part-way: it restarts on re-run)",
-                                             strategy)
+            for ids, mask in data_lib.language_model_dataset(
+                data.train_ids, data.train_mask, cfg.sft.batch_size, seed=cfg.data.seed + epoch
+            ):
+                preemption.stop_if_requested(
+                    "in sft (it is not checkpointed part-way: it restarts on re-run)", strategy
+                )
                 loss = trainer.train_step(ids, mask)
                 step += 1
                 if step % 20 == 0:
@@ -80,6 +91,11 @@ def _trained(cfg: LMConfig) -> bool:
 
 
 def _save_preset(cfg: LMConfig, run_dir: RunDir, data: LMData, lm) -> None:
-    path = checkpoints.save_preset(lm, data.tokenizer, run_dir.root / "preset", add_start_token=data.bos_id is not None,
-                                   sequence_length=cfg.model.max_sequence_length)
+    path = checkpoints.save_preset(
+        lm,
+        data.tokenizer,
+        run_dir.root / "preset",
+        add_start_token=data.bos_id is not None,
+        sequence_length=cfg.model.max_sequence_length,
+    )
     log.info("sft: wrote the SFT model as a keras-hub preset, %s (a model.checkpoint for other runs)", path)
