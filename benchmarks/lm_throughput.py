@@ -102,10 +102,10 @@ def main() -> None:
         generated = time.perf_counter()
         mask, scores = tf.ones([args.batch, RESPONSE]), tf.constant(score(prompts, sequences), tf.float32)
         lengths = tf.fill([args.batch], PROMPT)
-        prepared, _ = learner._prepare(sequences, mask, scores, lengths)
+        prepared, _ = learner._compiled_prepare(sequences, mask, scores, lengths)
         prepared[0].numpy()
         scored = time.perf_counter()
-        learner._optimize(sequences, mask, *prepared, lengths)["loss/policy"].numpy()
+        learner._compiled_optimize(sequences, mask, *prepared, lengths)["loss/policy"].numpy()
         done = time.perf_counter()
         if i == 0:
             print(

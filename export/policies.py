@@ -16,12 +16,12 @@ class Policy:
     served `serving_default` answers (`outputs` gives its value and logits, or mean and std, too)."""
 
     def __init__(self, signature):
-        self._serve = signature
+        self.signature = signature  # serving_default itself: float32 observations -> action, value, ...
 
     def outputs(self, observations) -> dict:
         batch = np.asarray(observations, np.float32)
         single = batch.ndim == 1
-        out = self._serve(observations=batch[None] if single else batch)
+        out = self.signature(observations=batch[None] if single else batch)
         return {k: v.numpy()[0] if single else v.numpy() for k, v in out.items()}
 
     def __call__(self, observations) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 GAE itself is TF-Agents' `value_ops.generalized_advantage_estimation`. What it cannot tell on its own is a
 time limit from a real ending: it uses one discount both to bootstrap and to continue the lambda chain.
-`episode_discounts_and_rewards` resolves that before calling it:
+`rewards_and_discounts` resolves that before calling it:
 
 - terminated: discount 0, no bootstrap (the episode really ended);
 - truncated: discount 0 (the chain must not run into the next episode's first steps), and the bootstrap
@@ -18,7 +18,7 @@ import tensorflow as tf
 from tf_agents.utils import value_ops
 
 
-def episode_discounts_and_rewards(rewards, terminated, truncated, final_values, gamma: float):
+def rewards_and_discounts(rewards, terminated, truncated, final_values, gamma: float):
     """All arguments (T, N); final_values holds V(final observation) where an episode ended, else anything.
 
     Returns (rewards with truncation bootstraps folded in, per-step discounts for GAE).
@@ -34,7 +34,7 @@ def episode_discounts_and_rewards(rewards, terminated, truncated, final_values, 
 
 def gae(values, next_value, rewards, terminated, truncated, final_values, gamma: float, gae_lambda: float):
     """(advantages, returns), each (T, N). `next_value` (N,) is V of the observation after the last step."""
-    rewards, discounts = episode_discounts_and_rewards(rewards, terminated, truncated, final_values, gamma)
+    rewards, discounts = rewards_and_discounts(rewards, terminated, truncated, final_values, gamma)
     values = tf.convert_to_tensor(values, tf.float32)
     advantages = value_ops.generalized_advantage_estimation(
         values=values,

@@ -182,6 +182,18 @@ def all_reduce_sum(context, tensors: list) -> list:
     return [None if t is None else next(summed) for t in tensors]
 
 
+def summed_share(context, gradients_fn, batch: list, *args) -> tuple:
+    """The data-parallel heart of a replica's step, in replica context: gradients_fn(*this replica's equal share of
+    the batch's rows, *args) -> (gradients, stats, *rest), its gradients and stats then summed across replicas in
+    one collective. Returns (gradients, stats, *rest), rest as this replica computed it. A loss that is a sum over
+    the share's rows divided by the whole batch's count sums to the batch's mean: R replicas compute what one
+    device computes. None rows (an absent field) and None gradients pass through."""
+    share = [None if x is None else replica_share(x, context) for x in batch]
+    grads, stats, *rest = gradients_fn(*share, *args)
+    *grads, stats = all_reduce_sum(context, [*grads, stats])
+    return (grads, stats, *rest)
+
+
 _COMPILED: dict = {}
 
 

@@ -48,3 +48,17 @@ def restore_newest_readable(
             f"move them aside to start over"
         )
     return None
+
+
+def trained_once(
+    checkpoint: tf.train.Checkpoint, run_dir, stage: str, restore_from=None
+) -> tuple[tf.train.CheckpointManager, str | None]:
+    """For a stage that trains once and is then kept (SFT, the reward model): the manager its checkpoint is saved
+    with (RUN_DIR/checkpoints/<stage>), and the checkpoint it was restored from, from restore_from's folder when
+    given (a worker's scratch run restores the chief's), or None when it has yet to train."""
+    manager = tf.train.CheckpointManager(checkpoint, str(run_dir.checkpoints / stage), max_to_keep=1)
+    restorable = tf.train.latest_checkpoint(str((restore_from or run_dir).checkpoints / stage))
+    if restorable:
+        checkpoint.restore(restorable).assert_existing_objects_matched()
+        log.info("%s: restored %s, not training again", stage, restorable)
+    return manager, restorable

@@ -20,10 +20,10 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
 from models.actor_critic import build_actor_and_value
-from pipeline.core import distribute, guards
+from pipeline.core import distribute, guards, minibatches
 from pipeline.core.advantages import explained_variance, gae
 from pipeline.core.estimators import k3, whiten
-from pipeline.core.schema import ConfigError
+from pipeline.core.schema import require_split
 from pipeline.gym.config import GymConfig
 from pipeline.gym.envs import Spaces, tf_agents_specs
 
@@ -104,18 +104,7 @@ class PPOLearner(tf.Module):
         self.strategy = strategy  # None: one device
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         self.worker, self.workers = distribute.worker(strategy)
-        if cfg.env.num_envs % self.workers:
-            raise ConfigError(
-                f"env.num_envs: {cfg.env.num_envs} environments do not split evenly over {self.workers} "
-                f"workers; allowed: a multiple of the worker count"
-            )
-        minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
-        if minibatch % self.replicas:
-            raise ConfigError(
-                f"train.num_minibatches: minibatches of {minibatch} rows do not split evenly over "
-                f"{self.replicas} replicas; allowed: env.num_envs * train.rollout_steps / "
-                f"train.num_minibatches a multiple of the replica count"
-            )
+        check_split(cfg, self.workers, self.replicas)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self._build(cfg, spaces)
         self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
@@ -267,21 +256,28 @@ class PPOLearner(tf.Module):
     def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
         """Epochs x minibatches of clipped-surrogate steps on one flattened rollout (fewer with target_kl, or at a
         non-finite loss or gradient)."""
-        batch = tf.shape(observations)[0]
-        size = batch // self._minibatches
-        steps = self._epochs * self._minibatches
         if self._normalize_advantages:  # over the rollout, not per minibatch (pipeline/core/estimators.py)
             advantages = whiten(advantages)
 
         def gradient_step(mb):
-            # Every replica's stats summed: [policy loss, value loss, clip fraction, grad norm, non-finite count].
+            # [policy loss, value loss, clip fraction, grad norm, non-finite].
             if self.strategy is None:  # one device: the same step, without the strategy's wrapper to trace
                 stats = self._replica_step(mb)
-            else:
-                per_replica = self.strategy.run(self._replica_step, (mb,))
-                stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            else:  # every replica returns the same values
+                stats = self.strategy.experimental_local_results(self.strategy.run(self._replica_step, (mb,)))[0]
             self.agent.train_step_counter.assign_add(1)
-            return stats[:4], tf.equal(stats[4], 0.0)
+            return stats[:4], tf.constant(True), tf.equal(stats[4], 0.0)
+
+        def minibatch_step(mb):
+            if self._target_kl is None:
+                return gradient_step(mb)
+            # SB3's early stop: no step once a minibatch's KL to the rollout's policy passes 1.5 x target_kl.
+            _, kl = self._entropy_and_kl(mb["observations"], mb["actions"], mb["old_log_probs"])
+            return tf.cond(
+                kl > 1.5 * self._target_kl,
+                lambda: (tf.zeros([4]), tf.constant(False), tf.constant(True)),
+                lambda: gradient_step(mb),
+            )
 
         rollout = dict(
             observations=observations,
@@ -291,45 +287,14 @@ class PPOLearner(tf.Module):
             returns=returns,
             old_values=old_values,
         )
-
-        def minibatch_step(step, order, totals, taken, stop, finite):
-            order = tf.cond(
-                step % self._minibatches == 0, lambda: tf.argsort(self.generator.uniform([batch])), lambda: order
-            )
-            start = (step % self._minibatches) * size
-            mb = {k: tf.gather(v, order[start : start + size]) for k, v in rollout.items()}
-            if self._target_kl is None:
-                stats, finite = gradient_step(mb)
-                return step + 1, order, totals + stats, taken + 1, stop, finite
-            _, kl = self._entropy_and_kl(mb["observations"], mb["actions"], mb["old_log_probs"])
-            stop = kl > 1.5 * self._target_kl
-
-            def take_step():
-                stats, ok = gradient_step(mb)
-                return totals + stats, taken + 1, ok
-
-            totals, taken, finite = tf.cond(stop, lambda: (totals, taken, finite), take_step)
-            return step + 1, order, totals, taken, stop, finite
-
-        _, _, totals, taken, _, finite = tf.while_loop(
-            lambda step, order, totals, taken, stop, finite: (step < steps) & ~stop & finite,
-            minibatch_step,
-            (tf.constant(0), tf.range(batch), tf.zeros([4]), tf.constant(0), tf.constant(False), tf.constant(True)),
-            shape_invariants=(
-                tf.TensorShape([]),
-                tf.TensorShape([None]),
-                tf.TensorShape([4]),
-                tf.TensorShape([]),
-                tf.TensorShape([]),
-                tf.TensorShape([]),
-            ),
+        means, _, finite = minibatches.run(
+            self.generator, rollout, self._minibatches, self._epochs, minibatch_step, num_stats=4
         )
         entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
         with tf.control_dependencies([entropy, approx_kl]):
             # After the epochs: the stored log-probs were computed with the old statistics.
             if self._normalize_observations:
                 self.agent.update_observation_normalizer(observations)
-        means = totals / tf.cast(tf.maximum(taken, 1), tf.float32)
         stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
         stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
         # The entropy and KL above are a forward pass of the updated policy over the rollout: finite weights can
@@ -340,44 +305,51 @@ class PPOLearner(tf.Module):
         return stats
 
     def _replica_step(self, minibatch):
-        """One gradient step on this replica's share of the minibatch (all of it on one device)."""
+        """One gradient step on the minibatch: on one device all of it, under a strategy this replica's share, the
+        gradients summed across replicas, then clipped on their global norm as one device clips. Returns [policy
+        loss, value loss, clip fraction, grad norm, non-finite], the same on every replica."""
         context = tf.distribute.get_replica_context()
-        count = context.num_replicas_in_sync
-        mb = {k: distribute.replica_share(v, context) for k, v in minibatch.items()}
-        with tf.GradientTape() as tape:
-            # TF-Agents' losses divide by this share's size x the replica count: summed across replicas, the
-            # minibatch mean.
-            loss = self.agent.get_loss(
-                self._time_steps(mb["observations"]),
-                mb["actions"],
-                mb["old_log_probs"],
-                mb["returns"],
-                mb["advantages"],
-                action_distribution_parameters=(),
-                weights=tf.ones_like(mb["returns"]),
-                train_step=self.agent.train_step_counter,
-                debug_summaries=False,
-                old_value_predictions=mb["old_values"],
-                training=True,
-            )
-        grads = tape.gradient(loss.loss, self.variables_to_train)
-        grads = distribute.all_reduce_sum(context, grads)  # then clipped below as one device clips
+        grads, stats = distribute.summed_share(
+            context, self._share_gradients, list(minibatch.values()), context.num_replicas_in_sync
+        )
         grad_norm = tf.linalg.global_norm(grads)
         if self._max_grad_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self._max_grad_norm, use_norm=grad_norm)
         self.optimizer.apply_gradients(zip(grads, self.variables_to_train), skip_gradients_aggregation=True)
-        finite = tf.math.is_finite(loss.loss) & tf.math.is_finite(grad_norm)
+        finite = tf.math.is_finite(stats[3]) & tf.math.is_finite(grad_norm)
+        return tf.concat([stats[:3], [grad_norm, 1.0 - tf.cast(finite, tf.float32)]], 0)
+
+    def _share_gradients(self, observations, actions, old_log_probs, advantages, returns, old_values, replicas):
+        """Gradients and [policy loss, value loss, clip fraction, loss] of this replica's share of a minibatch,
+        each a share of the minibatch's value: summed across replicas, the minibatch's."""
+        with tf.GradientTape() as tape:
+            # TF-Agents' losses divide by this share's size x the replica count: summed across replicas, the
+            # minibatch mean.
+            loss = self.agent.get_loss(
+                self._time_steps(observations),
+                actions,
+                old_log_probs,
+                returns,
+                advantages,
+                action_distribution_parameters=(),
+                weights=tf.ones_like(returns),
+                train_step=self.agent.train_step_counter,
+                debug_summaries=False,
+                old_value_predictions=old_values,
+                training=True,
+            )
+        grads = tape.gradient(loss.loss, self.variables_to_train)
         # TF-Agents' value_estimation_loss is weighted by value_coef; logged unweighted, as SB3 and TRL log it.
-        # The losses are already shares of the mean; the clip fraction is this share's mean, the norm global.
-        return tf.stack(
+        # The clip fraction is this share's mean: divided by the replica count, the sum is the minibatch's.
+        stats = tf.stack(
             [
                 loss.extra.policy_gradient_loss,
                 loss.extra.value_estimation_loss / self._value_coef,
-                loss.extra.clip_fraction / count,
-                grad_norm / count,
-                1.0 - tf.cast(finite, tf.float32),
+                loss.extra.clip_fraction / tf.cast(replicas, tf.float32),
+                loss.loss,
             ]
         )
+        return grads, stats
 
     def _entropy_and_kl(self, observations, actions, old_log_probs):
         """Entropy and approx KL (old -> new, the k3 estimator SB3 and CleanRL log) of the current policy."""
@@ -395,6 +367,28 @@ class PPOLearner(tf.Module):
         return tf.train.Checkpoint(
             agent=self.agent, optimizer=self.optimizer, generator=self.generator, counters=self.counters
         )
+
+
+def check_split(cfg: GymConfig, workers: int, replicas: int) -> None:
+    """ConfigError unless each worker can step an equal share of the environments and each replica take an equal
+    share of every minibatch."""
+    require_split(
+        "env.num_envs",
+        f"{cfg.env.num_envs} environments",
+        cfg.env.num_envs,
+        workers,
+        f"{workers} workers",
+        "a multiple of the worker count",
+    )
+    minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
+    require_split(
+        "train.num_minibatches",
+        f"minibatches of {minibatch} rows",
+        minibatch,
+        replicas,
+        f"{replicas} replicas",
+        "env.num_envs * train.rollout_steps / train.num_minibatches a multiple of the replica count",
+    )
 
 
 def _concrete(fn, signature):

@@ -187,16 +187,18 @@ class GreedyEpisodes:
     evaluations, one run at a time.
     """
 
-    def __init__(self, learner, num_envs: int):
-        self.learner, self.num_envs = learner, num_envs
-        self._obs_size = int(np.prod(learner.spaces.observation_shape))
+    def __init__(self, greedy, num_envs: int):
+        """greedy: float32 observations [num_envs, ...] -> actions, a TensorFlow function (the learner's greedy
+        policy, or an exported SavedModel's)."""
+        self.greedy, self.num_envs = greedy, num_envs
         self._loop = None
 
     def run(self, env, observations) -> tuple[np.ndarray, np.ndarray]:
         """Returns and lengths of each environment's first episode from `observations` (after env.reset)."""
         assert env.num_envs == self.num_envs, f"{env.num_envs} environments for a loop built for {self.num_envs}"
         if self._loop is None:
-            signature = tf.TensorSpec([self.num_envs, *self.learner.spaces.observation_shape], tf.float32)
+            self._obs_size = int(np.prod(np.shape(observations)[1:]))
+            signature = tf.TensorSpec(np.shape(observations), tf.float32)
             self._loop = tf.function(
                 self._episodes, input_signature=[signature], autograph=False
             ).get_concrete_function()
@@ -213,7 +215,7 @@ class GreedyEpisodes:
     def _episodes(self, observations):
         def step(observations, running):
             packed = tf.numpy_function(
-                _keeping_errors(self, self._env_step), [self.learner.greedy(observations)], tf.float32, stateful=True
+                _keeping_errors(self, self._env_step), [self.greedy(observations)], tf.float32, stateful=True
             )
             packed.set_shape([self.num_envs, self._obs_size + 1])
             return tf.reshape(packed[:, :-1], tf.shape(observations)), tf.reduce_any(packed[:, -1] > 0)

@@ -23,6 +23,12 @@ class GymTask(Task):
         if cfg.train.warm_start is not None:
             warm_start.resolve(cfg.train.warm_start, cfg)
 
+    def check_split(self, cfg: GymConfig, strategy) -> None:
+        from pipeline.core import distribute
+        from pipeline.gym.ppo import check_split
+
+        check_split(cfg, distribute.worker(strategy).count, strategy.num_replicas_in_sync)
+
     def run_stages(self, command: str, cfg: GymConfig, run_dir, strategy=None) -> dict:
         from pipeline.gym.stages import environment, evaluate, export, model, train
 

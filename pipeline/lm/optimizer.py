@@ -74,9 +74,7 @@ class SummedStep:
         return tuple(self.strategy.experimental_local_results(x)[0] for x in per_replica)
 
     def _replica_step(self, batch, count):
-        context = tf.distribute.get_replica_context()
-        grads, loss = self._gradients(*(distribute.replica_share(x, context) for x in batch), count)
-        *grads, loss = distribute.all_reduce_sum(context, grads + [loss])
+        grads, loss = distribute.summed_share(tf.distribute.get_replica_context(), self._gradients, list(batch), count)
         return self._apply(grads, loss)
 
     def _apply(self, grads, loss):

@@ -37,8 +37,8 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline.core import distribute, estimators, guards
-from pipeline.core.schema import ConfigError
+from pipeline.core import distribute, estimators, guards, minibatches
+from pipeline.core.schema import require_split
 from pipeline.lm import losses
 from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.optimizer import SummedGradientsAdam
@@ -88,8 +88,10 @@ class LMPPOLearner:
         self.generator = tf.random.Generator.from_seed(seed)
         self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-        self._generate = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
-        self._rollout = tf.function(
+        # Every compiled function is self._compiled_<name>, of the method self._<name> (or, for rollout, of
+        # strategy.run over self._replica_rollout).
+        self._compiled_sample = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
+        self._compiled_rollout = tf.function(
             lambda prompt_ids, prompt_lengths: strategy.run(
                 self._replica_rollout, (prompt_ids, prompt_lengths, self.generator.make_seeds(1)[:, 0])
             ),
@@ -98,16 +100,13 @@ class LMPPOLearner:
         # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
         # XLA-compiling the whole update took minutes to compile and ran slower. Under a strategy the
         # gradients leave the cluster: the replicas' all-reduce cannot run inside one.
-        self._compiled = {
-            name: tf.function(fn, autograph=False, jit_compile=s.jit_update)
-            for name, fn in (
-                ("score", self._score),
-                ("train_step", self._train_step),
-                ("gradients", self._minibatch_gradients),
-            )
-        }
-        self._prepare = tf.function(self._prepare_fn, autograph=False)
-        self._optimize = tf.function(self._optimize_fn, autograph=False)
+        self._compiled_score = tf.function(self._score, autograph=False, jit_compile=s.jit_update)
+        self._compiled_train_step = tf.function(self._train_step, autograph=False, jit_compile=s.jit_update)
+        self._compiled_minibatch_gradients = tf.function(
+            self._minibatch_gradients, autograph=False, jit_compile=s.jit_update
+        )
+        self._compiled_prepare = tf.function(self._prepare, autograph=False)
+        self._compiled_optimize = tf.function(self._optimize, autograph=False)
 
     def _build(self, policy_lm, s: LMPPOConfig) -> None:
         """The reference, value model and optimizer: under a strategy, mirrored on its replicas."""
@@ -175,7 +174,7 @@ class LMPPOLearner:
     def check_outputs(self, sequences, prompt_lengths) -> None:
         """Raises guards.NonFiniteError unless the policy's log-probs and values on these sequences are finite:
         before a checkpoint, as finite weights can still overflow a forward pass."""
-        log_probs, values, _, _ = self._compiled["score"](*_tensors(sequences, prompt_lengths))
+        log_probs, values, _, _ = self._compiled_score(*_tensors(sequences, prompt_lengths))
         guards.check(
             guards.all_finite([log_probs, values]),
             "ppo",
@@ -185,7 +184,7 @@ class LMPPOLearner:
 
     def log_probs(self, sequences, prompt_lengths):
         """Response log-probs under the policy and under the reference (for evaluation)."""
-        policy, _, reference, _ = self._compiled["score"](*_tensors(sequences, prompt_lengths))
+        policy, _, reference, _ = self._compiled_score(*_tensors(sequences, prompt_lengths))
         return policy.numpy(), reference.numpy()
 
     # === 1. Sampling ===
@@ -210,7 +209,7 @@ class LMPPOLearner:
 
         prompt_lengths [B]: where each right-padded prompt ends (None: every row is P long). Each row holds its
         prompt, its max_new_tokens response right after it, then padding: `lm_lib.responses` cuts responses out."""
-        return self._generate(
+        return self._compiled_sample(
             *_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)),
             self.generator.make_seeds(1)[:, 0],
             use_reference,
@@ -225,10 +224,10 @@ class LMPPOLearner:
         replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
         seed = tf.where(replica > 0, tf.random.experimental.stateless_fold_in(seed, replica), seed)
         prompt_ids, prompt_lengths = (distribute.replica_share(x, context) for x in (prompt_ids, prompt_lengths))
-        sequences = self._generate(prompt_ids, prompt_lengths, seed)
+        sequences = self._compiled_sample(prompt_ids, prompt_lengths, seed)
         if self._filtered and self.workers > 1:  # scored on the gathered batch: see _sampled_and_scored
             return {"sequences": sequences}
-        log_probs, values, ref_log_probs, kept = self._compiled["score"](sequences, prompt_lengths)
+        log_probs, values, ref_log_probs, kept = self._compiled_score(sequences, prompt_lengths)
         scored = {"sequences": sequences, "log_probs": log_probs, "values": values, "ref_log_probs": ref_log_probs}
         return scored if kept is None else {**scored, "kept": kept}
 
@@ -239,7 +238,7 @@ class LMPPOLearner:
 
         Filtered sampling on several workers: the kept sets, [B, R, vocabulary] booleans, would cross between
         workers as a float64 each (GPT-2: ~150 MB a batch); every worker scores the gathered batch instead."""
-        per_replica = self._rollout(*_tensors(prompt_ids, prompt_lengths))
+        per_replica = self._compiled_rollout(*_tensors(prompt_ids, prompt_lengths))
         local = tf.nest.map_structure(self.strategy.experimental_local_results, per_replica)
         mine = {k: np.concatenate([part.numpy() for part in parts]) for k, parts in local.items()}
         rows = slice(self.worker * len(mine["sequences"]), (self.worker + 1) * len(mine["sequences"]))
@@ -302,8 +301,8 @@ class LMPPOLearner:
         have scored them already."""
         sequences, prompt_lengths = _tensors(sequences, prompt_lengths)
         mask, scores = tf.convert_to_tensor(mask, tf.float32), tf.convert_to_tensor(scores, tf.float32)
-        prepared, stats = self._prepare(sequences, mask, scores, prompt_lengths, scored)
-        stats.update(self._optimize(sequences, mask, *prepared, prompt_lengths))
+        prepared, stats = self._compiled_prepare(sequences, mask, scores, prompt_lengths, scored)
+        stats.update(self._compiled_optimize(sequences, mask, *prepared, prompt_lengths))
         finite = bool(stats.pop("finite"))
         guards.check(finite, "ppo", "loss, gradient or weight", f"in iteration {int(self.iteration) + 1}")
         return {k: float(v) for k, v in stats.items()}
@@ -422,19 +421,17 @@ class LMPPOLearner:
         replicas (one collective), then clipped and applied as on one device; the same results on every replica."""
         context = tf.distribute.get_replica_context()
         count = tf.maximum(tf.reduce_sum(mask), 1.0)  # the whole minibatch's tokens
-        minibatch = (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
-        share = [None if x is None else distribute.replica_share(x, context) for x in minibatch]
-        grads, stats, deviation = self._compiled["gradients"](*share, count)
-        *grads, stats = distribute.all_reduce_sum(context, grads + [stats])
+        minibatch = [sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept]
+        grads, stats, deviation = distribute.summed_share(context, self._compiled_minibatch_gradients, minibatch, count)
         deviation = tf.reduce_max(context.all_gather(deviation[None], 0))
         return stats, deviation, self._apply(grads, stats)
 
-    def _prepare_fn(self, sequences, mask, scores, prompt_lengths, scored=None):
+    def _prepare(self, sequences, mask, scores, prompt_lengths, scored=None):
         """((old log-probs, old values, advantages, returns, kept sets), KL and reward stats), before any update."""
         s = self.settings
         # 2. Old log-probs, values and reference log-probs, before any update.
         if scored is None:
-            scored = self._compiled["score"](sequences, prompt_lengths)
+            scored = self._compiled_score(sequences, prompt_lengths)
         old_log_probs, old_values, ref_log_probs, kept = scored
         # 3. Rewards: the score at the last real token, the KL penalty on every token.
         kl = losses.kl_per_token(old_log_probs, ref_log_probs, s.kl_estimator) * mask
@@ -453,45 +450,32 @@ class LMPPOLearner:
         }
         return (old_log_probs, old_values, advantages, returns, kept), stats
 
-    def _optimize_fn(self, sequences, mask, old_log_probs, old_values, advantages, returns, kept, prompt_lengths):
+    def _optimize(self, sequences, mask, old_log_probs, old_values, advantages, returns, kept, prompt_lengths):
         """7. Epochs x minibatches of clipped policy and value losses; mean stats, and `finite`: every step's loss
         and gradients and the final weights were finite (the loop stops at the first step that was not)."""
         s = self.settings
-        batch = tf.shape(sequences)[0]
-        size = batch // s.num_minibatches
-        steps = s.num_epochs * s.num_minibatches
-        rollout = (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept)
+        fields = ("sequences", "prompt_lengths", "old_log_probs", "advantages", "old_values", "returns", "mask", "kept")
+        rollout = dict(
+            zip(fields, (sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept))
+        )
 
-        def minibatch_step(step, order, totals, first_ratio_deviation, finite):
-            order = tf.cond(
-                step % s.num_minibatches == 0, lambda: tf.argsort(self.generator.uniform([batch])), lambda: order
-            )
-            idx = order[(step % s.num_minibatches) * size : (step % s.num_minibatches + 1) * size]
-            minibatch = [None if x is None else tf.gather(x, idx) for x in rollout]
+        def minibatch_step(minibatch):
+            minibatch = list(minibatch.values())  # in _train_step's order
             if self.strategy is None:
-                stats, deviation, step_finite = self._compiled["train_step"](*minibatch)
+                stats, deviation, finite = self._compiled_train_step(*minibatch)
             else:  # every replica returns the same values
-                stats, deviation, step_finite = (
+                stats, deviation, finite = (
                     self.strategy.experimental_local_results(x)[0]
                     for x in self.strategy.run(lambda: self._replica_train_step(*minibatch))
                 )
-            first_ratio_deviation = tf.where(step == 0, deviation, first_ratio_deviation)
-            return step + 1, order, totals + stats, first_ratio_deviation, step_finite
+            return tf.concat([stats, deviation[None]], 0), tf.constant(True), finite
 
-        taken, _, totals, first_ratio_deviation, finite = tf.while_loop(
-            lambda step, order, totals, deviation, finite: (step < steps) & finite,
-            minibatch_step,
-            (tf.constant(0), tf.range(batch), tf.zeros([7]), tf.constant(0.0), tf.constant(True)),
-            shape_invariants=(
-                tf.TensorShape([]),
-                tf.TensorShape([None]),
-                tf.TensorShape([7]),
-                tf.TensorShape([]),
-                tf.TensorShape([]),
-            ),
+        means, first, finite = minibatches.run(
+            self.generator, rollout, s.num_minibatches, s.num_epochs, minibatch_step, num_stats=len(STAT_NAMES) + 1
         )
-        stats = dict(zip(STAT_NAMES, tf.unstack(totals / tf.cast(tf.maximum(taken, 1), tf.float32))))
-        stats["policy/first_ratio_max_deviation"] = first_ratio_deviation
+        stats = dict(zip(STAT_NAMES, tf.unstack(means[:-1])))
+        # Sampling and scoring agree: every ratio is 1 before the first step.
+        stats["policy/first_ratio_max_deviation"] = first[-1]
         stats["finite"] = finite & guards.all_finite(self.variables)
         return stats
 
@@ -499,19 +483,19 @@ class LMPPOLearner:
 def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
     """ConfigError unless each replica can sample an equal share of the prompts and take an equal share of every
     minibatch, cut into gradient_accumulation_steps micro-batches."""
-    if s.batch_size % replicas:
-        raise ConfigError(
-            f"ppo.batch_size: {s.batch_size} prompts do not split evenly over {replicas} replicas"
-            f"{f' on {workers} workers' if workers > 1 else ''}; allowed: a multiple of {replicas}"
-        )
-    minibatch = s.batch_size // s.num_minibatches
-    if minibatch % (replicas * s.gradient_accumulation_steps):
-        raise ConfigError(
-            f"ppo.num_minibatches: minibatches of {minibatch} sequences do not split evenly over "
-            f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps; "
-            f"allowed: ppo.batch_size / ppo.num_minibatches a multiple of "
-            f"{replicas * s.gradient_accumulation_steps}"
-        )
+    over = f"{replicas} replicas{f' on {workers} workers' if workers > 1 else ''}"
+    require_split(
+        "ppo.batch_size", f"{s.batch_size} prompts", s.batch_size, replicas, over, f"a multiple of {replicas}"
+    )
+    minibatch, parts = s.batch_size // s.num_minibatches, replicas * s.gradient_accumulation_steps
+    require_split(
+        "ppo.num_minibatches",
+        f"minibatches of {minibatch} sequences",
+        minibatch,
+        parts,
+        f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps",
+        f"ppo.batch_size / ppo.num_minibatches a multiple of {parts}",
+    )
 
 
 def _lengths(prompt_ids, prompt_lengths):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.core import warm_start
-from pipeline.core.schema import ConfigError
+from pipeline.core.schema import ConfigError, require_split
 from pipeline.core.task import Task
 from pipeline.lm.config import LMConfig
 
@@ -69,16 +69,23 @@ class LMTask(Task):
         from pipeline.core import distribute
         from pipeline.lm.ppo import check_split
 
-        replicas = strategy.num_replicas_in_sync
-        if cfg.sft.batch_size % replicas:
-            raise ConfigError(
-                f"sft.batch_size: {cfg.sft.batch_size} documents do not split evenly over "
-                f"{replicas} replicas; allowed: a multiple of the replica count"
-            )
-        if cfg.reward.kind == "learned" and cfg.reward.batch_size % replicas:
-            raise ConfigError(
-                f"reward.batch_size: {cfg.reward.batch_size} pairs do not split evenly over "
-                f"{replicas} replicas; allowed: a multiple of the replica count"
+        replicas, allowed = strategy.num_replicas_in_sync, "a multiple of the replica count"
+        require_split(
+            "sft.batch_size",
+            f"{cfg.sft.batch_size} documents",
+            cfg.sft.batch_size,
+            replicas,
+            f"{replicas} replicas",
+            allowed,
+        )
+        if cfg.reward.kind == "learned":
+            require_split(
+                "reward.batch_size",
+                f"{cfg.reward.batch_size} pairs",
+                cfg.reward.batch_size,
+                replicas,
+                f"{replicas} replicas",
+                allowed,
             )
         check_split(cfg.ppo, distribute.worker(strategy).count, replicas)
 

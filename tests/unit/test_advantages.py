@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from pipeline.core.advantages import episode_discounts_and_rewards, explained_variance, gae
+from pipeline.core.advantages import explained_variance, gae, rewards_and_discounts
 
 G, L = 0.9, 0.5
 
@@ -123,7 +123,7 @@ def test_tf_agents_own_advantages_treat_time_limits_as_terminations():
 
 
 def test_discounts_and_folded_rewards():
-    rewards, discounts = episode_discounts_and_rewards(
+    rewards, discounts = rewards_and_discounts(
         [[1.0, 1.0, 1.0]], [[True, False, False]], [[True, True, False]], [[5.0, 5.0, 5.0]], 0.5
     )
     np.testing.assert_allclose(rewards.numpy(), [[1.0, 3.5, 1.0]])

@@ -85,7 +85,7 @@ def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
     )
     env = envs.make_vector_env(cfg.env)
     learner = PPOLearner(cfg, envs.spaces_of(env))
-    runner = GreedyEpisodes(learner, 4)  # traced inside its loop first, as in training
+    runner = GreedyEpisodes(learner.greedy, 4)  # traced inside its loop first, as in training
     compiled = []
     for seed in (3, 4, 3):
         obs, _ = env.reset(seed=envs.episode_seeds(seed, 4))

@@ -23,7 +23,7 @@ def greedy_episodes(cfg: GymConfig, runner: GreedyEpisodes, seed: int) -> tuple[
 
 
 def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
-    returns, lengths = greedy_episodes(cfg, GreedyEpisodes(learner, cfg.evaluate.episodes), cfg.evaluate.seed)
+    returns, lengths = greedy_episodes(cfg, GreedyEpisodes(learner.greedy, cfg.evaluate.episodes), cfg.evaluate.seed)
     metrics = {
         "eval.mean_return": float(returns.mean()),
         "eval.std_return": float(returns.std()),

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.core import publish
 from pipeline.core.rundir import RunDir
-from pipeline.gym import envs
 from pipeline.gym.config import GymConfig
+from pipeline.gym.rollout import GreedyEpisodes
+from pipeline.gym.stages import evaluate
 
 
 def model_name(cfg: GymConfig) -> str:
@@ -35,20 +34,11 @@ def run(cfg: GymConfig, run_dir: RunDir, learner, checkpoint: str) -> dict:
 
 
 def score(version_dir: Path, cfg: GymConfig) -> float:
-    """Blessing's score: the mean greedy return of the SavedModel over the evaluation episodes (one per
-    environment, the evaluation stage's seeds)."""
+    """Blessing's score: the mean greedy return of the SavedModel over the evaluation episodes, run as the
+    evaluate stage runs the learner's (its environments, seeds and episode runner)."""
     from export.policies import load_policy
 
-    policy = load_policy(version_dir)
-    count = cfg.evaluate.episodes
-    env = envs.make_vector_env(cfg.env, num_envs=count)
-    try:
-        obs, _ = env.reset(seed=envs.episode_seeds(cfg.evaluate.seed, count))
-        returns, running = np.zeros(count), np.ones(count, bool)
-        while running.any():
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
-            returns += reward * running
-            running &= ~(terminated | truncated)
-        return float(returns.mean())
-    finally:
-        env.close()
+    serve = load_policy(version_dir).signature
+    runner = GreedyEpisodes(lambda observations: serve(observations=observations)["action"], cfg.evaluate.episodes)
+    returns, _ = evaluate.greedy_episodes(cfg, runner, cfg.evaluate.seed)
+    return float(returns.mean())

@@ -1,4 +1,5 @@
-"""Train stage: the PPO loop, read top to bottom. Resumes from the run directory's last checkpoint."""
+"""Train stage: the PPO iteration (`_TrainLoop.iterate`, read top to bottom) in the shared training loop. Resumes
+from the run directory's last checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import devices, distribute, preemption, resume, summaries
+from pipeline.core import devices, distribute, resume, summaries, training
 from pipeline.core.progress import Progress
 from pipeline.core.rundir import RunDir
 from pipeline.gym import envs
@@ -48,57 +49,83 @@ def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
         return _metrics(tally)
 
     log.info("train: %s", devices.describe(learner.variables_to_train))
-    # Each worker steps its share of env.num_envs, with the seeds those environments have on one host.
-    share = cfg.env.num_envs // learner.workers
-    env = envs.make_vector_env(cfg.env, num_envs=share)
-    seeds = envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration)
-    collector = Collector(env, learner, t.reward_scale, seeds=seeds[learner.worker * share :][:share])
-    evaluator = GreedyEpisodes(learner, cfg.evaluate.episodes)  # for stop_at_return
-    batch = cfg.env.num_envs * t.rollout_steps
-    progress = Progress(t.total_env_steps, tally.env_steps)
-    loop_start, wall_before = time.monotonic(), tally.wall_seconds
-    with summaries.stage_writer(run_dir, "train"):
-        while tally.env_steps < t.total_env_steps:
-            iter_start = time.monotonic()
-            # 1. Learning-rate schedule, by the fraction of the budget already used.
-            lr = t.learning_rate * (1.0 - tally.env_steps / t.total_env_steps if t.lr_schedule == "linear" else 1.0)
-            learner.set_learning_rate(lr)
-            # 2. Rollout with the sampling policy.
-            rollout = collector.collect(t.rollout_steps)
-            collect_s = time.monotonic() - iter_start
-            # 3-4. GAE (truncated episodes bootstrap from their final observation), then epochs x minibatches.
-            with tf.summary.record_if(False):  # TF-Agents' own loss summaries stay out of our logs
-                stats, advantages = learner.train_on_rollout(learner.gather(rollout.arrays()))
-            # 5. Counters and logs (every worker's episodes: the same tally, and the same stop decision, on each).
-            tally.env_steps += batch
-            tally.iteration += 1
-            tally.record_episodes(*_episodes(learner, rollout))
-            tally.wall_seconds = wall_before + time.monotonic() - loop_start
-            if tally.iteration % t.log_every == 0:
-                summaries.write(
-                    *_summaries(stats, advantages, lr, batch, time.monotonic() - iter_start, collect_s, rollout, tally),
-                    step=tally.env_steps,
-                )
-            progress.update(tally.env_steps, tally.recent_mean(100))
-            # 6. Stop early once solved; checkpoint.
-            if _solved(cfg, evaluator, tally):
-                tally.solved = True
-                log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
-            stop = preemption.stop_requested(learner.strategy)  # all workers stop together
-            if tally.iteration % t.checkpoint_every == 0 or tally.solved or stop:
-                learner.counters.store(tally)
-                manager.save(checkpoint_number=tally.env_steps)
-                tf.summary.flush()  # the curves up to a checkpoint survive a kill
-            if tally.solved:
-                break
-            if stop:
-                raise preemption.stopped(f"in train at {tally.env_steps} env steps, after a checkpoint")
-        learner.counters.store(tally)
-        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{tally.env_steps}"):
-            manager.save(checkpoint_number=tally.env_steps)
-    progress.close()
-    env.close()
+    loop = _TrainLoop(cfg, learner, manager, tally)
+    try:
+        training.run(loop, run_dir)
+    finally:
+        loop.close()
     return _metrics(tally)
+
+
+class _TrainLoop(training.Loop):
+    """The PPO iteration, read top to bottom in `iterate`; counters live in `tally` between checkpoints."""
+
+    stage = "train"
+
+    def __init__(self, cfg: GymConfig, learner: PPOLearner, manager: tf.train.CheckpointManager, tally: Tally):
+        self.cfg, self.learner, self.manager, self.tally = cfg, learner, manager, tally
+        self.checkpoint_every, self.strategy = cfg.train.checkpoint_every, learner.strategy
+        # Each worker steps its share of env.num_envs, with the seeds those environments have on one host.
+        share = cfg.env.num_envs // learner.workers
+        self.env = envs.make_vector_env(cfg.env, num_envs=share)
+        seeds = envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration)
+        self.collector = Collector(
+            self.env, learner, cfg.train.reward_scale, seeds=seeds[learner.worker * share :][:share]
+        )
+        self.evaluator = GreedyEpisodes(learner.greedy, cfg.evaluate.episodes)  # for stop_at_return
+        self.batch = cfg.env.num_envs * cfg.train.rollout_steps
+        self.progress = Progress(cfg.train.total_env_steps, tally.env_steps)
+        self.loop_start, self.wall_before = time.monotonic(), tally.wall_seconds
+
+    def iterate(self) -> bool:
+        t, tally, learner = self.cfg.train, self.tally, self.learner
+        iter_start = time.monotonic()
+        # 1. Learning-rate schedule, by the fraction of the budget already used.
+        lr = t.learning_rate * (1.0 - tally.env_steps / t.total_env_steps if t.lr_schedule == "linear" else 1.0)
+        learner.set_learning_rate(lr)
+        # 2. Rollout with the sampling policy.
+        rollout = self.collector.collect(t.rollout_steps)
+        collect_s = time.monotonic() - iter_start
+        # 3-4. GAE (truncated episodes bootstrap from their final observation), then epochs x minibatches.
+        with tf.summary.record_if(False):  # TF-Agents' own loss summaries stay out of our logs
+            stats, advantages = learner.train_on_rollout(learner.gather(rollout.arrays()))
+        # 5. Counters and logs (every worker's episodes: the same tally, and the same stop decision, on each).
+        tally.env_steps += self.batch
+        tally.iteration += 1
+        tally.record_episodes(*_episodes(learner, rollout))
+        tally.wall_seconds = self.wall_before + time.monotonic() - self.loop_start
+        if tally.iteration % t.log_every == 0:
+            iter_s = time.monotonic() - iter_start
+            summaries.write(
+                *_summaries(stats, advantages, lr, self.batch, iter_s, collect_s, rollout, tally), step=tally.env_steps
+            )
+        self.progress.update(tally.env_steps, tally.recent_mean(100))
+        # 6. Stop early once solved.
+        if _solved(self.cfg, self.evaluator, tally):
+            tally.solved = True
+            log.info("train: solved (stop_at_return %.1f) at %d env steps", t.stop_at_return, tally.env_steps)
+        return tally.solved
+
+    def iterations(self) -> int:
+        return self.tally.iteration
+
+    def done(self) -> bool:
+        return self.tally.env_steps >= self.cfg.train.total_env_steps
+
+    def save(self) -> None:
+        self.learner.counters.store(self.tally)
+        self.manager.save(checkpoint_number=self.tally.env_steps)
+
+    def saved(self) -> bool:
+        latest = self.manager.latest_checkpoint
+        return latest is not None and latest.endswith(f"-{self.tally.env_steps}")
+
+    def position(self) -> str:
+        return f"at {self.tally.env_steps} env steps"
+
+    def close(self) -> None:
+        self.progress.close()
+        self.env.close()
 
 
 def _episodes(learner: PPOLearner, rollout) -> tuple[list, list]:

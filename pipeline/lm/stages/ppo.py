@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import lora
-from pipeline.core import devices, distribute, preemption, resume, summaries, warm_start
+from pipeline.core import devices, distribute, resume, summaries, training, warm_start
 from pipeline.core.progress import Progress
 from pipeline.core.rundir import RunDir
 from pipeline.lm.config import LMConfig
@@ -74,48 +74,68 @@ def run(
     if not train:
         return learner, {}
     log.info("ppo: %s", devices.describe(learner.variables))
-    progress = Progress(p.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score")
-
-    def save(sequences, prompt_lengths) -> None:
-        learner.check_outputs(sequences, prompt_lengths)  # finite weights can still overflow a forward pass
-        manager.save(checkpoint_number=int(learner.iteration))
-
-    with summaries.stage_writer(run_dir, "ppo"):
-        while int(learner.iteration) < p.iterations:
-            iteration = int(learner.iteration)
-            # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
-            rng = np.random.default_rng([cfg.data.seed, iteration])
-            prompts, lengths = data.prompt_batch(
-                data.train_prompts[
-                    rng.choice(len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)
-                ]
-            )
-            start = time.perf_counter()
-            stats, sequences, scores = learner.step(prompts, rewards.proxy, lengths)
-            seconds = time.perf_counter() - start
-            responses = lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
-            if rewards.learned:
-                stats["objective/gold_scores"] = float(np.mean(rewards.gold(prompts, responses)))
-            stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
-            summaries.scalars(stats, step=iteration + 1)
-            if p.sample_every and iteration % p.sample_every == 0:
-                _sample_table(
-                    data, prompts[:SAMPLE_ROWS], responses[:SAMPLE_ROWS], scores[:SAMPLE_ROWS], step=iteration + 1
-                )
-            progress.update(iteration + 1, stats["objective/scores"])
-            stop = preemption.stop_requested(strategy)  # all workers stop together
-            if (iteration + 1) % p.checkpoint_every == 0 or stop:
-                save(sequences, lengths)
-                tf.summary.flush()  # the curves up to a checkpoint survive a kill
-            if stop:
-                raise preemption.stopped(f"in ppo at iteration {iteration + 1}, after a checkpoint")
-        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(learner.iteration)}"):
-            if int(learner.iteration) == 0:  # ppo.iterations 0: the SFT model as it is
-                manager.save(checkpoint_number=0)
-            else:
-                save(sequences, lengths)
-    progress.close()
+    loop = _PPOLoop(cfg, learner, manager, data, rewards)
+    try:
+        training.run(loop, run_dir)
+    finally:
+        loop.progress.close()
     return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
+
+
+class _PPOLoop(training.Loop):
+    """An iteration: a batch of prompts sampled, scored and learned from (LMPPOLearner.step), then logged."""
+
+    stage = "ppo"
+
+    def __init__(self, cfg: LMConfig, learner: LMPPOLearner, manager, data: LMData, rewards: Rewards):
+        self.cfg, self.learner, self.manager, self.data, self.rewards = cfg, learner, manager, data, rewards
+        self.checkpoint_every, self.strategy = cfg.ppo.checkpoint_every, learner.strategy
+        self.progress = Progress(
+            cfg.ppo.iterations, int(learner.iteration), stage="ppo", unit="iterations", metric="mean score"
+        )
+        self.last_batch = None  # (sequences, prompt lengths): what a checkpoint's outputs are checked on
+
+    def iterate(self) -> bool:
+        p, data, iteration = self.cfg.ppo, self.data, int(self.learner.iteration)
+        # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
+        rng = np.random.default_rng([self.cfg.data.seed, iteration])
+        prompts, lengths = data.prompt_batch(
+            data.train_prompts[
+                rng.choice(len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)
+            ]
+        )
+        start = time.perf_counter()
+        stats, sequences, scores = self.learner.step(prompts, self.rewards.proxy, lengths)
+        seconds = time.perf_counter() - start
+        self.last_batch = sequences, lengths
+        responses = lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
+        if self.rewards.learned:
+            stats["objective/gold_scores"] = float(np.mean(self.rewards.gold(prompts, responses)))
+        stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
+        summaries.scalars(stats, step=iteration + 1)
+        if p.sample_every and iteration % p.sample_every == 0:
+            rows = slice(SAMPLE_ROWS)
+            _sample_table(data, prompts[rows], responses[rows], scores[rows], step=iteration + 1)
+        self.progress.update(iteration + 1, stats["objective/scores"])
+        return False
+
+    def iterations(self) -> int:
+        return int(self.learner.iteration)
+
+    def done(self) -> bool:
+        return int(self.learner.iteration) >= self.cfg.ppo.iterations
+
+    def save(self) -> None:
+        if self.last_batch is not None:  # finite weights can still overflow a forward pass
+            self.learner.check_outputs(*self.last_batch)
+        self.manager.save(checkpoint_number=int(self.learner.iteration))  # iteration 0: the SFT model as it is
+
+    def saved(self) -> bool:
+        latest = self.manager.latest_checkpoint
+        return latest is not None and latest.endswith(f"-{int(self.learner.iteration)}")
+
+    def position(self) -> str:
+        return f"at iteration {int(self.learner.iteration)}"
 
 
 def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:

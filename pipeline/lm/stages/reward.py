@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from models import lm as lm_lib
 from models import reward_model as rm_lib
-from pipeline.core import distribute, guards, preemption, summaries
+from pipeline.core import distribute, guards, preemption, resume, summaries
 from pipeline.core.rundir import RunDir
 from pipeline.core.schema import ConfigError
 from pipeline.lm import preferences as prefs_lib
@@ -47,11 +47,8 @@ def run(
         return Rewards(proxy=gold, gold=gold, learned=False), {}
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = rm_lib.from_sft(sft_lm, seed=cfg.data.seed)
-    manager = tf.train.CheckpointManager(model.checkpoint(), str(run_dir.checkpoints / "reward"), max_to_keep=1)
-    restorable = tf.train.latest_checkpoint(str((restore_from or run_dir).checkpoints / "reward"))
-    if restorable:
-        model.checkpoint().restore(restorable).assert_existing_objects_matched()
-        log.info("reward: restored %s, not training again", restorable)
+    manager, restored = resume.trained_once(model.checkpoint(), run_dir, "reward", restore_from)
+    if restored:
         proxy = model_scorer(reward_function(model, cfg.reward.jit_compile), data.eos_id)
         return Rewards(proxy=proxy, gold=gold, learned=True), {}
     trainer = RewardTrainer(model, cfg.reward.learning_rate, jit_compile=cfg.reward.jit_compile, strategy=strategy)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models import checkpoints
 from models import lm as lm_lib
-from pipeline.core import guards, preemption, summaries
+from pipeline.core import guards, preemption, resume, summaries
 from pipeline.core.rundir import RunDir
 from pipeline.lm import data as data_lib
 from pipeline.lm.config import LMConfig
@@ -47,11 +47,8 @@ def run(
     checkpoint to take, when not run_dir (a worker's scratch folder: it gets no preset)."""
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         lm = build_model(cfg, data)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(lm=lm), str(run_dir.checkpoints / "sft"), max_to_keep=1)
-    restorable = tf.train.latest_checkpoint(str((restore_from or run_dir).checkpoints / "sft"))
-    if restorable:
-        tf.train.Checkpoint(lm=lm).restore(restorable).assert_existing_objects_matched()
-        log.info("sft: restored %s, not training again", restorable)
+    manager, restored = resume.trained_once(tf.train.Checkpoint(lm=lm), run_dir, "sft", restore_from)
+    if restored:
         if _trained(cfg) and restore_from is None and not (run_dir.root / "preset").exists():  # a run directory
             _save_preset(cfg, run_dir, data, lm)  # from before presets
         return lm, {}
