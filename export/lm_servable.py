@@ -14,6 +14,7 @@ with `core_op_cache_updates` (no XlaDynamicUpdateSlice) and nothing is jit-compi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import keras
@@ -99,7 +100,7 @@ def build_archive(
     archive = keras.export.ExportArchive()
     archive.track(lm)
     archive.track(tokenizer)
-    with lm_lib.core_op_cache_updates():
+    with core_op_cache_updates():
         archive.add_endpoint(
             "serving_default",
             generate,
@@ -115,6 +116,28 @@ def build_archive(
 
 
 def save(archive: keras.export.ExportArchive, path: str) -> None:
-    with lm_lib.core_op_cache_updates():
+    with core_op_cache_updates():
         archive.write_out(path, verbose=False)
     tf_serving.drop_cluster_devices(path)
+
+
+@contextlib.contextmanager
+def core_op_cache_updates():
+    """While tracing inside this block, keras-hub's KV-cache writes use a core TF op.
+
+    Keras' TF backend writes slices with XlaDynamicUpdateSlice, which TF Serving (XLA disabled) cannot run;
+    TensorStridedSliceUpdate does the same write and is a stock op."""
+    from keras.src.backend.tensorflow import core
+
+    def slice_update(inputs, start_indices, updates):
+        start = tf.cast(tf.stack(start_indices), tf.int32)
+        return tf.raw_ops.TensorStridedSliceUpdate(
+            input=inputs, begin=start, end=start + tf.shape(updates), strides=tf.ones_like(start), value=updates
+        )
+
+    original = core.slice_update
+    core.slice_update = slice_update
+    try:
+        yield
+    finally:
+        core.slice_update = original

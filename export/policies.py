@@ -15,8 +15,11 @@ class Policy:
     """A trained gym policy from its export: observations in (one, or a batch), greedy actions out, as the
     served `serving_default` answers (`outputs` gives its value and logits, or mean and std, too)."""
 
-    def __init__(self, signature):
+    def __init__(self, signature, saved_model):
         self.signature = signature  # serving_default itself: float32 observations -> action, value, ...
+        # The loaded SavedModel owns the variables: a function that calls the signature inside its own graph
+        # (blessing's episode runner) holds them only weakly.
+        self._saved_model = saved_model
 
     def outputs(self, observations) -> dict:
         batch = np.asarray(observations, np.float32)
@@ -55,9 +58,10 @@ def load_policy(path: str | Path) -> Policy | LanguagePolicy:
     import tensorflow as tf
 
     version_dir = _version_dir(Path(path))
-    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    saved_model = tf.saved_model.load(str(version_dir))
+    signature = saved_model.signatures["serving_default"]
     if "prompts" not in signature.structured_input_signature[1]:
-        return Policy(signature)
+        return Policy(signature, saved_model)
     return LanguagePolicy(signature, _signature_defaults(version_dir, "serving_default"))
 
 

@@ -10,7 +10,6 @@ and the first ratio is 1, to rounding.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import keras
@@ -295,26 +294,3 @@ class _Gpt2Decoder:
             x = x + layer._feedforward_output_dense(layer._feedforward_intermediate_dense(h))
             updated.append((keys, values))
         return backbone.token_embedding(backbone.layer_norm(x), reverse=True)[:, 0], tuple(updated)
-
-
-@contextlib.contextmanager
-def core_op_cache_updates():
-    """While tracing inside this block, keras-hub's KV-cache writes use a core TF op.
-
-    Keras' TF backend writes slices with XlaDynamicUpdateSlice, which TF Serving (XLA disabled) cannot run;
-    TensorStridedSliceUpdate does the same write and is a stock op. Used for serving exports only.
-    """
-    from keras.src.backend.tensorflow import core
-
-    def slice_update(inputs, start_indices, updates):
-        start = tf.cast(tf.stack(start_indices), tf.int32)
-        return tf.raw_ops.TensorStridedSliceUpdate(
-            input=inputs, begin=start, end=start + tf.shape(updates), strides=tf.ones_like(start), value=updates
-        )
-
-    original = core.slice_update
-    core.slice_update = slice_update
-    try:
-        yield
-    finally:
-        core.slice_update = original

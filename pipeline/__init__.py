@@ -15,13 +15,13 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TensorFlow's C++ log level as the user set it (None: not set), before the line below sets it for a notebook:
-# the command line chooses its own (pipeline/core/tf_logs.py).
-USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+# TensorFlow's C++ log level: tf_logs notes the user's own, if any, before the default below (for a notebook);
+# the command line chooses its own.
+from pipeline.core import tf_logs  # noqa: E402,F401
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A pooling (BFC) allocator for host memory: TensorFlow's default CPU allocator hands large buffers back to the
-# OS and page-faults them in again every step (LM PPO update ~20% faster here, a third of the system time gone;
-# results unchanged).
+# OS and page-faults them in again every step (LM PPO update faster, results unchanged: benchmarks/README.md).
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 # The Python API (pipeline/api.py) and the errors it raises: imported after the settings above; TensorFlow loads

@@ -16,9 +16,8 @@ import re
 import sys
 import tempfile
 
-import pipeline
-
 LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+USER_LEVEL = os.environ.get(LEVEL)  # as the user set it (None: not set); imported before the package's default
 # Start-up notices TensorFlow's libraries write as they load and probe for GPUs (absl's prefix: I/W/E + date).
 STARTUP_NOTICES = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
@@ -30,8 +29,8 @@ STARTUP_NOTICES = re.compile(
 
 def configure(verbose: bool) -> None:
     """Before TensorFlow loads: TensorFlow's log level for this process and the workers it starts."""
-    if pipeline.USER_TF_LOG_LEVEL is not None:
-        os.environ[LEVEL] = pipeline.USER_TF_LOG_LEVEL
+    if USER_LEVEL is not None:
+        os.environ[LEVEL] = USER_LEVEL
     else:
         os.environ[LEVEL] = "0" if verbose else "3"
 

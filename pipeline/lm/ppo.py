@@ -10,20 +10,9 @@ One iteration, in TRL's order:
 Scoring (2-6) and optimisation (7) are one tf.function each, traced once (TRL's rollout and update phases);
 sampling is XLA-compiled by default. Under a strategy, sampling and step 2 run on the replicas first.
 
-Under a tf.distribute strategy (pipeline/core/distribute.py) each replica samples its equal share of the prompts
-(a random stream of its own) and scores it (step 2), and each worker calls the reward function on its replicas'
-rows; all of it is gathered so every worker holds the whole batch, runs steps 3-6 on it (the KL, whitening and
-advantages of the whole batch; the adaptive KL coefficient on its KL) and takes the same minibatches, each
-replica computing the gradient of its equal share of the minibatch's rows over the minibatch's token count. The
-gradients are summed across replicas, clipped on their global norm and applied on every replica: R replicas take
-the steps one device takes.
-
-With top-k / top-p the policy is the filtered distribution tokens are drawn from. The kept set of each response
-position is fixed when the batch is scored (step 2) and used for the whole update: the policy before and after
-each gradient step and the reference are all scored on it, renormalised. So every log-probability of a sampled
-token is finite, the first ratio is 1, the KL penalty compares the two models over the tokens the policy could
-draw, and the gradient at the rollout's parameters is the filtered policy's own (the set is piecewise constant in
-the parameters). TRL samples unfiltered in PPO (top_k 0, top_p 1: this config's defaults).
+Under a strategy each replica samples and scores its share, the batch is gathered so every worker runs 3-6 on
+all of it, and each replica takes its share of every minibatch (docs/distributed.md). With top-k / top-p the
+policy is the filtered distribution, scored on the kept set fixed at step 2 (docs/lm.md).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from export.lm_servable import core_op_cache_updates
 from models import lm as lm_lib
 from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
@@ -429,7 +430,7 @@ def test_cache_writes_traced_for_serving_use_stock_ops_only(architecture, generi
         return lm_lib.sample(policy, prompt_ids, 4, 0.0, tf.constant([0, 0], tf.int64), generic_cache=generic)
 
     signature = [tf.TensorSpec([None, None], tf.int32)]
-    with lm_lib.core_op_cache_updates():
+    with core_op_cache_updates():
         graph = tf.function(serve, input_signature=signature, autograph=False).get_concrete_function().graph
     ops = {op.type for op in graph.get_operations()}
     for function in graph.as_graph_def().library.function:

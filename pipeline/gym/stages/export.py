@@ -38,7 +38,9 @@ def score(version_dir: Path, cfg: GymConfig) -> float:
     evaluate stage runs the learner's (its environments, seeds and episode runner)."""
     from export.policies import load_policy
 
-    serve = load_policy(version_dir).signature
-    runner = GreedyEpisodes(lambda observations: serve(observations=observations)["action"], cfg.evaluate.episodes)
+    policy = load_policy(version_dir)
+    runner = GreedyEpisodes(
+        lambda observations: policy.signature(observations=observations)["action"], cfg.evaluate.episodes
+    )
     returns, _ = evaluate.greedy_episodes(cfg, runner, cfg.evaluate.seed)
     return float(returns.mean())
