@@ -15,7 +15,7 @@ class Policy:
     """A trained gym policy from its export: observations in (one, or a batch), greedy actions out, as the
     served `serving_default` answers (`outputs` gives its value and logits, or mean and std, too)."""
 
-    def __init__(self, signature, saved_model):
+    def __init__(self, signature, saved_model=None):
         self.signature = signature  # serving_default itself: float32 observations -> action, value, ...
         # The loaded SavedModel owns the variables: a function that calls the signature inside its own graph
         # (blessing's episode runner) holds them only weakly.

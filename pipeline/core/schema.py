@@ -168,7 +168,7 @@ def reference(cfg_class) -> str:
     return "\n".join(lines)
 
 
-def require_split(key: str, what: str, count: int, parts: int, over: str, allowed: str) -> None:
+def require_split(key: str, *, what: str, count: int, parts: int, over: str, allowed: str) -> None:
     """Batch sizes in a config are totals, split over workers or replicas: a count that is no multiple of parts is a
     config error naming the key, e.g. "sft.batch_size: 32 documents do not split evenly over 3 replicas" (over:
     the parts in words)."""

@@ -14,7 +14,6 @@ NAMES = tuple(_MODULES)
 
 
 class Task(abc.ABC):
-    name: str
     config: type  # its root config (a pipeline.core.schema.TaskConfig dataclass)
     checkpoints: str  # the folder under RUN_DIR/checkpoints holding the checkpoint a run resumes and exports from
     warm_start_key: str  # the config key naming a warm start's source

@@ -43,14 +43,16 @@ def import_tensorflow() -> None:
         tf.config.list_physical_devices("GPU")
         return
     with tempfile.TemporaryFile("w+b") as held:
-        with _stderr_to(held):
-            import tensorflow as tf
+        try:
+            with _stderr_to(held):
+                import tensorflow as tf
 
-            tf.config.list_physical_devices("GPU")
-        held.seek(0)
-        for line in held.read().decode(errors="replace").splitlines():
-            if not STARTUP_NOTICES.match(line):
-                print(line, file=sys.stderr)
+                tf.config.list_physical_devices("GPU")
+        finally:  # what TensorFlow wrote, also when its import failed: all but the start-up notices
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines():
+                if not STARTUP_NOTICES.match(line):
+                    print(line, file=sys.stderr)
 
 
 @contextlib.contextmanager

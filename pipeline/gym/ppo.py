@@ -374,20 +374,20 @@ def check_split(cfg: GymConfig, workers: int, replicas: int) -> None:
     share of every minibatch."""
     require_split(
         "env.num_envs",
-        f"{cfg.env.num_envs} environments",
-        cfg.env.num_envs,
-        workers,
-        f"{workers} workers",
-        "a multiple of the worker count",
+        what=f"{cfg.env.num_envs} environments",
+        count=cfg.env.num_envs,
+        parts=workers,
+        over=f"{workers} workers",
+        allowed="a multiple of the worker count",
     )
     minibatch = cfg.env.num_envs * cfg.train.rollout_steps // cfg.train.num_minibatches
     require_split(
         "train.num_minibatches",
-        f"minibatches of {minibatch} rows",
-        minibatch,
-        replicas,
-        f"{replicas} replicas",
-        "env.num_envs * train.rollout_steps / train.num_minibatches a multiple of the replica count",
+        what=f"minibatches of {minibatch} rows",
+        count=minibatch,
+        parts=replicas,
+        over=f"{replicas} replicas",
+        allowed="env.num_envs * train.rollout_steps / train.num_minibatches a multiple of the replica count",
     )
 
 

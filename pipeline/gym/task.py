@@ -9,7 +9,6 @@ from pipeline.gym.config import GymConfig
 
 
 class GymTask(Task):
-    name = "gym"
     config = GymConfig
     checkpoints = "."
     warm_start_key = "train.warm_start"

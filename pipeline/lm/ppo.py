@@ -474,16 +474,21 @@ def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
     minibatch, cut into gradient_accumulation_steps micro-batches."""
     over = f"{replicas} replicas{f' on {workers} workers' if workers > 1 else ''}"
     require_split(
-        "ppo.batch_size", f"{s.batch_size} prompts", s.batch_size, replicas, over, f"a multiple of {replicas}"
+        "ppo.batch_size",
+        what=f"{s.batch_size} prompts",
+        count=s.batch_size,
+        parts=replicas,
+        over=over,
+        allowed=f"a multiple of {replicas}",
     )
     minibatch, parts = s.batch_size // s.num_minibatches, replicas * s.gradient_accumulation_steps
     require_split(
         "ppo.num_minibatches",
-        f"minibatches of {minibatch} sequences",
-        minibatch,
-        parts,
-        f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps",
-        f"ppo.batch_size / ppo.num_minibatches a multiple of {parts}",
+        what=f"minibatches of {minibatch} sequences",
+        count=minibatch,
+        parts=parts,
+        over=f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps",
+        allowed=f"ppo.batch_size / ppo.num_minibatches a multiple of {parts}",
     )
 
 

@@ -11,7 +11,6 @@ from pipeline.lm.config import LMConfig
 
 
 class LMTask(Task):
-    name = "lm"
     config = LMConfig
     checkpoints = "ppo"
     warm_start_key = "ppo.warm_start"
@@ -72,20 +71,20 @@ class LMTask(Task):
         replicas, allowed = strategy.num_replicas_in_sync, "a multiple of the replica count"
         require_split(
             "sft.batch_size",
-            f"{cfg.sft.batch_size} documents",
-            cfg.sft.batch_size,
-            replicas,
-            f"{replicas} replicas",
-            allowed,
+            what=f"{cfg.sft.batch_size} documents",
+            count=cfg.sft.batch_size,
+            parts=replicas,
+            over=f"{replicas} replicas",
+            allowed=allowed,
         )
         if cfg.reward.kind == "learned":
             require_split(
                 "reward.batch_size",
-                f"{cfg.reward.batch_size} pairs",
-                cfg.reward.batch_size,
-                replicas,
-                f"{replicas} replicas",
-                allowed,
+                what=f"{cfg.reward.batch_size} pairs",
+                count=cfg.reward.batch_size,
+                parts=replicas,
+                over=f"{replicas} replicas",
+                allowed=allowed,
             )
         check_split(cfg.ppo, distribute.worker(strategy).count, replicas)
 

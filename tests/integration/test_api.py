@@ -80,3 +80,12 @@ def test_two_runs_in_one_process_are_their_own_and_equal_the_command_lines(tmp_p
     learned = [k for k in from_cli if k.startswith(("train.", "eval.")) and "seconds" not in k and "per_s" not in k]
     assert learned and {k: results[1][k] for k in learned} == {k: from_cli[k] for k in learned}
     assert {k: results[0][k] for k in learned} != {k: results[1][k] for k in learned}
+
+
+def test_the_old_config_module_still_answers():
+    """Notebooks written before the reorganisation catch pipeline.config.ConfigError and build Config()."""
+    import pipeline.config as old
+
+    assert old.ConfigError is pipeline.ConfigError and old.Config is GymConfig
+    with pytest.raises(pipeline.ConfigError, match="train.num_epochs"):
+        old.from_dict({"train": {"num_epochs": 0}})

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from pipeline.core import publish
+from pipeline.core.guards import NonFiniteError
 from pipeline.core.rundir import RunDir
 from pipeline.gym.config import GymConfig
 from pipeline.gym.rollout import GreedyEpisodes
@@ -42,5 +43,8 @@ def score(version_dir: Path, cfg: GymConfig) -> float:
     runner = GreedyEpisodes(
         lambda observations: policy.signature(observations=observations)["action"], cfg.evaluate.episodes
     )
-    returns, _ = evaluate.greedy_episodes(cfg, runner, cfg.evaluate.seed)
+    try:
+        returns, _ = evaluate.greedy_episodes(cfg, runner, cfg.evaluate.seed)
+    except NonFiniteError:  # a model that drives the environment to NaN scores NaN: never blessed, never fatal
+        return float("nan")
     return float(returns.mean())

@@ -17,13 +17,14 @@ from pipeline.gym.config import GymConfig
 from pipeline.gym.ppo import PPOLearner, Tally
 from pipeline.gym.rollout import Collector, GreedyEpisodes
 from pipeline.gym.stages import evaluate
+from pipeline.gym.task import TASK
 
 log = logging.getLogger(__name__)
 SOLVED_WINDOW = 50  # episodes averaged for train.stop_at_return (the usual "solved" criterion)
 
 
 def checkpoint_manager(run: RunDir, learner: PPOLearner) -> tf.train.CheckpointManager:
-    return tf.train.CheckpointManager(learner.checkpoint(), str(run.checkpoints), max_to_keep=3)
+    return tf.train.CheckpointManager(learner.checkpoint(), str(run.checkpoints / TASK.checkpoints), max_to_keep=3)
 
 
 def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
@@ -33,7 +34,7 @@ def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
 
 def latest_checkpoint(run: RunDir) -> str | None:
     """The newest checkpoint's path; the learner already holds it (model stage restore, or the final save)."""
-    return tf.train.latest_checkpoint(str(run.checkpoints))
+    return tf.train.latest_checkpoint(str(run.checkpoints / TASK.checkpoints))
 
 
 def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
@@ -72,7 +73,9 @@ class _TrainLoop(training.Loop):
         self.collector = Collector(
             self.env, learner, cfg.train.reward_scale, seeds=seeds[learner.worker * share :][:share]
         )
-        self.evaluator = GreedyEpisodes(learner.greedy, cfg.evaluate.episodes)  # for stop_at_return
+        self.evaluator = GreedyEpisodes(
+            lambda o: learner.greedy(o), cfg.evaluate.episodes
+        )  # stop_at_return; traced if used
         self.batch = cfg.env.num_envs * cfg.train.rollout_steps
         self.progress = Progress(cfg.train.total_env_steps, tally.env_steps)
         self.loop_start, self.wall_before = time.monotonic(), tally.wall_seconds

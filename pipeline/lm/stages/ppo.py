@@ -21,13 +21,14 @@ from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.lm.rewards import Rewards
+from pipeline.lm.task import TASK
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 8  # rows of each ppo.sample_every table
 
 
 def _checkpoint_dir(run_dir: RunDir) -> str:
-    return str(run_dir.checkpoints / "ppo")
+    return str(run_dir.checkpoints / TASK.checkpoints)
 
 
 def latest_checkpoint(run_dir: RunDir):
