@@ -31,6 +31,7 @@ class TaskConfig:
 
     task: str  # the `task:` key naming it
     resume_locked: tuple[str, ...] = ()  # what a run directory's checkpoints fix: refused if changed on resume
+    checkpoints: str = "."  # the folder under RUN_DIR/checkpoints holding the checkpoint runs resume and export from
     renamed: dict[str, str] = {}  # old key -> new key: a config naming the old one gets an error naming the new
 
     def to_dict(self) -> dict:

@@ -15,7 +15,6 @@ NAMES = tuple(_MODULES)
 
 class Task(abc.ABC):
     config: type  # its root config (a pipeline.core.schema.TaskConfig dataclass)
-    checkpoints: str  # the folder under RUN_DIR/checkpoints holding the checkpoint a run resumes and exports from
     warm_start_key: str  # the config key naming a warm start's source
     warm_start_shared: tuple[str, ...]  # what a warm start's source run must share with this one
     stages: tuple[tuple[str, str], ...]  # (stage, the metrics prefix it writes when it ends), in order

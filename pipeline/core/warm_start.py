@@ -32,13 +32,13 @@ def resolve(source: str, cfg) -> str:
         where = f"{path} was exported from {run.root}, checkpoint {checkpoint}"
     elif (path / "config.yaml").is_file():
         run = RunDir(path)
-        checkpoint = latest_checkpoint_name(run.checkpoints / task.checkpoints)
+        checkpoint = latest_checkpoint_name(run.checkpoints / task.config.checkpoints)
         where = f"run directory {path}"
     else:
         raise config_lib.ConfigError(
             f"{key}: {source} is neither a run directory nor an exported version (or a model folder of them)"
         )
-    prefix = run.checkpoints / task.checkpoints / str(checkpoint)
+    prefix = run.checkpoints / task.config.checkpoints / str(checkpoint)
     if not checkpoint or not prefix.with_name(f"{prefix.name}.index").exists():
         raise config_lib.ConfigError(f"{key}: {where}, whose checkpoint is not there any more")
     theirs = run.load_config()

@@ -10,7 +10,6 @@ from pipeline.gym.config import GymConfig
 
 class GymTask(Task):
     config = GymConfig
-    checkpoints = "."
     warm_start_key = "train.warm_start"
     warm_start_shared = ("env.id", "env.kwargs", "model", "train.normalize_observations")
     stages = (("train", "train."), ("evaluate", "eval."), ("export", "export."))

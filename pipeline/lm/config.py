@@ -268,6 +268,7 @@ class LMConfig(TaskConfig):
 
     task = "lm"
     resume_locked = ("data", "model", "ppo.value_model")  # the tokenizer, the networks and their checkpoints
+    checkpoints = "ppo"  # beside sft/ and reward/, which train once
     # Keys renamed on 2026-12-02: a config naming the old key gets an error naming the new one.
     renamed = {
         "ppo.kl_target": "ppo.adaptive_kl_target",

@@ -12,7 +12,6 @@ from pipeline.lm.config import LMConfig
 
 class LMTask(Task):
     config = LMConfig
-    checkpoints = "ppo"
     warm_start_key = "ppo.warm_start"
     warm_start_shared = ("data", "model", "ppo.value_model")
     stages = (("sft", "sft."), ("reward", "reward."), ("ppo", "ppo."), ("evaluate", "eval."), ("export", "export."))

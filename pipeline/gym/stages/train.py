@@ -17,14 +17,13 @@ from pipeline.gym.config import GymConfig
 from pipeline.gym.ppo import PPOLearner, Tally
 from pipeline.gym.rollout import Collector, GreedyEpisodes
 from pipeline.gym.stages import evaluate
-from pipeline.gym.task import TASK
 
 log = logging.getLogger(__name__)
 SOLVED_WINDOW = 50  # episodes averaged for train.stop_at_return (the usual "solved" criterion)
 
 
 def checkpoint_manager(run: RunDir, learner: PPOLearner) -> tf.train.CheckpointManager:
-    return tf.train.CheckpointManager(learner.checkpoint(), str(run.checkpoints / TASK.checkpoints), max_to_keep=3)
+    return tf.train.CheckpointManager(learner.checkpoint(), str(run.checkpoints / GymConfig.checkpoints), max_to_keep=3)
 
 
 def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
@@ -34,7 +33,7 @@ def restore_latest(run: RunDir, learner: PPOLearner) -> str | None:
 
 def latest_checkpoint(run: RunDir) -> str | None:
     """The newest checkpoint's path; the learner already holds it (model stage restore, or the final save)."""
-    return tf.train.latest_checkpoint(str(run.checkpoints / TASK.checkpoints))
+    return tf.train.latest_checkpoint(str(run.checkpoints / GymConfig.checkpoints))
 
 
 def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:

@@ -21,14 +21,13 @@ from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.lm.rewards import Rewards
-from pipeline.lm.task import TASK
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 8  # rows of each ppo.sample_every table
 
 
 def _checkpoint_dir(run_dir: RunDir) -> str:
-    return str(run_dir.checkpoints / TASK.checkpoints)
+    return str(run_dir.checkpoints / LMConfig.checkpoints)
 
 
 def latest_checkpoint(run_dir: RunDir):
