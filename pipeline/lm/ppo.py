@@ -30,7 +30,9 @@ from pipeline.core import distribute, estimators, guards, minibatches
 from pipeline.core.schema import require_split
 from pipeline.lm import losses
 from pipeline.lm.config import LMPPOConfig
+from pipeline.lm.networks import PolicyNetworks
 from pipeline.lm.optimizer import SummedGradientsAdam
+from pipeline.lm.sampling import Sampler, as_tensors, lengths_of
 
 # Metric names as TRL's PPO trainer logs them.
 STAT_NAMES = (
@@ -45,12 +47,8 @@ STAT_NAMES = (
 
 
 class LMPPOLearner:
-    """Holds the trainable policy, the value model (a head on the policy's trunk, or a separate copy of the SFT
-    model with a head), the frozen reference and the optimizer state.
-
-    With LoRA the value model is by default a head on the adapted trunk (ppo.value_model shared), as without: one
-    network in memory, which is what LoRA is for; separate gives the value model a base copy with adapters of its
-    own (TRL's layout, twice the memory and compute)."""
+    """PPO on a causal LM: the networks (pipeline/lm/networks.py), a sampler (pipeline/lm/sampling.py), the
+    optimizer state, the KL coefficient and the iteration count; `step` is one iteration."""
 
     def __init__(
         self,
@@ -66,30 +64,28 @@ class LMPPOLearner:
         (None: one device)."""
         self.settings = s = settings
         self.eos_id = eos_id
-        self.policy = policy_lm
-        self.adapters = adapters
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         self.worker, self.workers = distribute.worker(strategy)
         check_split(s, self.workers, self.replicas)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            self._build(policy_lm, s)
+            self.networks = PolicyNetworks(policy_lm, s, adapters)
+            self.optimizer = SummedGradientsAdam(learning_rate=s.learning_rate)
+            # Eagerly, before any strategy.run traces a step (keras issue 23085).
+            self.optimizer.build(self.networks.variables)
+        net = self.networks
+        self.policy, self.reference = net.policy, net.reference
+        self.value_trunk, self.value_head = net.value_trunk, net.value_head
+        self.adapters, self.variables = adapters, net.variables
         self.generator = tf.random.Generator.from_seed(seed)
         self.kl_coef = tf.Variable(s.kl_coef, dtype=tf.float32, trainable=False, name="kl_coef")
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-        # Every compiled function is self._compiled_<name>, of the method self._<name> (or, for rollout, of
-        # strategy.run over self._replica_rollout).
-        self._compiled_sample = tf.function(self._sample, autograph=False, jit_compile=s.jit_generation)
-        self._compiled_rollout = tf.function(
-            lambda prompt_ids, prompt_lengths: strategy.run(
-                self._replica_rollout, (prompt_ids, prompt_lengths, self.generator.make_seeds(1)[:, 0])
-            ),
-            autograph=False,
-        )
+        # Every compiled function is self._compiled_<name>, of the method self._<name> (score: of the networks').
         # The scoring passes and each optimizer step are XLA clusters (jit_update); the loops around them are not:
         # XLA-compiling the whole update took minutes to compile and ran slower. Under a strategy the
         # gradients leave the cluster: the replicas' all-reduce cannot run inside one.
-        self._compiled_score = tf.function(self._score, autograph=False, jit_compile=s.jit_update)
+        self._compiled_score = tf.function(net.score, autograph=False, jit_compile=s.jit_update)
+        self.sampler = Sampler(net, s, eos_id, self.generator, strategy, self._compiled_score)
         self._compiled_train_step = tf.function(self._train_step, autograph=False, jit_compile=s.jit_update)
         self._compiled_minibatch_gradients = tf.function(
             self._minibatch_gradients, autograph=False, jit_compile=s.jit_update
@@ -97,38 +93,11 @@ class LMPPOLearner:
         self._compiled_prepare = tf.function(self._prepare, autograph=False)
         self._compiled_optimize = tf.function(self._optimize, autograph=False)
 
-    def _build(self, policy_lm, s: LMPPOConfig) -> None:
-        """The reference, value model and optimizer: under a strategy, mirrored on its replicas."""
-        adapters = self.adapters
-        self.reference = (
-            None
-            if adapters is not None
-            else lm_lib.copy_lm(
-                policy_lm,
-                trainable=False,
-                precision=None if s.reference_precision == "policy" else s.reference_precision,
-            )
-        )
-        self.value_trunk = lm_lib.copy_lm(policy_lm, trainable=True) if s.value_model == "separate" else None
-        if adapters is not None:
-            for lm in (self.policy, self.value_trunk):
-                if lm is not None:
-                    lora.enable(lm, adapters)
-        self.value_head = lm_lib.build_value_head(policy_lm.backbone.hidden_dim)
-        self._filtered = bool(s.top_k) or s.top_p < 1.0
-        self.variables = (
-            self.policy.trainable_variables
-            + self.value_head.trainable_variables
-            + (self.value_trunk.trainable_variables if self.value_trunk is not None else [])
-        )
-        self.optimizer = SummedGradientsAdam(learning_rate=s.learning_rate)
-        self.optimizer.build(self.variables)  # eagerly, before any strategy.run traces a step (keras issue 23085)
-
     def checkpoint(self) -> tf.train.Checkpoint:
         """What PPO changes: with adapters, only they (apart from the base, which SFT's checkpoint or
         model.checkpoint holds), the value head and the optimizer's state."""
         return tf.train.Checkpoint(
-            **self._trained(),
+            **self.networks.trained(),
             optimizer=self.optimizer,
             generator=self.generator,
             kl_coef=self.kl_coef,
@@ -138,32 +107,20 @@ class LMPPOLearner:
     def trained_parts(self) -> tf.train.Checkpoint:
         """The part of `checkpoint` a warm start takes: the policy (or its adapters) and the value model, not
         the optimizer, counters, RNG or KL coefficient."""
-        return tf.train.Checkpoint(**self._trained())
-
-    def _trained(self) -> dict:
-        parts = {"value_head": self.value_head}
-        for name, lm in (("policy", self.policy), ("value_trunk", self.value_trunk)):
-            if lm is not None:
-                parts[name] = lm if self.adapters is None else lora.adapter_variables(lm)
-        return parts
-
-    @contextlib.contextmanager
-    def _as_reference(self):
-        """The frozen reference: its own copy, or the policy with its adapters off (while tracing, too)."""
-        if self.reference is not None:
-            yield self.reference
-        else:
-            with lora.adapters_off(self.policy) as reference:
-                yield reference
+        return tf.train.Checkpoint(**self.networks.trained())
 
     def servable_policy(self):
         """The policy as one model for the export: with adapters, a copy with them merged into its kernels."""
-        return self.policy if self.adapters is None else lm_lib.copy_lm(self.policy, trainable=False)
+        return self.networks.servable_policy()
+
+    def generate(self, prompt_ids, use_reference: bool = False, prompt_lengths=None) -> np.ndarray:
+        """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (Sampler.generate)."""
+        return self.sampler.generate(prompt_ids, use_reference, prompt_lengths)
 
     def check_outputs(self, sequences, prompt_lengths) -> None:
         """Raises guards.NonFiniteError unless the policy's log-probs and values on these sequences are finite:
         before a checkpoint, as finite weights can still overflow a forward pass."""
-        log_probs, values, _, _ = self._compiled_score(*_tensors(sequences, prompt_lengths))
+        log_probs, values, _, _ = self._compiled_score(*as_tensors(sequences, prompt_lengths))
         guards.check(
             guards.all_finite([log_probs, values]),
             "ppo",
@@ -173,73 +130,8 @@ class LMPPOLearner:
 
     def log_probs(self, sequences, prompt_lengths):
         """Response log-probs under the policy and under the reference (for evaluation)."""
-        policy, _, reference, _ = self._compiled_score(*_tensors(sequences, prompt_lengths))
+        policy, _, reference, _ = self._compiled_score(*as_tensors(sequences, prompt_lengths))
         return policy.numpy(), reference.numpy()
-
-    # === 1. Sampling ===
-
-    def _sample(self, prompt_ids, prompt_lengths, seed, use_reference: bool = False):
-        s = self.settings
-        with self._as_reference() if use_reference else contextlib.nullcontext(self.policy) as lm:
-            return lm_lib.sample(
-                lm,
-                prompt_ids,
-                s.max_new_tokens,
-                s.temperature,
-                seed,
-                s.top_k,
-                s.top_p,
-                prompt_lengths=prompt_lengths,
-                eos_id=self.eos_id,
-            )
-
-    def generate(self, prompt_ids, use_reference: bool = False, prompt_lengths=None) -> np.ndarray:
-        """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model).
-
-        prompt_lengths [B]: where each right-padded prompt ends (None: every row is P long). Each row holds its
-        prompt, its max_new_tokens response right after it, then padding: `lm_lib.responses` cuts responses out."""
-        return self._compiled_sample(
-            *_tensors(prompt_ids, _lengths(prompt_ids, prompt_lengths)),
-            self.generator.make_seeds(1)[:, 0],
-            use_reference,
-        ).numpy()
-
-    def _replica_rollout(self, prompt_ids, prompt_lengths, seed):
-        """This replica's equal share of the prompts, sampled and scored (step 2): {sequences[, log_probs, values,
-        ref_log_probs[, kept]]}. seed: one draw of the generator, the same on every worker (their generators
-        agree: so must their minibatch shuffles); replica r > 0 samples from it folded with r, its global replica
-        id. So replica 0 draws what one device draws, and 2 replicas draw alike on one host or as 2 workers."""
-        context = tf.distribute.get_replica_context()
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-        seed = tf.where(replica > 0, tf.random.experimental.stateless_fold_in(seed, replica), seed)
-        prompt_ids, prompt_lengths = (distribute.replica_share(x, context) for x in (prompt_ids, prompt_lengths))
-        sequences = self._compiled_sample(prompt_ids, prompt_lengths, seed)
-        if self._filtered and self.workers > 1:  # scored on the gathered batch: see _sampled_and_scored
-            return {"sequences": sequences}
-        log_probs, values, ref_log_probs, kept = self._compiled_score(sequences, prompt_lengths)
-        scored = {"sequences": sequences, "log_probs": log_probs, "values": values, "ref_log_probs": ref_log_probs}
-        return scored if kept is None else {**scored, "kept": kept}
-
-    def _sampled_and_scored(self, prompt_ids, prompt_lengths, score_fn) -> tuple:
-        """Under a strategy: every replica's rollout share and score_fn's scores of this worker's rows, gathered
-        from every worker: the whole batch's (sequences, scores, step 2's (log-probs, values, reference log-probs,
-        kept sets) or None), the same on every worker.
-
-        Filtered sampling on several workers: the kept sets, [B, R, vocabulary] booleans, would cross between
-        workers as a float64 each (GPT-2: ~150 MB a batch); every worker scores the gathered batch instead."""
-        per_replica = self._compiled_rollout(*_tensors(prompt_ids, prompt_lengths))
-        local = tf.nest.map_structure(self.strategy.experimental_local_results, per_replica)
-        mine = {k: np.concatenate([part.numpy() for part in parts]) for k, parts in local.items()}
-        rows = slice(self.worker * len(mine["sequences"]), (self.worker + 1) * len(mine["sequences"]))
-        responses = lm_lib.responses(mine["sequences"], prompt_lengths[rows], self.settings.max_new_tokens).numpy()
-        mine["scores"] = np.asarray(score_fn(prompt_ids[rows], responses), np.float32)
-        batch = distribute.gather(self.strategy, mine, {k: 0 for k in mine})
-        scored = (
-            tuple(batch.get(k) for k in ("log_probs", "values", "ref_log_probs", "kept"))
-            if "log_probs" in batch
-            else None
-        )
-        return batch["sequences"], batch["scores"], scored
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
 
@@ -252,14 +144,14 @@ class LMPPOLearner:
         (before the missing-EOS penalty and the KL term). Raises guards.NonFiniteError, before changing the KL
         coefficient or the iteration count, if a loss, gradient or weight is not finite."""
         s = self.settings
-        prompt_ids, prompt_lengths = np.asarray(prompt_ids), np.asarray(_lengths(prompt_ids, prompt_lengths))
+        prompt_ids, prompt_lengths = np.asarray(prompt_ids), np.asarray(lengths_of(prompt_ids, prompt_lengths))
         if self.strategy is None:
             sequences, scored = self.generate(prompt_ids, prompt_lengths=prompt_lengths), None
             raw_scores = np.asarray(
                 score_fn(prompt_ids, lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()), np.float32
             )
         else:  # each replica's share sampled and scored, the reward function on each worker's: the whole batch
-            sequences, raw_scores, scored = self._sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
+            sequences, raw_scores, scored = self.sampler.sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
         responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         scores = raw_scores
@@ -288,57 +180,13 @@ class LMPPOLearner:
         """Steps 2-7 on sampled [B, P + R] sequences, their [B, R] response mask and [B] scores: the stats.
         scored: step 2's (log-probs, values, reference log-probs, kept sets) of these sequences, when the replicas
         have scored them already."""
-        sequences, prompt_lengths = _tensors(sequences, prompt_lengths)
+        sequences, prompt_lengths = as_tensors(sequences, prompt_lengths)
         mask, scores = tf.convert_to_tensor(mask, tf.float32), tf.convert_to_tensor(scores, tf.float32)
         prepared, stats = self._compiled_prepare(sequences, mask, scores, prompt_lengths, scored)
         stats.update(self._compiled_optimize(sequences, mask, *prepared, prompt_lengths))
         finite = bool(stats.pop("finite"))
         guards.check(finite, "ppo", "loss, gradient or weight", f"in iteration {int(self.iteration) + 1}")
         return {k: float(v) for k, v in stats.items()}
-
-    def _response_hidden(self, lm, sequences, prompt_lengths):
-        """The hidden states [B, R, H] at the positions that predict each response token."""
-        positions = lm_lib.response_positions(prompt_lengths, self.settings.max_new_tokens) - 1
-        return tf.gather(lm_lib.hidden_states(lm, sequences), positions, batch_dims=1)
-
-    def _response_logits(self, lm, sequences, prompt_lengths):
-        """Raw logits at each response position (what predicts each response token), and the hidden states there."""
-        hidden = self._response_hidden(lm, sequences, prompt_lengths)
-        # The LM head only where a response token is predicted: a third of its work is the prompt's otherwise.
-        return lm.backbone.token_embedding(hidden, reverse=True), hidden
-
-    def _values(self, sequences, policy_hidden, prompt_lengths):
-        hidden = (
-            policy_hidden
-            if self.value_trunk is None
-            else self._response_hidden(self.value_trunk, sequences, prompt_lengths)
-        )
-        return tf.cast(self.value_head(hidden)[..., 0], tf.float32)
-
-    def _policy_outputs(self, sequences, prompt_lengths, kept):
-        """Response log-probs, values and per-token entropies under the policy's sampling distribution (renormalised
-        over the batch's kept sets when sampling is filtered)."""
-        logits, hidden = self._response_logits(self.policy, sequences, prompt_lengths)
-        tokens = lm_lib.responses(sequences, prompt_lengths, self.settings.max_new_tokens)
-        log_probs, entropy = lm_lib.log_probs_and_entropy(logits, tokens, self.settings.temperature, kept)
-        return log_probs, self._values(sequences, hidden, prompt_lengths), entropy
-
-    def _score(self, sequences, prompt_lengths):
-        """(policy log-probs, values, reference log-probs, kept sets) before an update.
-
-        Filtered sampling: the kept sets are the policy's top-k / top-p sets, plus each drawn token; the
-        reference is scored on them, renormalised, not under a filter of its own (a token the policy kept but
-        the reference would have cut would otherwise get a log-probability of ~ -1e9). None when unfiltered.
-        """
-        s = self.settings
-        tokens = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens)
-        logits, hidden = self._response_logits(self.policy, sequences, prompt_lengths)
-        kept = lm_lib.kept_tokens(logits, tokens, s.temperature, s.top_k, s.top_p) if self._filtered else None
-        log_probs = lm_lib.token_log_probs(logits, tokens, s.temperature, kept)
-        with self._as_reference() as reference:
-            reference_logits, _ = self._response_logits(reference, sequences, prompt_lengths)
-        reference_log_probs = lm_lib.token_log_probs(reference_logits, tokens, s.temperature, kept)
-        return log_probs, self._values(sequences, hidden, prompt_lengths), reference_log_probs, kept
 
     def _loss_and_grads(
         self, sequences, prompt_lengths, old_log_probs, advantages, old_values, returns, mask, kept, count
@@ -347,7 +195,7 @@ class LMPPOLearner:
         the minibatch's token count, so micro-batches (and replicas) add up to the minibatch's mean."""
         s = self.settings
         with tf.GradientTape() as tape:
-            log_probs, values, entropy = self._policy_outputs(sequences, prompt_lengths, kept)
+            log_probs, values, entropy = self.networks.policy_outputs(sequences, prompt_lengths, kept)
             pg_loss, clipfrac, approxkl, ratio = losses.policy_loss(
                 log_probs, old_log_probs, advantages, mask, s.clip_ratio, count
             )
@@ -490,17 +338,6 @@ def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
         over=f"{replicas} replicas x {s.gradient_accumulation_steps} gradient_accumulation_steps",
         allowed=f"ppo.batch_size / ppo.num_minibatches a multiple of {parts}",
     )
-
-
-def _lengths(prompt_ids, prompt_lengths):
-    """Each prompt's length: given, or every row's full width."""
-    if prompt_lengths is not None:
-        return prompt_lengths
-    return np.full([np.shape(prompt_ids)[0]], np.shape(prompt_ids)[1], np.int32)
-
-
-def _tensors(token_ids, prompt_lengths):
-    return tf.convert_to_tensor(token_ids, tf.int32), tf.convert_to_tensor(prompt_lengths, tf.int32)
 
 
 def _rows(x, start, stop):
