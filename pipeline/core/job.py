@@ -12,6 +12,7 @@ import shutil
 from pipeline.core import preemption
 from pipeline.core import task as task_lib
 from pipeline.core.rundir import RunDir
+from pipeline.core.schema import ConfigError
 
 
 def run(command: str, cfg, run_dir: RunDir) -> dict:
@@ -21,6 +22,10 @@ def run(command: str, cfg, run_dir: RunDir) -> dict:
     from pipeline.core import distribute
 
     strategy = None
+    if run_dir.root.exists() and not run_dir.root.is_dir():
+        raise ConfigError(
+            f"--run-dir {run_dir.root}: a file is there; allowed: a new folder, or a run directory to continue"
+        )
     if command == "run":
         task = preflight(cfg)
         strategy = distribute.strategy(cfg.distribute)  # before TensorFlow's first op; waits for every worker

@@ -7,6 +7,7 @@ annotated YAML and docs/configuration.md all read from one place.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any
@@ -18,9 +19,18 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key path and what is allowed."""
 
 
-def option(default, doc: str, *, choices=None, low=None, high=None, low_open=False, item_low=None):
-    """A config field: its default, its documentation and what values it allows."""
-    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open, "item_low": item_low}
+def option(default, doc: str, *, choices=None, low=None, high=None, low_open=False, item_low=None, pattern=None):
+    """A config field: its default, its documentation and what values it allows. pattern: (regular expression a
+    string must match whole, what it allows in words)."""
+    meta = {
+        "doc": doc,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "item_low": item_low,
+        "pattern": pattern,
+    }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -87,6 +97,8 @@ def check_value(path: str, value, hint, meta):
     elif base is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
+        if meta["pattern"] is not None and not re.fullmatch(meta["pattern"][0], value):
+            raise ConfigError(f"{path}: {value!r} is not allowed; allowed: {meta['pattern'][1]}")
     elif base is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(
@@ -141,6 +153,8 @@ def allowed(meta) -> str:
         parts.append(f"<= {meta['high']}")
     if meta["item_low"] is not None:
         parts.append(f"each >= {meta['item_low']}")
+    if meta["pattern"] is not None:
+        parts.append(meta["pattern"][1])
     return f" [{'; '.join(parts)}]" if parts else ""
 
 

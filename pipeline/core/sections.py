@@ -10,7 +10,13 @@ from pipeline.core.schema import option
 @dataclasses.dataclass
 class ExportConfig:
     model_name: str | None = option(
-        None, "TF Serving model name; null: the environment id, lower-cased (gym) or lm_policy (lm)."
+        None,
+        "TF Serving model name, also the model's folder under the base and its REST path segment; null: the "
+        "environment id, lower-cased (gym) or lm_policy (lm).",
+        pattern=(
+            r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+            "letters, digits, '_', '-' and '.', beginning with a letter or digit (no '/' or space)",
+        ),
     )
     version: int | None = option(
         None, "Version directory; null takes the next integer after the newest (TF Serving serves the highest).", low=1

@@ -159,3 +159,18 @@ def test_configuration_reference_is_the_one_the_code_generates():
     assert written == config.reference(), "docs/configuration.md is stale: python -m pipeline reference > it"
     for key in ("env.id", "train.clip_ratio", "ppo.kl_coef", "export.base_dir", "distribute.strategy"):
         assert f"`{key}`" in written
+
+
+def test_names_and_paths_a_server_or_the_run_cannot_take_are_config_errors(tmp_path):
+    """export.model_name becomes a folder under the serving base and a REST path segment: '../../escaped' wrote the
+    SavedModel outside the export folder; '', 'a/b' and 'has space' were accepted. --run-dir naming a file ended in
+    a FileExistsError traceback."""
+    for name in ("../../escaped", "", "a/b", "has space", ".hidden", "-x"):
+        with pytest.raises(config.ConfigError, match=r"export.model_name: .* is not allowed; allowed: letters"):
+            config.from_dict({"export": {"model_name": name}})
+    assert config.from_dict({"export": {"model_name": "cartpole_v1.b-2"}}).export.model_name == "cartpole_v1.b-2"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    result = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", a_file)
+    assert result.returncode == 2 and "a file is there" in result.stderr, result.stderr[-2000:]
+    assert a_file.read_text() == "mine\n"
