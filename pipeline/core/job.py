@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 
-from pipeline.core import preemption
+from pipeline.core import preemption, warm_start
 from pipeline.core import task as task_lib
-from pipeline.core.rundir import RunDir
+from pipeline.core.rundir import RunDir, setting
 from pipeline.core.schema import ConfigError
 
 
@@ -59,6 +59,9 @@ def preflight(cfg) -> task_lib.Task:
     work); the config's task."""
     task = task_lib.get(cfg.task)
     task.preflight(cfg)
+    source = setting(cfg, task.warm_start_key)
+    if source is not None:
+        warm_start.resolve(source, cfg)  # a source that cannot be used is a config error, before any work
     return task
 
 

@@ -22,7 +22,7 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def preflight(self, cfg) -> None:
         """What the config names must exist (an environment, a reward function, a checkpoint, a file): a config
-        error found before any work."""
+        error found before any work. (A warm start's source is checked by the job, through warm_start_key.)"""
 
     def check_split(self, cfg, strategy) -> None:  # noqa: B027 (optional: nothing to check by default)
         """Batch sizes that do not split over the strategy's workers and replicas: config errors before training."""

@@ -37,14 +37,10 @@ def configure(verbose: bool) -> None:
 
 def import_tensorflow() -> None:
     """Imports TensorFlow and looks for GPUs; at level 3 their start-up notices are kept off the console."""
-    if os.environ.get(LEVEL) != "3" or "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")
-        return
+    quiet = os.environ.get(LEVEL) == "3" and "tensorflow" not in sys.modules
     with tempfile.TemporaryFile("w+b") as held:
         try:
-            with _stderr_to(held):
+            with _stderr_to(held) if quiet else contextlib.nullcontext():
                 import tensorflow as tf
 
                 tf.config.list_physical_devices("GPU")

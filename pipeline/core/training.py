@@ -18,6 +18,7 @@ class Loop(abc.ABC):
     stage: str  # its TensorBoard run and the name SIGTERM's message gives
     checkpoint_every: int  # iterations
     strategy: tf.distribute.Strategy | None
+    manager: tf.train.CheckpointManager  # saves the checkpoints, numbered by checkpoint_number()
 
     @abc.abstractmethod
     def iterations(self) -> int:
@@ -32,12 +33,17 @@ class Loop(abc.ABC):
         """One iteration: collect, update, log. True: training is finished early (e.g. solved)."""
 
     @abc.abstractmethod
-    def save(self) -> None:
-        """A checkpoint of where training stands."""
+    def checkpoint_number(self) -> int:
+        """Where training stands, as the number its checkpoint's name ends with (env steps, iterations)."""
 
-    @abc.abstractmethod
+    def save(self) -> None:
+        """A checkpoint of where training stands (a task extends it: what goes into it, what is checked first)."""
+        self.manager.save(checkpoint_number=self.checkpoint_number())
+
     def saved(self) -> bool:
         """The newest checkpoint holds where training stands."""
+        latest = self.manager.latest_checkpoint
+        return latest is not None and latest.endswith(f"-{self.checkpoint_number()}")
 
     @abc.abstractmethod
     def position(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pipeline.core import warm_start
 from pipeline.core.schema import ConfigError
 from pipeline.core.task import Task
 from pipeline.gym.config import GymConfig
@@ -18,8 +17,6 @@ class GymTask(Task):
         from pipeline.gym.envs import check_environment
 
         check_environment(cfg.env)
-        if cfg.train.warm_start is not None:
-            warm_start.resolve(cfg.train.warm_start, cfg)
 
     def check_split(self, cfg: GymConfig, strategy) -> None:
         from pipeline.core import distribute

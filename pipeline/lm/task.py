@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core import warm_start
 from pipeline.core.schema import ConfigError, require_split
 from pipeline.core.task import Task
 from pipeline.lm.config import LMConfig
@@ -23,8 +22,6 @@ class LMTask(Task):
             load_reward_function(cfg.reward.function)
         except ValueError as e:
             raise ConfigError(f"reward.function: {e}") from None
-        if cfg.ppo.warm_start is not None:
-            warm_start.resolve(cfg.ppo.warm_start, cfg)
         if cfg.data.prompts is not None and not Path(cfg.data.prompts).is_file():
             raise ConfigError(
                 f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "

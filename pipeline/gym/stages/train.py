@@ -114,13 +114,12 @@ class _TrainLoop(training.Loop):
     def done(self) -> bool:
         return self.tally.env_steps >= self.cfg.train.total_env_steps
 
+    def checkpoint_number(self) -> int:
+        return self.tally.env_steps
+
     def save(self) -> None:
         self.learner.counters.store(self.tally)
-        self.manager.save(checkpoint_number=self.tally.env_steps)
-
-    def saved(self) -> bool:
-        latest = self.manager.latest_checkpoint
-        return latest is not None and latest.endswith(f"-{self.tally.env_steps}")
+        super().save()
 
     def position(self) -> str:
         return f"at {self.tally.env_steps} env steps"

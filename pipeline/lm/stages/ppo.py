@@ -125,14 +125,13 @@ class _PPOLoop(training.Loop):
     def done(self) -> bool:
         return int(self.learner.iteration) >= self.cfg.ppo.iterations
 
+    def checkpoint_number(self) -> int:
+        return int(self.learner.iteration)  # 0: the SFT model as it is (ppo.iterations 0)
+
     def save(self) -> None:
         if self.last_batch is not None:  # finite weights can still overflow a forward pass
             self.learner.check_outputs(*self.last_batch)
-        self.manager.save(checkpoint_number=int(self.learner.iteration))  # iteration 0: the SFT model as it is
-
-    def saved(self) -> bool:
-        latest = self.manager.latest_checkpoint
-        return latest is not None and latest.endswith(f"-{int(self.learner.iteration)}")
+        super().save()
 
     def position(self) -> str:
         return f"at iteration {int(self.learner.iteration)}"
