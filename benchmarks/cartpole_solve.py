@@ -27,6 +27,7 @@ from pipeline.core.rundir import RunDir
 from pipeline.core.tb_reader import read_scalars
 from pipeline.gym import envs
 from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.spaces import spaces_of
 from pipeline.gym.stages import train
 
 
@@ -36,7 +37,7 @@ def one_seed(config_path: str, seed: int, overrides: list[str]) -> dict:
         run_dir = RunDir(Path(tmp))
         start = time.monotonic()
         env = envs.make_vector_env(cfg.env)
-        learner = PPOLearner(cfg, envs.spaces_of(env))
+        learner = PPOLearner(cfg, spaces_of(env))
         env.close()
         build_s = time.monotonic() - start
         metrics = train.run(cfg, run_dir, learner)

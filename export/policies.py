@@ -12,23 +12,60 @@ from export import tf_serving
 
 
 class Policy:
-    """A trained gym policy from its export: observations in (one, or a batch), greedy actions out, as the
-    served `serving_default` answers (`outputs` gives its value and logits, or mean and std, too)."""
+    """A trained gym policy from its export: observations in (one, or a batch; a dict of named arrays for a Dict
+    observation), greedy actions out, as the served `serving_default` answers (`outputs` gives its value and logits,
+    or mean and std, too)."""
 
     def __init__(self, signature, saved_model=None):
-        self.signature = signature  # serving_default itself: float32 observations -> action, value, ...
+        self.signature = signature  # serving_default itself: named observation inputs -> action, value, ...
+        self.inputs = signature.structured_input_signature[1]  # name -> TensorSpec [None, ...]
         # The loaded SavedModel owns the variables: a function that calls the signature inside its own graph
         # (blessing's episode runner) holds them only weakly.
         self._saved_model = saved_model
 
+    @staticmethod
+    def named(observations) -> dict:
+        """The signature's inputs for an observation as the policy takes it (an array, or a dict of them)."""
+        return dict(observations) if isinstance(observations, dict) else {tf_serving.OBSERVATIONS: observations}
+
     def outputs(self, observations) -> dict:
-        batch = np.asarray(observations, np.float32)
-        single = batch.ndim == 1
-        out = self.signature(observations=batch[None] if single else batch)
-        return {k: v.numpy()[0] if single else v.numpy() for k, v in out.items()}
+        given = self.named(observations)
+        if set(given) != set(self.inputs):
+            raise ValueError(f"observation keys {sorted(given)}; this policy takes {sorted(self.inputs)}")
+        batch, single = {}, set()
+        for name, spec in self.inputs.items():
+            value, rank = np.asarray(given[name]), spec.shape.rank - 1
+            single.add(value.ndim == rank)
+            value = value[None] if value.ndim == rank else value
+            if value.ndim != rank + 1 or not spec.shape[1:].is_compatible_with(value.shape[1:]):
+                raise ValueError(
+                    f"observation {name!r} of shape {value.shape}; this policy takes {spec.shape[1:].as_list()} "
+                    f"(or a batch of them)"
+                )
+            batch[name] = _as_dtype(name, value, spec.dtype.as_numpy_dtype)
+        if len(single) > 1:
+            raise ValueError("some observation parts are batched and some are not; give all of them one way")
+        out = self.signature(**batch)
+        one = single.pop()
+        return {k: v.numpy()[0] if one else v.numpy() for k, v in out.items()}
 
     def __call__(self, observations) -> np.ndarray:
         return self.outputs(observations)["action"]
+
+
+def _as_dtype(name: str, value: np.ndarray, dtype) -> np.ndarray:
+    """value in the input's dtype; ValueError where that would change it (3.5 as a uint8 frame, 300 as one)."""
+    if value.dtype == dtype:
+        return value
+    if not np.can_cast(value.dtype, dtype, "same_kind") and not (
+        value.dtype == bool or (np.issubdtype(value.dtype, np.integer) and np.issubdtype(dtype, np.floating))
+    ):
+        raise ValueError(f"observation {name!r} is {value.dtype}; this policy takes {np.dtype(dtype).name}")
+    if np.issubdtype(dtype, np.integer) and value.size:
+        info = np.iinfo(dtype)
+        if value.min() < info.min or value.max() > info.max:
+            raise ValueError(f"observation {name!r} has values outside {np.dtype(dtype).name}'s range")
+    return value.astype(dtype)
 
 
 class LanguagePolicy:

@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+# A gym policy's serving input when its observation is not a dict (a Dict observation: one input per key).
+OBSERVATIONS = "observations"
 INFO_FILE = "assets.extra/export_info.json"  # TF Serving ignores assets.extra/ except its warm-up file
 
 

@@ -11,14 +11,21 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from tf_agents.networks import actor_distribution_network, normal_projection_network, value_network
+import tensorflow_probability as tfp
+from tf_agents.networks import actor_distribution_network, network, normal_projection_network, value_network
+
+from models import encoders
 
 _ACTIVATIONS = {"tanh": tf.nn.tanh, "relu": tf.nn.relu, "elu": tf.nn.elu, "gelu": tf.nn.gelu}
 
 
-def build_actor_and_value(cfg, obs_spec, action_spec, seed: int):
-    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std). Orthogonal hidden
-    initialisation (sqrt 2 gain), as in the PPO reference implementations."""
+def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_dict=False, mask_key=None, values=None):
+    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std, cnn, cnn_dense).
+    Orthogonal hidden initialisation (sqrt 2 gain), as in the PPO reference implementations.
+
+    parts: None for one flat float vector (the networks TF-Agents builds for it, as runs before parts existed), else
+    encoders.preprocessing's description of each observation part (is_dict: the observation is a dict of them).
+    mask_key and values: DiscreteActor's."""
     activation = _ACTIVATIONS[cfg.activation]
     init = tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed)
     # Softplus is TF-Agents' std transform: pick the bias that gives exp(init_log_std) at start.
@@ -29,9 +36,14 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int):
         std_bias_initializer_value=math.log(math.expm1(std)),
         init_means_output_factor=0.01,
     )
+    layers, combiner = (
+        (None, None) if parts is None else encoders.preprocessing(parts, is_dict, cfg.cnn, cfg.cnn_dense, seed)
+    )
     actor = actor_distribution_network.ActorDistributionNetwork(
         obs_spec,
         action_spec,
+        preprocessing_layers=layers,
+        preprocessing_combiner=combiner,
         fc_layer_params=tuple(cfg.actor_layers),
         activation_fn=activation,
         kernel_initializer=init,
@@ -39,8 +51,12 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int):
         continuous_projection_net=normal_net,
         name="actor",
     )
+    if mask_key is not None or action_spec.shape.rank == 1 and action_spec.dtype.is_integer:
+        actor = DiscreteActor(actor, mask_key, values)
     value = value_network.ValueNetwork(
         obs_spec,
+        preprocessing_layers=layers,
+        preprocessing_combiner=combiner,
         fc_layer_params=tuple(cfg.value_layers),
         activation_fn=activation,
         kernel_initializer=tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed + 1),
@@ -49,6 +65,43 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int):
     actor.create_variables(obs_spec)
     value.create_variables(obs_spec)
     return actor, value
+
+
+class DiscreteActor(network.Network):
+    """The actor for masked or several discrete actions. Only allowed values: sampling, the greedy action and the
+    log-probabilities in PPO's loss all read these logits (TF-Agents' categorical head sets a masked value's logit
+    to the lowest float). Several actions (MultiDiscrete, MultiBinary): one categorical per dimension, independent,
+    as one distribution over the action vector (the event TF-Agents' policies check against the action spec).
+
+    mask_key: the observation key of gymnasium's action mask (one flag per value; MultiDiscrete: each dimension's
+    flags in turn), or None. values: MultiDiscrete's [dims, largest size] of the values each dimension has."""
+
+    def __init__(self, actor, mask_key: str | None, values):
+        # A Network that returns distributions (not TF-Agents' older DistributionNetwork): its output spec is read
+        # from what it returns, the Independent included.
+        super().__init__(actor.input_tensor_spec, actor.state_spec, name=actor.name)
+        self._actor, self._mask_key = actor, mask_key
+        self._values = None if values is None else np.asarray(values, bool)
+
+    def call(self, observations, step_type=None, network_state=(), training=False):
+        mask = None
+        if self._values is not None and not self._values.all():  # one per observation: TF-Agents' head wants a batch
+            batch = tf.shape(tf.nest.flatten(observations)[0])[:1]
+            mask = tf.broadcast_to(self._values, tf.concat([batch, self._values.shape], 0))
+        if self._mask_key is not None:
+            given = tf.cast(observations[self._mask_key], tf.bool)  # [batch, flags]
+            if self._values is not None:  # -> [batch, dims, largest size], False past a dimension's size
+                flags = int(self._values.sum())
+                index = np.full(self._values.shape, flags)  # past the flags: an extra False column
+                index[self._values] = np.arange(flags)
+                given = tf.gather(tf.pad(given, [[0, 0], [0, 1]]), index, axis=1)
+            mask = given if mask is None else given & mask
+        dist, state = self._actor(
+            observations, step_type=step_type, network_state=network_state, training=training, mask=mask
+        )
+        if self._actor.output_spec.sample_spec.shape.rank == 1:
+            dist = tfp.distributions.Independent(dist, reinterpreted_batch_ndims=1)
+        return dist, state
 
 
 def parameter_count(net) -> int:

@@ -23,8 +23,9 @@ def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
     from pipeline.core import devices
     from pipeline.gym import envs
     from pipeline.gym.ppo import PPOLearner
+    from pipeline.gym.spaces import spaces_of
 
-    learner = PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env)), strategy)
+    learner = PPOLearner(cfg, spaces_of(envs.make_vector_env(cfg.env)), strategy)
     if learner.workers > 1:  # this worker's environments, gathered back into the whole rollout
         share = cfg.env.num_envs // learner.workers
         mine = {

@@ -188,7 +188,7 @@ def summed_share(context, gradients_fn, batch: list, *args) -> tuple:
     one collective. Returns (gradients, stats, *rest), rest as this replica computed it. A loss that is a sum over
     the share's rows divided by the whole batch's count sums to the batch's mean: R replicas compute what one
     device computes. None rows (an absent field) and None gradients pass through."""
-    share = [None if x is None else replica_share(x, context) for x in batch]
+    share = [None if x is None else tf.nest.map_structure(lambda t: replica_share(t, context), x) for x in batch]
     grads, stats, *rest = gradients_fn(*share, *args)
     *grads, stats = all_reduce_sum(context, [*grads, stats])
     return (grads, stats, *rest)

@@ -20,16 +20,19 @@ def run(
     step: Callable,
     num_stats: int,
 ):
-    """rows: name -> tensor [batch, ...] (None passes through); step(minibatch) -> (stats [num_stats], taken,
-    finite), stats zero when not taken. Returns (the mean stats of the steps taken, the first step's stats,
-    whether every step was finite)."""
-    batch = tf.shape(next(v for v in rows.values() if v is not None))[0]
+    """rows: name -> tensor [batch, ...] or a dict of them (None passes through); step(minibatch) -> (stats
+    [num_stats], taken, finite), stats zero when not taken. Returns (the mean stats of the steps taken, the first
+    step's stats, whether every step was finite)."""
+    batch = tf.shape(tf.nest.flatten([v for v in rows.values() if v is not None])[0])[0]
     size = batch // num_minibatches
 
     def body(index, order, totals, first, taken, more, finite):
         order = tf.cond(index % num_minibatches == 0, lambda: tf.argsort(generator.uniform([batch])), lambda: order)
         start = (index % num_minibatches) * size
-        minibatch = {k: None if v is None else tf.gather(v, order[start : start + size]) for k, v in rows.items()}
+        chosen = order[start : start + size]
+        minibatch = {
+            k: None if v is None else tf.nest.map_structure(lambda x: tf.gather(x, chosen), v) for k, v in rows.items()
+        }
         stats, took, step_finite = step(minibatch)
         first = tf.where(index == 0, stats, first)
         return index + 1, order, totals + stats, first, taken + tf.cast(took, tf.int32), took, step_finite

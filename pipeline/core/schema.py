@@ -107,6 +107,15 @@ def check_value(path: str, value, hint, meta):
         return value
     elif typing.get_origin(base) is list:
         item = typing.get_args(base)[0]
+        if typing.get_origin(item) is list:  # a list of integer lists
+            if not isinstance(value, list) or not all(
+                isinstance(row, list) and row and all(isinstance(v, int) and not isinstance(v, bool) for v in row)
+                for row in value
+            ):
+                raise ConfigError(f"{path}: expected a list of integer lists, e.g. [[32, 8, 4]], got {value!r}")
+            if meta["item_low"] is not None and any(v < meta["item_low"] for row in value for v in row):
+                raise ConfigError(f"{path}: every entry must be >= {meta['item_low']}, got {value!r}")
+            return value
         kind, example = ("integers", "[64, 64]") if item is int else ("names", "[query, value]")
         if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{path}: expected a list of {kind}, e.g. {example}, got {value!r}")

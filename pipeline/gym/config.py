@@ -13,8 +13,9 @@ class EnvConfig:
     id: str = option(
         "CartPole-v1",
         "A gymnasium id, or module:Class (or module:function) making your own environment "
-        "(importable from where the run starts); a flat Box observation and a Discrete or flat Box "
-        "action.",
+        "(importable from where the run starts). Observations: a flat Box, an image (uint8 Box), Discrete, "
+        "MultiBinary or a Dict of them (an action_mask key masks actions); actions: Discrete, MultiDiscrete, "
+        "MultiBinary or a flat Box.",
     )
     kwargs: dict = option(
         {}, "Keyword arguments of the environment's constructor, e.g. {continuous: true} for LunarLander-v3."
@@ -38,6 +39,19 @@ class ModelConfig:
         choices=["tanh", "relu", "elu", "gelu"],
     )
     init_log_std: float = option(0.0, "Initial log standard deviation of a Gaussian policy (Box actions).")
+    cnn: list[list[int]] = option(
+        [[32, 8, 4], [64, 4, 2], [64, 3, 1]],
+        "Image observations: convolutions as [filters, kernel, stride] (ReLU), the Nature CNN by default; a "
+        "kernel larger than the image it receives shrinks to that image's size, so any frame fits.",
+        item_low=1,
+    )
+    cnn_dense: int = option(512, "Image observations: width of the ReLU layer after the convolutions.", low=1)
+    image_channels: str = option(
+        "auto",
+        "Where an image's channels are: auto reads [C, H, W] when the first axis has 1-4 entries and the last "
+        "does not (stacked frames), else [H, W, C].",
+        choices=["auto", "first", "last"],
+    )
 
 
 @dataclasses.dataclass
@@ -127,6 +141,11 @@ class GymConfig(TaskConfig):
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
     def finish(self) -> None:
+        if any(len(row) != 3 for row in self.model.cnn):
+            raise ConfigError(
+                f"model.cnn: {self.model.cnn} has a layer that is not [filters, kernel, stride]; allowed: a list of "
+                f"[filters, kernel, stride] triples, e.g. [[32, 8, 4], [64, 4, 2], [64, 3, 1]]"
+            )
         batch = self.env.num_envs * self.train.rollout_steps
         if batch % self.train.num_minibatches:
             raise ConfigError(

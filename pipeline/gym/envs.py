@@ -7,7 +7,6 @@ rollout is then a real transition, and a truncated episode can bootstrap from it
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 
 import gymnasium as gym
@@ -16,21 +15,8 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from pipeline.core.schema import ConfigError
+from pipeline.gym import spaces
 from pipeline.gym.config import EnvConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class Spaces:
-    """What the model stage needs to know about an environment, as plain data."""
-
-    observation_shape: tuple
-    observation_low: np.ndarray
-    observation_high: np.ndarray
-    discrete: bool
-    num_actions: int | None  # Discrete
-    action_shape: tuple  # Box (empty for Discrete)
-    action_low: np.ndarray | None
-    action_high: np.ndarray | None
 
 
 def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
@@ -49,7 +35,11 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
         raise ConfigError(f"env.id: cannot make {cfg.id!r}: {e}") from None
     except TypeError as e:  # the constructor refused a keyword argument
         raise ConfigError(f"env.kwargs: {cfg.id!r} cannot take {cfg.kwargs}: {e}") from None
-    check_supported(env, cfg.id)
+    try:
+        spaces.spaces_of(env, env_id=cfg.id)  # ConfigError naming a space the pipeline cannot learn on
+    except ConfigError:
+        env.close()
+        raise
     return env
 
 
@@ -74,52 +64,6 @@ def check_environment(cfg: EnvConfig) -> None:
     make_vector_env(cfg, num_envs=1).close()
 
 
-def check_supported(env: gym.vector.VectorEnv, env_id: str) -> None:
-    obs, act = env.single_observation_space, env.single_action_space
-    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
-        raise ConfigError(f"env.id: {env_id!r} has observation space {obs}; allowed: a flat Box")
-    if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)) or (
-        isinstance(act, gym.spaces.Box) and len(act.shape) != 1
-    ):
-        raise ConfigError(f"env.id: {env_id!r} has action space {act}; allowed: Discrete or a flat Box")
-
-
-def spaces_of(env: gym.vector.VectorEnv) -> Spaces:
-    obs, act = env.single_observation_space, env.single_action_space
-    discrete = isinstance(act, gym.spaces.Discrete)
-    return Spaces(
-        observation_shape=tuple(obs.shape),
-        observation_low=obs.low,
-        observation_high=obs.high,
-        discrete=discrete,
-        num_actions=int(act.n) if discrete else None,
-        action_shape=() if discrete else tuple(act.shape),
-        action_low=None if discrete else act.low,
-        action_high=None if discrete else act.high,
-    )
-
-
 def episode_seeds(base_seed: int, num_envs: int, salt: int = 0) -> list[int]:
     """Distinct, reproducible reset seeds per environment; `salt` (e.g. the iteration) varies them on resume."""
     return [int(s) for s in np.random.SeedSequence([base_seed, salt]).generate_state(num_envs)]
-
-
-def tf_agents_specs(spaces: Spaces):
-    """(observation_spec, action_spec) as TF-Agents tensor specs."""
-    import tensorflow as tf
-    from tf_agents.specs import tensor_spec
-
-    obs_spec = tensor_spec.BoundedTensorSpec(
-        spaces.observation_shape,
-        tf.float32,
-        minimum=np.maximum(spaces.observation_low, np.finfo(np.float32).min),
-        maximum=np.minimum(spaces.observation_high, np.finfo(np.float32).max),
-        name="observation",
-    )
-    if spaces.discrete:
-        action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, spaces.num_actions - 1, name="action")
-    else:
-        action_spec = tensor_spec.BoundedTensorSpec(
-            spaces.action_shape, tf.float32, spaces.action_low, spaces.action_high, name="action"
-        )
-    return obs_spec, action_spec

@@ -17,15 +17,16 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.trajectories import time_step as ts
-from tf_agents.utils import common
+from tf_agents.utils import common, tensor_normalizer
 
 from models.actor_critic import build_actor_and_value
 from pipeline.core import distribute, guards, minibatches
 from pipeline.core.advantages import explained_variance, gae
 from pipeline.core.estimators import k3, whiten
 from pipeline.core.schema import require_split
+from pipeline.gym import spaces as spaces_lib
 from pipeline.gym.config import GymConfig
-from pipeline.gym.envs import Spaces, tf_agents_specs
+from pipeline.gym.spaces import Spaces
 
 # Statistics `update` returns, averaged over the minibatch steps taken (entropy and KL: the final policy), and
 # n_updates.
@@ -109,7 +110,6 @@ class PPOLearner(tf.Module):
             self._build(cfg, spaces)
         self.generator = tf.random.Generator.from_seed(cfg.env.seed)  # action sampling and minibatch shuffles
         self.counters = TrainCounters()
-        self._observation_spec = tf.TensorSpec([None, *spaces.observation_shape], tf.float32)
         # autograph=False: converting TF-Agents' library code costs seconds of tracing; our loops are explicit.
         self._compiled_train = tf.function(self._train_on_rollout, autograph=False)
 
@@ -122,9 +122,19 @@ class PPOLearner(tf.Module):
         self._value_coef = t.value_coef
         self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
         tf.keras.utils.set_random_seed(cfg.env.seed)
-        obs_spec, self.action_spec = tf_agents_specs(spaces)
+        obs_spec, self.action_spec = spaces_lib.tf_agents_specs(spaces)
         self.time_step_spec = ts.time_step_spec(obs_spec)
-        actor, value = build_actor_and_value(cfg.model, obs_spec, self.action_spec, seed=cfg.env.seed)
+        parts = None if spaces.flat_box else [dataclasses.asdict(p) for p in spaces.parts]
+        actor, value = build_actor_and_value(
+            cfg.model,
+            obs_spec,
+            self.action_spec,
+            seed=cfg.env.seed,
+            parts=parts,
+            is_dict=spaces.is_dict,
+            mask_key=spaces.mask.name if spaces.mask else None,
+            values=spaces_lib.value_mask(spaces),
+        )
         self.optimizer = tf.keras.optimizers.Adam(learning_rate=t.learning_rate, epsilon=t.adam_epsilon)
         self.agent = ppo_clip_agent.PPOClipAgent(
             self.time_step_spec,
@@ -141,7 +151,9 @@ class PPOLearner(tf.Module):
             num_epochs=t.num_epochs,
             use_gae=True,
             normalize_rewards=False,
-            normalize_observations=t.normalize_observations,
+            # TF-Agents' normaliser covers the whole observation: kept for a flat vector (as runs before parts),
+            # replaced below by one over the vector parts of anything else.
+            normalize_observations=t.normalize_observations and spaces.flat_box,
             gradient_clipping=t.max_grad_norm,
             value_clipping=t.value_clip,
             compute_value_and_advantage_in_train=True,
@@ -149,26 +161,37 @@ class PPOLearner(tf.Module):
             # Its own counter: TF-Agents' default is the process-wide global step, shared by every learner.
             train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"),
         )
+        if t.normalize_observations and not spaces.flat_box and spaces.vector_keys:
+            install_normalizer(self.agent, VectorPartsNormalizer(obs_spec, spaces.vector_keys))
         self.agent.initialize()
         self.variables_to_train = actor.trainable_variables + value.trainable_variables
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
         # strategy, before the first strategy.run: Keras cannot create them while tracing one)
 
+    @property
+    def observation_signature(self):
+        """A batch of observations as the policy takes it: a TensorSpec, or a dict of them (built afresh: a dict
+        kept on a tf.Module becomes a tracked wrapper, which tf.function signatures refuse)."""
+        obs_spec, _ = spaces_lib.tf_agents_specs(self.spaces)
+        return tf.nest.map_structure(
+            lambda spec: tf.TensorSpec([None, *spec.shape], spec.dtype, name=spec.name), obs_spec
+        )
+
     # Traced on first use: training itself needs neither.
     @functools.cached_property
     def greedy(self):
         """The greedy action for each of a batch of observations (the evaluation and serving policy)."""
-        return _concrete(self._greedy, self._observation_spec)
+        return _concrete(self._greedy, self.observation_signature)
 
     @functools.cached_property
     def value(self):
         """The value estimate for each of a batch of observations."""
-        return _concrete(self._value, self._observation_spec)
+        return _concrete(self._value, self.observation_signature)
 
     # === Acting ===
 
     def _time_steps(self, observations):
-        batch = tf.shape(observations)[0]
+        batch = _batch_size(observations)
         return ts.TimeStep(
             step_type=tf.fill([batch], ts.StepType.MID),
             reward=tf.zeros([batch]),
@@ -182,7 +205,7 @@ class PPOLearner(tf.Module):
 
     def _value(self, observations):
         values, _ = self.agent.collect_policy.apply_value_network(
-            observations, tf.fill([tf.shape(observations)[0]], ts.StepType.MID), value_state=()
+            observations, tf.fill([_batch_size(observations)], ts.StepType.MID), value_state=()
         )
         return values
 
@@ -203,7 +226,18 @@ class PPOLearner(tf.Module):
     def gather(self, rollout: dict) -> dict:
         """With several workers, every worker's rollout side by side along the env axis (each then trains on the
         whole rollout: the same GAE, whitening, normaliser update and minibatches everywhere); else `rollout`."""
-        return distribute.gather(self.strategy, rollout, {k: 0 if k == "next_observations" else 1 for k in rollout})
+        if self.workers == 1:
+            return rollout
+        leaves = {}  # observation dicts' parts as entries of their own ("observations/image")
+        for k, v in rollout.items():
+            leaves.update({f"{k}/{part}": x for part, x in v.items()} if isinstance(v, dict) else {k: v})
+        gathered = distribute.gather(
+            self.strategy, leaves, {k: 0 if k.startswith("next_observations") else 1 for k in leaves}
+        )
+        return {
+            k: {part: gathered[f"{k}/{part}"] for part in v} if isinstance(v, dict) else gathered[k]
+            for k, v in rollout.items()
+        }
 
     def train_on_rollout(self, rollout: dict) -> tuple[dict, tf.Tensor]:
         """GAE over the (time, env) rollout, then epochs x minibatches of clipped-surrogate steps.
@@ -223,19 +257,22 @@ class PPOLearner(tf.Module):
         return stats, advantages
 
     def _train_on_rollout(self, rollout):
+        def merge_time_and_env(x):
+            return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+
         flat = {
-            k: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0))
+            k: tf.nest.map_structure(merge_time_and_env, v)
             for k, v in rollout.items()
             if k in ("observations", "actions", "log_probs", "final_observations")
         }
         time_env = tf.shape(rollout["rewards"])
         # Values with the parameters and normaliser the rollout was collected with (nothing changed since), in one
         # pass over every step's observation, the final observations and the observations after the last step.
-        steps, envs = tf.shape(flat["observations"])[0], tf.shape(rollout["next_observations"])[0]
-        flat["values"], final_values, next_values = tf.split(
-            self._value(tf.concat([flat["observations"], flat["final_observations"], rollout["next_observations"]], 0)),
-            [steps, steps, envs],
+        steps, envs = _batch_size(flat["observations"]), _batch_size(rollout["next_observations"])
+        every = tf.nest.map_structure(
+            lambda *x: tf.concat(x, 0), flat["observations"], flat["final_observations"], rollout["next_observations"]
         )
+        flat["values"], final_values, next_values = tf.split(self._value(every), [steps, steps, envs])
         advantages, returns = gae(
             tf.reshape(flat["values"], time_env),
             next_values,
@@ -389,6 +426,35 @@ def check_split(cfg: GymConfig, workers: int, replicas: int) -> None:
         over=f"{replicas} replicas",
         allowed="env.num_envs * train.rollout_steps / train.num_minibatches a multiple of the replica count",
     )
+
+
+class VectorPartsNormalizer(tensor_normalizer.StreamingTensorNormalizer):
+    """TF-Agents' running mean and variance normaliser over a dict observation's float vectors only: pixels,
+    indices, bits and action masks pass as they are."""
+
+    def __init__(self, observation_spec: dict, keys: list[str]):
+        self._keys = list(keys)
+        super().__init__({k: observation_spec[k] for k in self._keys}, scope="normalize_observations")
+
+    def update(self, tensor, outer_dims=(0,)):
+        return super().update({k: tensor[k] for k in self._keys}, outer_dims)
+
+    def normalize(self, tensor, clip_value=5.0, center_mean=True, variance_epsilon=1e-3):
+        parts = {k: tensor[k] for k in self._keys}
+        return {**tensor, **super().normalize(parts, clip_value, center_mean, variance_epsilon)}
+
+
+def install_normalizer(agent, normalizer) -> None:
+    """Gives the agent and its two policies `normalizer`. PPOAgent builds its normaliser over the whole observation
+    in its constructor and hands it to the policies there; this is the one place that reaches inside it."""
+    agent._observation_normalizer = normalizer
+    agent._collect_policy._observation_normalizer = normalizer
+    policy = agent._policy
+    getattr(policy, "wrapped_policy", policy)._observation_normalizer = normalizer
+
+
+def _batch_size(observations):
+    return tf.shape(tf.nest.flatten(observations)[0])[0]
 
 
 def _concrete(fn, signature):

@@ -13,21 +13,23 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core.guards import NonFiniteError
+from pipeline.gym import spaces
 
 
 @dataclasses.dataclass
 class Rollout:
     """(T, N, ...) arrays of real transitions. Values are not stored: the learner computes them for the
-    whole rollout in one batched call, with the same parameters the policy had while collecting."""
+    whole rollout in one batched call, with the same parameters the policy had while collecting. An observation
+    field is an array, or a dict of them for a Dict observation (pipeline/gym/spaces.py)."""
 
-    observations: np.ndarray
+    observations: np.ndarray | dict
     actions: np.ndarray
     log_probs: np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
-    final_observations: np.ndarray  # where truncated: the episode's real last observation (else zeros)
-    next_observations: np.ndarray  # (N, ...) the observations after the last step
+    final_observations: np.ndarray | dict  # where truncated: the episode's real last observation (else zeros)
+    next_observations: np.ndarray | dict  # (N, ...) the observations after the last step
     episode_returns: list  # raw (unscaled) returns of the episodes finished in this rollout
     episode_lengths: list
 
@@ -38,27 +40,65 @@ class Rollout:
 
 def _env_actions(env, actions: np.ndarray) -> np.ndarray:
     """What the policy chose, as the environment accepts it: Box actions clipped to their bounds (a Gaussian
-    policy's samples are unbounded), Discrete ones as they are."""
+    policy's samples are unbounded), discrete ones from the space's first value in its dtype."""
     space = env.single_action_space
-    return np.clip(actions, space.low, space.high) if isinstance(space, gym.spaces.Box) else actions
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(actions, space.low, space.high)
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        actions = actions + space.start if np.any(space.start) else actions
+    return actions.astype(space.dtype, copy=False)
 
 
-def check_env_outputs(env, stage: str, observations, rewards=None) -> None:
+def check_env_outputs(env, stage: str, observations: dict, rewards=None) -> None:
     """Raises NonFiniteError, naming the environment, what it returned and where, if an observation or reward is
-    NaN or infinite: the policy and the value targets must never see one."""
-    for what, values in (("observation", observations), ("reward", rewards)):
-        if values is None:
-            continue
+    NaN or infinite: the policy and the value targets must never see one. observations: part name -> array."""
+    checked = [(f"observation {k!r}", v) for k, v in observations.items() if np.issubdtype(v.dtype, np.floating)]
+    for what, values in checked + ([("reward", rewards)] if rewards is not None else []):
         values = np.asarray(values, np.float32).reshape(len(values), -1)  # float32: what the networks see
         finite = np.isfinite(values)
         if not finite.all():
             bad = np.argwhere(~finite)
             name = env.spec.id if env.spec is not None else type(env).__name__
+            what = "observation" if what == f"observation {spaces.SINGLE!r}" else what
             raise NonFiniteError(
                 f"{stage}: environment {name} returned a non-finite {what} "
                 f"({values[tuple(bad[0])]}) in its sub-environment {bad[0][0]}; stopped before "
                 f"training on it: the latest checkpoint is the last good one"
             )
+
+
+class Packer:
+    """Named [n, ...] arrays of several dtypes through one output per dtype of a tf.numpy_function (each output
+    costs ~15 us of conversion in TensorFlow's Python), and back into named tensors in the graph."""
+
+    def __init__(self, fields: dict, n: int):
+        """fields: name -> (shape, numpy dtype name)."""
+        self.n, self.fields = n, fields
+        self.groups: dict[str, list] = {}  # dtype -> [(name, start, width)]
+        self.widths: dict[str, int] = {}
+        for name, (shape, dtype) in fields.items():
+            width = int(np.prod(shape))
+            self.groups.setdefault(dtype, []).append((name, self.widths.get(dtype, 0), width))
+            self.widths[dtype] = self.widths.get(dtype, 0) + width
+        self.dtypes = [tf.as_dtype(d) for d in self.groups]
+
+    def pack(self, values: dict) -> list:
+        """values: name -> [n, ...] (a field not given is zeros). Fresh arrays every call: TensorFlow may keep a
+        returned array's memory as its tensor's."""
+        buffers = {d: np.zeros((self.n, w), d) for d, w in self.widths.items()}
+        for dtype, entries in self.groups.items():
+            for name, start, width in entries:
+                if name in values:
+                    buffers[dtype][:, start : start + width] = np.reshape(values[name], (self.n, width))
+        return list(buffers.values())
+
+    def unpack(self, tensors) -> dict:
+        out = {}
+        for tensor, (dtype, entries) in zip(tensors, self.groups.items()):
+            tensor.set_shape([self.n, self.widths[dtype]])
+            for name, start, width in entries:
+                out[name] = tf.reshape(tensor[:, start : start + width], [self.n, *self.fields[name][0]])
+        return out
 
 
 def _keeping_errors(owner, env_step):
@@ -91,13 +131,19 @@ class Collector:
     environment through `tf.numpy_function` (TF-Agents' drivers do the same). A call per step from Python
     would pay TensorFlow's function-call overhead every step, as much as stepping many cheap environments."""
 
+    FLAGS = ("reward", "terminated", "truncated")
+
     def __init__(self, env, learner, reward_scale: float, seeds: list[int]):
         self.env, self.learner, self.reward_scale = env, learner, reward_scale
-        self.discrete = learner.spaces.discrete
+        self.spaces = learner.spaces
         observations, _ = env.reset(seed=seeds)
-        check_env_outputs(env, "train", observations)
-        self.observations = observations.astype(np.float32)
-        self._obs_size = int(np.prod(self.observations.shape[1:]))
+        self.observations = spaces.observation_parts(self.spaces, observations)  # part name -> [N, ...]
+        check_env_outputs(env, "train", self.observations)
+        fields = {}
+        for prefix in ("next", "final"):
+            fields.update({f"{prefix}/{p.name}": (p.shape, p.dtype) for p in self.spaces.parts})
+        fields.update({name: ((), "float32") for name in self.FLAGS})
+        self._packer = Packer(fields, env.num_envs)
         self._returns = np.zeros(env.num_envs)
         self._lengths = np.zeros(env.num_envs, dtype=np.int64)
         self._finished_returns, self._finished_lengths = [], []
@@ -107,51 +153,75 @@ class Collector:
         if steps not in self._compiled:
             self._compiled[steps] = self._compile(steps)
         self._finished_returns, self._finished_lengths = [], []
-        # The loop returns Rollout's per-step arrays in field order, then the observations after the last step.
         outputs = _run_reraising(self, self._compiled[steps], self.observations)
-        *arrays, self.observations = (x.numpy() for x in outputs)
-        return Rollout(*arrays, self.observations, self._finished_returns, self._finished_lengths)
+        arrays = {k: v.numpy() for k, v in outputs.items()}
+        names = [p.name for p in self.spaces.parts]
+
+        def observations(prefix):
+            return spaces.as_nest(self.spaces, {name: arrays[f"{prefix}/{name}"] for name in names})
+
+        self.observations = {name: arrays[f"last/{name}"] for name in names}
+        return Rollout(
+            observations=observations("observations"),
+            actions=arrays["actions"],
+            log_probs=arrays["log_probs"],
+            rewards=arrays["rewards"],
+            terminated=arrays["terminated"],
+            truncated=arrays["truncated"],
+            final_observations=observations("final_observations"),
+            next_observations=spaces.as_nest(self.spaces, self.observations),
+            episode_returns=self._finished_returns,
+            episode_lengths=self._finished_lengths,
+        )
 
     def _compile(self, steps: int):
-        n = self.env.num_envs
-        obs_shape, obs_size = self.observations.shape[1:], self._obs_size
-        dtypes = (
-            tf.float32,
-            tf.int64 if self.discrete else tf.float32,
-            tf.float32,
-            tf.float32,
-            tf.bool,
-            tf.bool,
-            tf.float32,
-        )
+        n, parts = self.env.num_envs, self.spaces.parts
+        action_dtype = tf.int64 if self.spaces.discrete else tf.float32
+        dtypes = {
+            **{f"observations/{p.name}": tf.as_dtype(p.dtype) for p in parts},
+            "actions": action_dtype,
+            "log_probs": tf.float32,
+            "rewards": tf.float32,
+            "terminated": tf.bool,
+            "truncated": tf.bool,
+            **{f"final_observations/{p.name}": tf.as_dtype(p.dtype) for p in parts},
+        }
 
         def rollout(observations):
             def step(t, observations, arrays):
-                actions, log_probs = self.learner.sample(observations)
-                # One packed output: each output of a numpy_function costs ~15 us of conversion in TF's Python.
-                packed = tf.numpy_function(
-                    _keeping_errors(self, self._env_step), [actions, log_probs], tf.float32, stateful=True
+                actions, log_probs = self.learner.sample(spaces.as_nest(self.spaces, observations))
+                out = self._packer.unpack(
+                    tf.numpy_function(
+                        _keeping_errors(self, self._env_step),
+                        [actions, log_probs],
+                        self._packer.dtypes,
+                        stateful=True,
+                    )
                 )
-                packed.set_shape([n, 2 * obs_size + 3])
-                next_observations, final_observations, flags = tf.split(packed, [obs_size, obs_size, 3], axis=1)
-                next_observations = tf.reshape(next_observations, observations.shape)
-                final_observations = tf.reshape(final_observations, observations.shape)
-                rewards, terminated, truncated = tf.unstack(flags, axis=1)
-                values = (observations, actions, log_probs, rewards, terminated > 0, truncated > 0, final_observations)
-                return t + 1, next_observations, tuple(a.write(t, v) for a, v in zip(arrays, values))
+                values = {
+                    **{f"observations/{p.name}": observations[p.name] for p in parts},
+                    "actions": actions,
+                    "log_probs": log_probs,
+                    "rewards": out["reward"],
+                    "terminated": out["terminated"] > 0,
+                    "truncated": out["truncated"] > 0,
+                    **{f"final_observations/{p.name}": out[f"final/{p.name}"] for p in parts},
+                }
+                next_observations = {p.name: out[f"next/{p.name}"] for p in parts}
+                return t + 1, next_observations, {k: a.write(t, values[k]) for k, a in arrays.items()}
 
-            arrays = tuple(tf.TensorArray(dtype, size=steps) for dtype in dtypes)
+            arrays = {k: tf.TensorArray(dtype, size=steps) for k, dtype in dtypes.items()}
             _, last, arrays = tf.while_loop(lambda t, *_: t < steps, step, (tf.constant(0), observations, arrays))
-            return tuple(a.stack() for a in arrays) + (last,)
+            return {**{k: a.stack() for k, a in arrays.items()}, **{f"last/{k}": v for k, v in last.items()}}
 
-        signature = tf.TensorSpec([n, *obs_shape], tf.float32)
+        signature = {p.name: tf.TensorSpec([n, *p.shape], p.dtype) for p in parts}
         return tf.function(rollout, input_signature=[signature], autograph=False).get_concrete_function()
 
-    def _env_step(self, actions: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+    def _env_step(self, actions: np.ndarray, log_probs: np.ndarray) -> list:
         """One environment step, called from inside the compiled loop; keeps the episode bookkeeping.
 
-        Returns [next observation | final observation | reward x reward_scale, terminated, truncated] per
-        environment, float32 (the final observation is the truncated episode's real last one, zeros elsewhere)."""
+        Returns the packed next observation, final observation (the truncated episode's real last one, zeros
+        elsewhere), reward x reward_scale, terminated and truncated of every environment."""
         if not np.isfinite(log_probs).all():  # NaN logits draw any index: never hand it to the environment
             raise NonFiniteError(
                 "train: the policy's log-probabilities of its sampled actions are not finite "
@@ -159,24 +229,34 @@ class Collector:
                 "the environment: the latest checkpoint is the last good one"
             )
         observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
+        observations = spaces.observation_parts(self.spaces, observations)
         check_env_outputs(self.env, "train", observations, rewards)
         self._returns += rewards
         self._lengths += 1
-        n = self.env.num_envs
-        packed = np.zeros((n, 2 * self._obs_size + 3), np.float32)
-        packed[:, : self._obs_size] = observations.reshape(n, -1)
-        packed[:, -3] = rewards * self.reward_scale
-        packed[:, -2] = terminated
-        packed[:, -1] = truncated
+        values = {f"next/{k}": v for k, v in observations.items()}
+        values.update(reward=rewards * self.reward_scale, terminated=terminated, truncated=truncated)
+        bootstraps = np.flatnonzero(truncated & ~terminated)
+        if len(bootstraps):  # else the final observations stay zeros
+            last = spaces.observation_parts(self.spaces, _select(info["final_obs"], bootstraps))
+            check_env_outputs(self.env, "train", last)  # the truncated episodes' bootstrap observations
+            for k, v in last.items():
+                final = np.zeros((self.env.num_envs, *v.shape[1:]), v.dtype)
+                final[bootstraps] = v
+                values[f"final/{k}"] = final
         for i in np.flatnonzero(terminated | truncated):
             self._finished_returns.append(float(self._returns[i]))
             self._finished_lengths.append(int(self._lengths[i]))
             self._returns[i], self._lengths[i] = 0.0, 0
-            if truncated[i] and not terminated[i]:
-                final = np.reshape(info["final_obs"][i], (1, -1))
-                check_env_outputs(self.env, "train", final)  # the truncated episode's bootstrap observation
-                packed[i, self._obs_size : -3] = final[0]
-        return packed
+        return self._packer.pack(values)
+
+
+def _select(final_observations, rows):
+    """The rows of info["final_obs"] (an object array of each environment's observation, None where none ended)
+    stacked into the batch layout observations come in (an array, or a dict of arrays)."""
+    items = [final_observations[i] for i in rows]
+    if isinstance(items[0], dict):
+        return {k: np.stack([item[k] for item in items]) for k in items[0]}
+    return np.stack(items)
 
 
 class GreedyEpisodes:
@@ -188,8 +268,8 @@ class GreedyEpisodes:
     """
 
     def __init__(self, greedy, num_envs: int):
-        """greedy: float32 observations [num_envs, ...] -> actions, a TensorFlow function (the learner's greedy
-        policy, or an exported SavedModel's)."""
+        """greedy: a batch of observations [num_envs, ...] (an array, or a dict of them, in each part's dtype) ->
+        actions, a TensorFlow function (the learner's greedy policy, or an exported SavedModel's)."""
         self.greedy, self.num_envs = greedy, num_envs
         self._loop = None
 
@@ -197,39 +277,40 @@ class GreedyEpisodes:
         """Returns and lengths of each environment's first episode from `observations` (after env.reset)."""
         assert env.num_envs == self.num_envs, f"{env.num_envs} environments for a loop built for {self.num_envs}"
         if self._loop is None:
-            self._obs_size = int(np.prod(np.shape(observations)[1:]))
-            signature = tf.TensorSpec(np.shape(observations), tf.float32)
+            self._spaces = spaces.spaces_of(env)
+            fields = {p.name: (p.shape, p.dtype) for p in self._spaces.parts}
+            self._packer = Packer({**fields, "running": ((), "float32")}, self.num_envs)
+            signature = {p.name: tf.TensorSpec([self.num_envs, *p.shape], p.dtype) for p in self._spaces.parts}
             self._loop = tf.function(
                 self._episodes, input_signature=[signature], autograph=False
             ).get_concrete_function()
         self._env = env
         self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, np.int64)
         self._running = np.ones(self.num_envs, bool)
+        observations = spaces.observation_parts(self._spaces, observations)
         check_env_outputs(env, "evaluate", observations)
         try:
-            _run_reraising(self, self._loop, np.asarray(observations, np.float32))
+            _run_reraising(self, self._loop, observations)
         finally:
             self._env = None
         return self._returns, self._lengths
 
     def _episodes(self, observations):
         def step(observations, running):
-            packed = tf.numpy_function(
-                _keeping_errors(self, self._env_step), [self.greedy(observations)], tf.float32, stateful=True
+            actions = self.greedy(spaces.as_nest(self._spaces, observations))
+            out = self._packer.unpack(
+                tf.numpy_function(_keeping_errors(self, self._env_step), [actions], self._packer.dtypes, stateful=True)
             )
-            packed.set_shape([self.num_envs, self._obs_size + 1])
-            return tf.reshape(packed[:, :-1], tf.shape(observations)), tf.reduce_any(packed[:, -1] > 0)
+            return {k: out[k] for k in observations}, tf.reduce_any(out["running"] > 0)
 
         return tf.while_loop(lambda observations, running: running, step, (observations, tf.constant(True)))[0]
 
-    def _env_step(self, actions: np.ndarray) -> np.ndarray:
-        """[next observation | still in its first episode] per environment."""
+    def _env_step(self, actions: np.ndarray) -> list:
+        """The packed next observation and 'still in its first episode' of every environment."""
         observations, rewards, terminated, truncated, _ = self._env.step(_env_actions(self._env, actions))
+        observations = spaces.observation_parts(self._spaces, observations)
         check_env_outputs(self._env, "evaluate", observations, rewards)
         self._returns += np.where(self._running, rewards, 0.0)
         self._lengths += self._running
         self._running &= ~(terminated | truncated)
-        packed = np.empty((self.num_envs, self._obs_size + 1), np.float32)
-        packed[:, :-1] = observations.reshape(self.num_envs, -1)
-        packed[:, -1] = self._running
-        return packed
+        return self._packer.pack({**observations, "running": self._running})

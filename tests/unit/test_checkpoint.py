@@ -12,6 +12,7 @@ from pipeline.core import config
 from pipeline.gym import envs
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import Collector
+from pipeline.gym.spaces import spaces_of
 
 
 def make(seed):
@@ -23,7 +24,7 @@ def make(seed):
         }
     )
     env = envs.make_vector_env(cfg.env)
-    return env, PPOLearner(cfg, envs.spaces_of(env))
+    return env, PPOLearner(cfg, spaces_of(env))
 
 
 def test_every_variable_is_saved_and_restored(tmp_path):

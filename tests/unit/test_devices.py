@@ -9,6 +9,7 @@ from pipeline.core import config, devices
 from pipeline.gym import envs
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import Collector
+from pipeline.gym.spaces import spaces_of
 
 
 def expected_device() -> str:
@@ -25,7 +26,7 @@ def test_learner_variables_and_optimizer_slots_sit_on_the_default_device():
         }
     )
     env = envs.make_vector_env(cfg.env)
-    learner = PPOLearner(cfg, envs.spaces_of(env))
+    learner = PPOLearner(cfg, spaces_of(env))
     learner.train_on_rollout(Collector(env, learner, 1.0, envs.episode_seeds(0, 2)).collect(4).arrays())
     assert devices.variable_devices(learner.variables_to_train) == [expected]
     assert devices.variable_devices(learner.optimizer.variables) == [expected]

@@ -16,6 +16,7 @@ from pipeline.core.sections import DistributeConfig
 from pipeline.gym import envs
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import Collector
+from pipeline.gym.spaces import spaces_of
 from tests.conftest import REPO
 from tests.distributed_update import train
 
@@ -38,7 +39,7 @@ SETTINGS = {
 def one_device_and_rollout(tmp_path):
     cfg = config.from_dict(SETTINGS)
     env = envs.make_vector_env(cfg.env)
-    rollout = Collector(env, PPOLearner(cfg, envs.spaces_of(env)), 1.0, envs.episode_seeds(0, 4)).collect(16)
+    rollout = Collector(env, PPOLearner(cfg, spaces_of(env)), 1.0, envs.episode_seeds(0, 4)).collect(16)
     np.savez(tmp_path / "rollout.npz", **rollout.arrays())
     return cfg, train(cfg, rollout.arrays(), updates=2)
 
@@ -92,7 +93,7 @@ def test_replicas_take_the_steps_one_device_takes(tmp_path, workers, settings, r
         np.abs(v - w).max()
         for v, w in zip(
             (one_device[k] for k in sorted(one_device) if k.startswith("var_")),
-            PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env))).variables_to_train,
+            PPOLearner(cfg, spaces_of(envs.make_vector_env(cfg.env))).variables_to_train,
         )
     ]
     assert max(moved) > 1e-3  # the updates changed the weights: equal results are not both untouched
@@ -117,7 +118,7 @@ def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():
     cfg = config.from_dict({**SETTINGS, "train": {**SETTINGS["train"], "rollout_steps": 15, "num_minibatches": 4}})
     strategy = type("TwoReplicas", (), {"num_replicas_in_sync": 2})()
     with pytest.raises(config.ConfigError, match="train.num_minibatches: minibatches of 15 rows do not split"):
-        PPOLearner(cfg, envs.spaces_of(envs.make_vector_env(cfg.env)), strategy)
+        PPOLearner(cfg, spaces_of(envs.make_vector_env(cfg.env)), strategy)
 
 
 # LM PPO: two minibatches, each cut into micro-batches per replica; whitened rewards, the adaptive KL coefficient,

@@ -8,6 +8,7 @@ from pipeline.core import config
 from pipeline.gym import envs
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import Collector
+from pipeline.gym.spaces import spaces_of
 
 
 def update(target_kl):
@@ -25,7 +26,7 @@ def update(target_kl):
         }
     )
     env = envs.make_vector_env(cfg.env)
-    learner = PPOLearner(cfg, envs.spaces_of(env))
+    learner = PPOLearner(cfg, spaces_of(env))
     rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 4)).collect(16)
     stats, _ = learner.train_on_rollout(rollout.arrays())
     return {k: float(v) for k, v in stats.items()}, [v.numpy() for v in learner.variables_to_train]

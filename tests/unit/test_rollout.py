@@ -9,6 +9,7 @@ from pipeline.core import config
 from pipeline.gym import envs
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import Collector, GreedyEpisodes
+from pipeline.gym.spaces import spaces_of
 
 
 def make(max_episode_steps=None, num_envs=3):
@@ -20,7 +21,7 @@ def make(max_episode_steps=None, num_envs=3):
         }
     )
     env = envs.make_vector_env(cfg.env)
-    return cfg, env, PPOLearner(cfg, envs.spaces_of(env))
+    return cfg, env, PPOLearner(cfg, spaces_of(env))
 
 
 def test_truncation_bootstraps_from_the_final_observation_not_the_next_episode():
@@ -84,7 +85,7 @@ def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
         }
     )
     env = envs.make_vector_env(cfg.env)
-    learner = PPOLearner(cfg, envs.spaces_of(env))
+    learner = PPOLearner(cfg, spaces_of(env))
     runner = GreedyEpisodes(learner.greedy, 4)  # traced inside its loop first, as in training
     compiled = []
     for seed in (3, 4, 3):

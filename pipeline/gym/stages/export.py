@@ -24,7 +24,7 @@ def run(cfg: GymConfig, run_dir: RunDir, learner, checkpoint: str) -> dict:
         return PolicyServingModule(
             learner.agent.policy,
             learner.agent.collect_policy,
-            learner.spaces.observation_shape,
+            learner.observation_signature,
             learner.spaces.discrete,
         ).save
 
@@ -41,7 +41,7 @@ def score(version_dir: Path, cfg: GymConfig) -> float:
 
     policy = load_policy(version_dir)
     runner = GreedyEpisodes(
-        lambda observations: policy.signature(observations=observations)["action"], cfg.evaluate.episodes
+        lambda observations: policy.signature(**policy.named(observations))["action"], cfg.evaluate.episodes
     )
     try:
         returns, _ = evaluate.greedy_episodes(cfg, runner, cfg.evaluate.seed)

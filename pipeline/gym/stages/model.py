@@ -10,8 +10,8 @@ from models.actor_critic import parameter_count
 from pipeline.core import distribute, summaries, warm_start
 from pipeline.core.rundir import RunDir
 from pipeline.gym.config import GymConfig
-from pipeline.gym.envs import Spaces
 from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.spaces import Spaces
 from pipeline.gym.stages import train
 
 log = logging.getLogger(__name__)

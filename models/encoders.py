@@ -1,0 +1,109 @@
+"""Keras layers that turn each observation part into features, for TF-Agents' `preprocessing_layers`.
+
+TF-Agents copies every preprocessing layer from its config (the actor and the value network each get their own),
+so each layer here is rebuilt from plain numbers. Pixels are scaled to [0, 1] inside the network: training,
+evaluation and the export all take the environment's raw uint8 frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+# The Nature DQN encoder (Mnih et al. 2015), as CleanRL's and Stable-Baselines3's Atari PPO use it.
+NATURE_CNN = [[32, 8, 4], [64, 4, 2], [64, 3, 1]]
+
+
+class VectorPart(tf.keras.layers.Layer):
+    """A float vector or bits, as they are."""
+
+    def call(self, inputs):
+        return tf.cast(inputs, tf.float32)
+
+
+class OneHotPart(tf.keras.layers.Layer):
+    """A Discrete observation's index as a one-hot vector."""
+
+    def __init__(self, n: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n = n
+
+    def call(self, inputs):
+        return tf.one_hot(tf.cast(inputs, tf.int32), self.n)
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+class DropPart(tf.keras.layers.Layer):
+    """A part the encoder does not read (the action mask: it goes to the distribution)."""
+
+    def call(self, inputs):
+        return tf.zeros([tf.shape(inputs)[0], 0])
+
+
+class ImagePart(tf.keras.layers.Layer):
+    """uint8 frames -> [0, 1] -> convolutions (ReLU, orthogonal sqrt 2 initialisation) -> a ReLU dense layer.
+
+    A convolution whose kernel is larger than the image it receives takes a kernel the size of that image, so the
+    default encoder fits any frame (the Nature CNN wants 36x36 or more; MiniGrid's views are 7x7)."""
+
+    def __init__(self, shape, channels_first: bool, cnn, dense: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.shape, self.channels_first = [int(s) for s in shape], channels_first
+        self.cnn, self.dense, self.seed = [list(layer) for layer in cnn], dense, seed
+        height, width = self.shape[1:3] if channels_first else self.shape[:2]
+        self.convolutions = []
+        for i, (filters, kernel, stride) in enumerate(self.cnn):
+            size = (min(kernel, height), min(kernel, width))
+            self.convolutions.append(
+                tf.keras.layers.Conv2D(
+                    filters,
+                    size,
+                    strides=stride,
+                    activation="relu",
+                    kernel_initializer=tf.keras.initializers.Orthogonal(math.sqrt(2), seed=seed + i),
+                )
+            )
+            height, width = (height - size[0]) // stride + 1, (width - size[1]) // stride + 1
+        self.flatten = tf.keras.layers.Flatten()
+        self.projection = tf.keras.layers.Dense(
+            dense, activation="relu", kernel_initializer=tf.keras.initializers.Orthogonal(math.sqrt(2), seed=seed)
+        )
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32) / 255.0
+        if len(self.shape) == 2:
+            x = x[..., None]
+        elif self.channels_first:
+            x = tf.transpose(x, [0, 2, 3, 1])
+        for convolution in self.convolutions:
+            x = convolution(x)
+        return self.projection(self.flatten(x))
+
+    def get_config(self):
+        config = dict(shape=self.shape, channels_first=self.channels_first, cnn=self.cnn, dense=self.dense)
+        return {**super().get_config(), **config, "seed": self.seed}
+
+
+def preprocessing(parts: list[dict], is_dict: bool, cnn, cnn_dense: int, seed: int):
+    """(preprocessing_layers, preprocessing_combiner) for TF-Agents' networks.
+
+    parts: one {name, kind, shape, n, channels_first} per observation part (kinds: vector, image, discrete,
+    binary, mask); is_dict: the observation is a dict of them."""
+
+    def layer(part):
+        kind = part["kind"]
+        if kind == "image":
+            return ImagePart(part["shape"], part["channels_first"], cnn, cnn_dense, seed, name=f"{part['name']}_cnn")
+        if kind == "discrete":
+            return OneHotPart(part["n"], name=f"{part['name']}_one_hot")
+        if kind == "mask":
+            return DropPart(name=f"{part['name']}_dropped")
+        return VectorPart(name=part["name"])
+
+    layers = {part["name"]: layer(part) for part in parts}
+    if not is_dict:
+        return next(iter(layers.values())), None
+    return layers, tf.keras.layers.Concatenate(axis=-1)

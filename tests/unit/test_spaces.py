@@ -1,0 +1,206 @@
+"""Observation and action spaces: what each becomes (pipeline/gym/spaces.py), the image encoder's fit, the
+normaliser's reach, and masked or several discrete actions sampled and trained on."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.encoders import NATURE_CNN, ImagePart
+from pipeline.core import config
+from pipeline.core.schema import ConfigError
+from pipeline.gym import envs
+from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.rollout import Collector
+from pipeline.gym.spaces import spaces_of
+
+
+class Spaces(gym.Env):
+    """Any observation and action space; observations drawn from the space, episodes of 5 steps, reward 1 for a
+    first action value of 0."""
+
+    def __init__(self, observation=None, action=None):
+        self.observation_space = observation or gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = action or gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.t += 1
+        first = np.ravel(action)[0]
+        return self.observation_space.sample(), float(first == 0), self.t >= 5, False, {}
+
+
+def _cfg(observation=None, action=None, num_envs=2, **model):
+    cfg = config.from_dict(
+        {
+            "env": {"id": "tests.unit.test_spaces:Spaces", "num_envs": num_envs},
+            "model": {"cnn_dense": 16, **model},
+            "train": {"rollout_steps": 8, "num_minibatches": 2, "num_epochs": 2},
+        }
+    )
+    cfg.env.kwargs = {"observation": observation, "action": action}
+    return cfg
+
+
+def _spaces(observation=None, action=None, **model):
+    cfg = _cfg(observation, action, **model)
+    env = envs.make_vector_env(cfg.env)
+    try:
+        return spaces_of(env, cfg.model.image_channels)
+    finally:
+        env.close()
+
+
+IMAGE = gym.spaces.Box(0, 255, (84, 84, 4), np.uint8)
+STACKED = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)  # gymnasium's FrameStackObservation of grey frames
+
+
+def test_each_space_becomes_its_part():
+    dict_space = gym.spaces.Dict(
+        {
+            "frame": IMAGE,
+            "grey": gym.spaces.Box(0, 255, (10, 12), np.uint8),
+            "ram": gym.spaces.Box(0, 255, (128,), np.uint8),  # a uint8 vector is a vector, not an image
+            "cell": gym.spaces.Discrete(7, start=3),
+            "bits": gym.spaces.MultiBinary(3),
+            "action_mask": gym.spaces.MultiBinary(2),
+        }
+    )
+    spaces = _spaces(dict_space)
+    kinds = {p.name: (p.kind, p.dtype) for p in spaces.parts}
+    assert kinds == {
+        "frame": ("image", "uint8"),
+        "grey": ("image", "uint8"),
+        "ram": ("vector", "float32"),
+        "cell": ("discrete", "int64"),
+        "bits": ("binary", "float32"),
+        "action_mask": ("mask", "int32"),
+    }
+    assert spaces.is_dict and not spaces.flat_box and spaces.vector_keys == ["ram"]
+    assert _spaces().flat_box  # a flat Box: TF-Agents' own networks and normaliser, as before parts existed
+
+
+@pytest.mark.parametrize(
+    "space, channels, first",
+    [(IMAGE, "auto", False), (STACKED, "auto", True), (STACKED, "last", False), (IMAGE, "first", True)],
+)
+def test_channels_first_is_read_from_the_shape_or_the_config(space, channels, first):
+    assert _spaces(space, image_channels=channels).parts[0].channels_first is first
+
+
+@pytest.mark.parametrize(
+    "observation, action, named",
+    [
+        (None, gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2), "action space Tuple"),
+        (gym.spaces.Text(5), None, "observation space Text"),
+        (gym.spaces.Graph(gym.spaces.Box(0, 1, (2,)), None), None, "observation space Graph"),
+        (gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (2, 2))}), None, "under 'x'"),  # a float 2-D Box
+        (gym.spaces.Dict({"action_mask": gym.spaces.MultiBinary(3)}), None, "action_mask' of shape \\(3,\\)"),
+        (
+            gym.spaces.Dict({"action_mask": gym.spaces.MultiBinary(2)}),
+            gym.spaces.Box(-1, 1, (2,)),
+            "for box actions",
+        ),
+    ],
+)
+def test_spaces_the_pipeline_cannot_learn_on_are_config_errors_naming_them(observation, action, named):
+    with pytest.raises(ConfigError, match=f"env.id: .*{named}"):
+        _spaces(observation, action)
+
+
+@pytest.mark.parametrize("shape, first, sizes", [((84, 84, 4), False, [20, 9, 7]), ((7, 7, 3), False, [1, 1, 1])])
+def test_the_nature_cnn_fits_any_frame(shape, first, sizes):
+    """84x84 gives the Nature CNN's own 20, 9, 7; MiniGrid's 7x7 view (too small for an 8x8 kernel, where
+    Stable-Baselines3's NatureCNN fails) gets kernels the size of what each layer receives."""
+    layer = ImagePart(shape, first, NATURE_CNN, 16, seed=0)
+    frames = tf.constant(np.random.default_rng(0).integers(0, 256, (2, *shape)), tf.uint8)
+    x = tf.cast(frames, tf.float32) / 255.0
+    for convolution, size in zip(layer.convolutions, sizes):
+        x = convolution(x)
+        assert x.shape[1:3] == (size, size)
+    assert layer(frames).shape == (2, 16)
+    copy = ImagePart.from_config(layer.get_config())  # TF-Agents rebuilds each preprocessing layer from its config
+    assert copy(frames).shape == (2, 16)
+
+
+def test_the_normaliser_covers_vectors_only():
+    observation = gym.spaces.Dict(
+        {"frame": gym.spaces.Box(0, 255, (6, 6, 1), np.uint8), "x": gym.spaces.Box(-9, 9, (3,))}
+    )
+    cfg = _cfg(observation)
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, spaces_of(env))
+    normalizer = learner.agent._observation_normalizer
+    assert learner.agent.collect_policy._observation_normalizer is normalizer
+    batch = {"frame": tf.fill([64, 6, 6, 1], tf.constant(200, tf.uint8)), "x": tf.random.normal([64, 3], 5.0, 2.0)}
+    normalizer.update(batch)
+    out = normalizer.normalize(batch)
+    assert out["frame"] is batch["frame"]  # pixels as they were (scaled to [0, 1] by the encoder, not here)
+    assert abs(float(tf.reduce_mean(out["x"]))) < 0.2 and abs(float(tf.math.reduce_std(out["x"])) - 1.0) < 0.2
+
+
+def _collect_and_train(cfg):
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, spaces_of(env))
+    rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, cfg.env.num_envs)).collect(cfg.train.rollout_steps)
+    stats, _ = learner.train_on_rollout(rollout.arrays())
+    assert all(np.isfinite(float(v)) for v in stats.values()), stats
+    return learner, rollout
+
+
+def test_multi_binary_actions_sample_bits_and_train():
+    learner, rollout = _collect_and_train(_cfg(action=gym.spaces.MultiBinary(3)))
+    assert rollout.actions.shape == (8, 2, 3) and set(np.unique(rollout.actions)) <= {0, 1}
+    assert learner.greedy(tf.zeros([1, 2])).shape == (1, 3)
+
+
+class MaskedMultiDiscrete(Spaces):
+    """MultiDiscrete [3, 5] with a random mask per step (each dimension keeps one value at least); raises on a
+    masked value."""
+
+    def __init__(self):
+        super().__init__(
+            gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,)), "action_mask": gym.spaces.MultiBinary(8)}),
+            gym.spaces.MultiDiscrete([3, 5]),
+        )
+
+    def _draw(self):
+        mask = self.np_random.integers(0, 2, 8).astype(np.int8)
+        mask[self.np_random.integers(3)] = mask[3 + self.np_random.integers(5)] = 1
+        self.mask = mask
+        return {"x": self.np_random.uniform(-1, 1, 2).astype(np.float32), "action_mask": mask}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._draw(), {}
+
+    def step(self, action):
+        if not (self.mask[action[0]] and self.mask[3 + action[1]]):
+            raise RuntimeError(f"masked action {action} under {self.mask}")
+        _, reward, terminated, truncated, info = super().step(action)
+        return self._draw(), reward, terminated, truncated, info
+
+
+def test_masked_multi_discrete_actions_of_unequal_sizes_keep_to_the_mask():
+    """Sampled and greedy actions keep to each dimension's size and to the mask; the loss's log-probabilities are
+    those of the masked distribution (a masked value has none of the probability)."""
+    cfg = _cfg(num_envs=4)
+    cfg.env.id, cfg.env.kwargs = "tests.unit.test_spaces:MaskedMultiDiscrete", {}
+    learner, rollout = _collect_and_train(cfg)  # the environment raises at a masked value
+    masks = rollout.observations["action_mask"].reshape(-1, 8)
+    actions = rollout.actions.reshape(-1, 2)
+    assert (actions[:, 0] < 3).all() and (actions[:, 1] < 5).all()
+    observations = {k: v.reshape(-1, *v.shape[2:]) for k, v in rollout.observations.items()}
+    greedy = learner.greedy(observations).numpy()
+    assert all(m[a[0]] and m[3 + a[1]] for a, m in zip(greedy, masks))
+    probs = tf.nn.softmax(learner.distribution(observations).distribution.logits_parameter()).numpy()
+    allowed = np.zeros_like(probs, bool)
+    allowed[:, 0, :3], allowed[:, 1, :5] = masks[:, :3] > 0, masks[:, 3:] > 0
+    assert probs[~allowed].max() < 1e-30 and np.allclose(probs.sum(-1), 1.0)
