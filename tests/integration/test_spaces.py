@@ -162,3 +162,23 @@ def test_load_policy_takes_named_parts_and_names_what_is_wrong(runs):
     assert pixels(frame) in (0, 1)
     with pytest.raises(ValueError, match="observation 'observations' is float64; this policy takes uint8"):
         pixels(frame / 255.0)
+
+
+def test_pixels_warm_start_and_resume(runs, tmp_path):
+    """A new run warm-started from the solved pixel run is good from its first rollout (a fresh policy reaches the
+    goal a quarter of the time); a finished run given a larger budget resumes from its checkpoint."""
+    cfg = runs["pixels"].parent / "corridor.yaml"
+    one_iteration = ["--set", "train.total_env_steps=256", "--set", "train.stop_at_return=null"]
+    warm = run_driver("run", cfg, "--run-dir", tmp_path / "warm", *one_iteration, "--set",
+                      f"train.warm_start={runs['pixels']}")  # fmt: skip
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    metrics = json.loads((tmp_path / "warm" / "metrics.json").read_text())
+    assert metrics["train.env_steps"] == 256 and metrics["train.ep_rew_mean"] > 0.8, metrics
+
+    first = run_driver("run", cfg, "--run-dir", tmp_path / "resumed", *one_iteration)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_driver("run", cfg, "--run-dir", tmp_path / "resumed", *one_iteration[2:], "--set",
+                       "train.total_env_steps=512")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr and "(256 env steps)" in again.stderr, again.stderr[-3000:]
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["train.env_steps"] == 512

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
@@ -80,3 +81,55 @@ def test_tally_round_trips_through_the_counters_and_keeps_the_last_window():
     assert (again.env_steps, again.episodes, again.solved) == (4096, 150, True)
     np.testing.assert_array_equal(again.recent_returns, np.arange(50, 150, dtype=np.float32))
     assert int(learner.counters.env_steps) == 4096
+
+
+def test_a_dict_of_frames_vectors_and_a_mask_round_trips(tmp_path):
+    """CNN kernels, the vector-only normaliser and the masked actor's variables all come back."""
+
+    def make_masked(seed):
+        cfg = config.from_dict(
+            {
+                "env": {"id": "tests.unit.test_checkpoint:FramesAndMask", "num_envs": 2, "seed": seed},
+                "model": {"actor_layers": [8], "value_layers": [8], "cnn": [[4, 3, 2]], "cnn_dense": 8},
+                "train": {"rollout_steps": 8, "num_minibatches": 2, "num_epochs": 1},
+            }
+        )
+        env = envs.make_vector_env(cfg.env)
+        return env, PPOLearner(cfg, spaces_of(env))
+
+    env, learner = make_masked(seed=0)
+    learner.train_on_rollout(Collector(env, learner, 1.0, envs.episode_seeds(0, 2)).collect(8).arrays())
+    path = learner.checkpoint().save(str(tmp_path / "ckpt"))
+    _, fresh = make_masked(seed=1)
+    fresh.checkpoint().restore(path).assert_consumed()
+    before, after = _all_variables(learner), _all_variables(fresh)
+    assert any(len(v.shape) == 4 for v in before)  # a convolution kernel
+    normaliser = {id(v) for v in tf.nest.flatten(learner.agent._observation_normalizer.variables)}
+    assert normaliser and normaliser <= {id(v) for v in before}
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(new.numpy(), old.numpy(), err_msg=old.name)
+
+
+class FramesAndMask(gym.Env):
+    """A Dict of an 8x8 RGB frame, a vector and an action mask over 3 actions."""
+
+    observation_space = gym.spaces.Dict(
+        {
+            "frame": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+            "x": gym.spaces.Box(-1, 1, (2,), np.float32),
+            "action_mask": gym.spaces.MultiBinary(3),
+        }
+    )
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._observation(), {}
+
+    def step(self, action):
+        return self._observation(), float(action), bool(self.np_random.random() < 0.2), False, {}
+
+    def _observation(self):
+        obs = self.observation_space.sample()
+        obs["action_mask"][0] = 1
+        return obs
