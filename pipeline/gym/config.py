@@ -23,6 +23,20 @@ class EnvConfig:
     num_envs: int = option(
         8, "Environments stepped together in one process (one batched policy call per step).", low=1, high=1024
     )
+    vectorization: str = option(
+        "sync",
+        "sync steps the environments one after another in this process; async steps each in a process of its own "
+        "(gymnasium's AsyncVectorEnv, shared memory): for environments whose step costs more than the "
+        "inter-process round trip (benchmarks/README.md).",
+        choices=["sync", "async"],
+    )
+    action_mask: str = option(
+        "auto",
+        "Where the environment gives gymnasium's action mask: auto finds an 'action_mask' key in a Dict "
+        "observation, or else in reset's info; info: info['action_mask'] always; observation: the Dict key only "
+        "(an info mask is ignored).",
+        choices=["auto", "observation", "info"],
+    )
     seed: int = option(0, "Seeds environments, network initialisation and action sampling.", low=0)
     max_episode_steps: int | None = option(
         None, "Overrides the environment's own time limit (truncation, which bootstraps).", low=1

@@ -23,12 +23,20 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
     kwargs = dict(cfg.kwargs)
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
+    vector_kwargs = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    if cfg.vectorization == "async":
+        # forkserver: the environments' processes start clean, not as forks of a process running TensorFlow's
+        # threads (Stable-Baselines3's SubprocVecEnv default for the same reason).
+        vector_kwargs.update(shared_memory=True, context="forkserver")
+    spec = _spec(cfg.id)
     try:
+        wrappers = [InfoActionMask] if _mask_in_info(cfg, spec, kwargs) else None
         env = gym.make_vec(
-            _spec(cfg.id),
+            spec,
             num_envs=num_envs or cfg.num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            vectorization_mode=cfg.vectorization,
+            vector_kwargs=vector_kwargs,
+            wrappers=wrappers,
             **kwargs,
         )
     except gym.error.Error as e:
@@ -41,6 +49,54 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
         env.close()
         raise
     return env
+
+
+class InfoActionMask(gym.Wrapper):
+    """gymnasium's other action-mask convention, `info["action_mask"]` (Taxi, many board games), moved into the
+    observation as its `action_mask` key: masks then travel with observations through rollouts and the export."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        inner = env.observation_space
+        parts = dict(inner.spaces) if isinstance(inner, gym.spaces.Dict) else {spaces.SINGLE: inner}
+        self.observation_space = gym.spaces.Dict({**parts, spaces.MASK_KEY: gym.spaces.MultiBinary(_flags(env))})
+
+    def _with_mask(self, observation, info):
+        parts = dict(observation) if isinstance(observation, dict) else {spaces.SINGLE: observation}
+        return {**parts, spaces.MASK_KEY: np.asarray(info[spaces.MASK_KEY], np.int8)}
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        return self._with_mask(observation, info), info
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return self._with_mask(observation, info), reward, terminated, truncated, info
+
+
+def _flags(env: gym.Env) -> int:
+    space = env.action_space
+    return int(np.sum(space.nvec)) if isinstance(space, gym.spaces.MultiDiscrete) else int(getattr(space, "n", 0))
+
+
+_MASK_IN_INFO: dict = {}  # (env id, kwargs) -> whether reset's info holds the mask: one probe per process
+
+
+def _mask_in_info(cfg: EnvConfig, spec, kwargs: dict) -> bool:
+    """Whether the environment gives its action mask in info rather than in a Dict observation (env.action_mask
+    auto), found by making and resetting one environment once."""
+    if cfg.action_mask != "auto":
+        return cfg.action_mask == "info"
+    key = (cfg.id, repr(sorted(kwargs.items())))
+    if key not in _MASK_IN_INFO:
+        env = gym.make(spec, **kwargs)
+        try:
+            observation, info = env.reset(seed=cfg.seed)
+        finally:
+            env.close()
+        in_observation = isinstance(observation, dict) and spaces.MASK_KEY in observation
+        _MASK_IN_INFO[key] = spaces.MASK_KEY in info and not in_observation
+    return _MASK_IN_INFO[key]
 
 
 def _spec(env_id: str) -> str | EnvSpec:

@@ -104,3 +104,21 @@ def test_compiled_greedy_episodes_match_a_step_by_step_loop(env_id):
         np.testing.assert_array_equal(returns, expected_returns)
         np.testing.assert_array_equal(lengths, expected_lengths)
         assert lengths.max() <= 30 and (env_id != "CartPole-v1" or len(set(lengths)) > 1)
+
+
+def test_async_environments_collect_what_sync_ones_do():
+    """Each environment in a process of its own: the same steps, same-step autoreset and truncated episodes' final
+    observations as stepping them in this process."""
+    rollouts = []
+    for mode in ("sync", "async"):
+        cfg = config.from_dict({"env": {"num_envs": 3, "max_episode_steps": 15, "vectorization": mode}})
+        env = envs.make_vector_env(cfg.env)
+        try:
+            rollouts.append(Collector(env, PPOLearner(cfg, spaces_of(env)), 1.0, envs.episode_seeds(0, 3)).collect(40))
+        finally:
+            env.close()
+    sync, asynchronous = rollouts
+    assert sync.truncated.any() and sync.terminated.any()
+    for key, value in sync.arrays().items():
+        np.testing.assert_array_equal(getattr(asynchronous, key), value, err_msg=key)
+    assert sync.episode_returns == asynchronous.episode_returns

@@ -204,3 +204,17 @@ def test_masked_multi_discrete_actions_of_unequal_sizes_keep_to_the_mask():
     allowed = np.zeros_like(probs, bool)
     allowed[:, 0, :3], allowed[:, 1, :5] = masks[:, :3] > 0, masks[:, 3:] > 0
     assert probs[~allowed].max() < 1e-30 and np.allclose(probs.sum(-1), 1.0)
+
+
+def test_a_mask_in_info_becomes_the_observations_mask():
+    """Taxi gives its mask in info (gymnasium's other convention): it joins the observation, and no sampled
+    action is one the mask forbids. env.action_mask: observation ignores it."""
+    cfg = config.from_dict({"env": {"id": "Taxi-v4", "num_envs": 4}, "train": {"rollout_steps": 64}})
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, spaces_of(env))
+    assert [(p.name, p.kind) for p in learner.spaces.parts] == [("action_mask", "mask"), ("observations", "discrete")]
+    rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 4)).collect(64)
+    masks, actions = rollout.observations["action_mask"].reshape(-1, 6), rollout.actions.reshape(-1)
+    assert (masks == 0).any() and masks[np.arange(len(actions)), actions].all()
+    cfg.env.action_mask = "observation"
+    assert spaces_of(envs.make_vector_env(cfg.env)).mask is None
