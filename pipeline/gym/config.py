@@ -23,6 +23,14 @@ class EnvConfig:
     num_envs: int = option(
         8, "Environments stepped together in one process (one batched policy call per step).", low=1, high=1024
     )
+    preprocessing: str = option(
+        "none",
+        "atari: an Atari game (ale-py's ids, e.g. BreakoutNoFrameskip-v4) with the standard preprocessing: 30 "
+        "no-ops, 4 frames skipped with max-pooling, 84x84 grayscale, 4 stacked, FIRE at reset, a lost life ending "
+        "the episode and rewards clipped to their sign for learning only; reported returns are whole games' raw "
+        "scores.",
+        choices=["none", "atari"],
+    )
     vectorization: str = option(
         "sync",
         "sync steps the environments one after another in this process; async steps each in a process of its own "

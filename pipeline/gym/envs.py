@@ -7,6 +7,7 @@ rollout is then a real transition, and a truncated episode can bootstrap from it
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import gymnasium as gym
@@ -15,12 +16,16 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from pipeline.core.schema import ConfigError
-from pipeline.gym import spaces
+from pipeline.gym import atari, spaces
 from pipeline.gym.config import EnvConfig
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
-    kwargs = dict(cfg.kwargs)
+def make_vector_env(cfg: EnvConfig, num_envs: int | None = None, learning: bool = True) -> gym.vector.VectorEnv:
+    """learning: the environments PPO learns on (under env.preprocessing: atari, a lost life ends an episode and
+    rewards are clipped); False for evaluation, blessing and videos (whole games, raw scores)."""
+    if cfg.preprocessing == "atari" or cfg.id.startswith("ALE/"):
+        atari.register()
+    kwargs = {**(atari.make_kwargs(cfg.id) if cfg.preprocessing == "atari" else {}), **cfg.kwargs}
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     vector_kwargs = {"autoreset_mode": AutoresetMode.SAME_STEP}
@@ -30,13 +35,15 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
         vector_kwargs.update(shared_memory=True, context="forkserver")
     spec = _spec(cfg.id)
     try:
-        wrappers = [InfoActionMask] if _mask_in_info(cfg, spec, kwargs) else None
+        wrappers = [functools.partial(atari.wrap, learning=learning)] if cfg.preprocessing == "atari" else []
+        if _mask_in_info(cfg, spec, kwargs):
+            wrappers.append(InfoActionMask)
         env = gym.make_vec(
             spec,
             num_envs=num_envs or cfg.num_envs,
             vectorization_mode=cfg.vectorization,
             vector_kwargs=vector_kwargs,
-            wrappers=wrappers,
+            wrappers=wrappers or None,
             **kwargs,
         )
     except gym.error.Error as e:

@@ -133,8 +133,11 @@ class Collector:
 
     FLAGS = ("reward", "terminated", "truncated")
 
-    def __init__(self, env, learner, reward_scale: float, seeds: list[int]):
+    def __init__(self, env, learner, reward_scale: float, seeds: list[int], episodes_in_info: bool = False):
+        """episodes_in_info: report the episodes the environment's RecordEpisodeStatistics counts (whole Atari
+        games, raw scores, lengths in frames) rather than those this loop sees end (a life, clipped rewards)."""
         self.env, self.learner, self.reward_scale = env, learner, reward_scale
+        self.episodes_in_info = episodes_in_info
         self.spaces = learner.spaces
         observations, _ = env.reset(seed=seeds)
         self.observations = spaces.observation_parts(self.spaces, observations)  # part name -> [N, ...]
@@ -243,10 +246,16 @@ class Collector:
                 final = np.zeros((self.env.num_envs, *v.shape[1:]), v.dtype)
                 final[bootstraps] = v
                 values[f"final/{k}"] = final
-        for i in np.flatnonzero(terminated | truncated):
-            self._finished_returns.append(float(self._returns[i]))
-            self._finished_lengths.append(int(self._lengths[i]))
-            self._returns[i], self._lengths[i] = 0.0, 0
+        if self.episodes_in_info:
+            final = info.get("final_info", {})
+            for i in np.flatnonzero(final.get("_episode", [])):
+                self._finished_returns.append(float(final["episode"]["r"][i]))
+                self._finished_lengths.append(int(final["episode"]["l"][i]))
+        else:
+            for i in np.flatnonzero(terminated | truncated):
+                self._finished_returns.append(float(self._returns[i]))
+                self._finished_lengths.append(int(self._lengths[i]))
+                self._returns[i], self._lengths[i] = 0.0, 0
         return self._packer.pack(values)
 
 
@@ -307,10 +316,15 @@ class GreedyEpisodes:
 
     def _env_step(self, actions: np.ndarray) -> list:
         """The packed next observation and 'still in its first episode' of every environment."""
-        observations, rewards, terminated, truncated, _ = self._env.step(_env_actions(self._env, actions))
+        observations, rewards, terminated, truncated, info = self._env.step(_env_actions(self._env, actions))
         observations = spaces.observation_parts(self._spaces, observations)
         check_env_outputs(self._env, "evaluate", observations, rewards)
         self._returns += np.where(self._running, rewards, 0.0)
         self._lengths += self._running
+        # Where the environment counts its own episodes (RecordEpisodeStatistics: Atari's whole games, their
+        # frames and the points scored during the no-ops at reset), its count is the one reported, as in training.
+        final = info.get("final_info", {})
+        for i in np.flatnonzero(final.get("_episode", np.zeros(self.num_envs, bool)) & self._running):
+            self._returns[i], self._lengths[i] = final["episode"]["r"][i], final["episode"]["l"][i]
         self._running &= ~(terminated | truncated)
         return self._packer.pack({**observations, "running": self._running})

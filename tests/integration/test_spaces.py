@@ -182,3 +182,18 @@ def test_pixels_warm_start_and_resume(runs, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr and "(256 env steps)" in again.stderr, again.stderr[-3000:]
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["train.env_steps"] == 512
+
+
+def test_the_breakout_config_runs_end_to_end_and_serves_uint8_frames(tmp_path):
+    """configs/atari_breakout.yaml for one iteration: ale-py's ROM, the preprocessing, whole games reported, an
+    export taking [batch, 4, 84, 84] uint8 frames."""
+    result = run_driver(
+        "run", "configs/atari_breakout.yaml", "--run-dir", tmp_path / "run",
+        "--set", "train.total_env_steps=1024", "--set", "evaluate.episodes=1", "--set", "env.max_episode_steps=400",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train.env_steps"] == 1024 and metrics["eval.mean_length"] <= 400
+    frames = np.zeros((2, 4, 84, 84), np.uint8)
+    _, (answer,) = serve(_version(tmp_path / "run"), [{"inputs": {"observations": frames.tolist()}}], tmp_path)
+    assert answer["action"].shape == (2,) and set(answer["action"]) <= {0, 1, 2, 3}

@@ -14,7 +14,7 @@ from pipeline.gym.rollout import GreedyEpisodes
 
 def greedy_episodes(cfg: GymConfig, runner: GreedyEpisodes, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Returns and lengths of `runner.num_envs` greedy episodes, run side by side."""
-    env = envs.make_vector_env(cfg.env, num_envs=runner.num_envs)
+    env = envs.make_vector_env(cfg.env, num_envs=runner.num_envs, learning=False)
     obs, _ = env.reset(seed=envs.episode_seeds(seed, runner.num_envs))
     try:
         return runner.run(env, obs)

@@ -70,7 +70,11 @@ class _TrainLoop(training.Loop):
         self.env = envs.make_vector_env(cfg.env, num_envs=share)
         seeds = envs.episode_seeds(cfg.env.seed, cfg.env.num_envs, salt=tally.iteration)
         self.collector = Collector(
-            self.env, learner, cfg.train.reward_scale, seeds=seeds[learner.worker * share :][:share]
+            self.env,
+            learner,
+            cfg.train.reward_scale,
+            seeds=seeds[learner.worker * share :][:share],
+            episodes_in_info=cfg.env.preprocessing == "atari",
         )
         self.evaluator = GreedyEpisodes(
             lambda o: learner.greedy(o), cfg.evaluate.episodes
