@@ -46,6 +46,10 @@ def train(cfg, rollout: dict, updates: int, strategy=None) -> dict:
         **{f"var_{i}": v.numpy() for i, v in enumerate(learner.variables_to_train)},
         **{f"norm_{i}": v.numpy() for i, v in enumerate(normaliser.variables if normaliser else [])},
         **{f"stat_{k}": np.asarray(v) for k, v in stats.items()},
+        **{
+            f"scaler_{i}": v.numpy()
+            for i, v in enumerate(learner.reward_scaler.variables if learner.reward_scaler else [])
+        },
         "replicas": np.asarray(learner.replicas),
         "devices": np.asarray(devices.variable_devices(learner.variables_to_train + learner.optimizer.variables)),
     }

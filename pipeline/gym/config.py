@@ -108,6 +108,12 @@ class TrainConfig:
     )
     max_grad_norm: float | None = option(0.5, "Global gradient-norm clip; null disables it.", low=0.0, low_open=True)
     normalize_observations: bool = option(True, "Running mean/std observation normaliser, saved inside the policy.")
+    normalize_rewards: bool = option(
+        False,
+        "Divide rewards by a running standard deviation of each environment's discounted return, clipped to +-10 "
+        "(SB3's VecNormalize, CleanRL's NormalizeReward: what MuJoCo tasks are trained with); kept in checkpoints, "
+        "not part of the exported policy. Reported returns stay raw.",
+    )
     reward_scale: float = option(
         1.0, "Rewards are multiplied by this for learning (reported returns are raw).", low=0.0, low_open=True
     )
@@ -154,7 +160,7 @@ class GymConfig(TaskConfig):
 
     task = "gym"
     # A checkpoint only fits the environment and networks it was made with (and the normaliser, if any).
-    resume_locked = ("env", "model", "train.normalize_observations")
+    resume_locked = ("env", "model", "train.normalize_observations", "train.normalize_rewards")
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

@@ -26,6 +26,7 @@ from pipeline.core.estimators import k3, whiten
 from pipeline.core.schema import require_split
 from pipeline.gym import spaces as spaces_lib
 from pipeline.gym.config import GymConfig
+from pipeline.gym.reward_scaling import RewardScaler
 from pipeline.gym.spaces import Spaces
 
 # Statistics `update` returns, averaged over the minibatch steps taken (entropy and KL: the final policy), and
@@ -164,6 +165,7 @@ class PPOLearner(tf.Module):
         if t.normalize_observations and not spaces.flat_box and spaces.vector_keys:
             install_normalizer(self.agent, VectorPartsNormalizer(obs_spec, spaces.vector_keys))
         self.agent.initialize()
+        self.reward_scaler = RewardScaler(cfg.env.num_envs, t.gamma) if t.normalize_rewards else None
         self.variables_to_train = actor.trainable_variables + value.trainable_variables
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
         # strategy, before the first strategy.run: Keras cannot create them while tracing one)
@@ -273,10 +275,13 @@ class PPOLearner(tf.Module):
             lambda *x: tf.concat(x, 0), flat["observations"], flat["final_observations"], rollout["next_observations"]
         )
         flat["values"], final_values, next_values = tf.split(self._value(every), [steps, steps, envs])
+        rewards = rollout["rewards"]
+        if self.reward_scaler is not None:  # every env's rewards, once per worker (cross-replica context)
+            rewards = self.reward_scaler(rewards, rollout["terminated"] | rollout["truncated"])
         advantages, returns = gae(
             tf.reshape(flat["values"], time_env),
             next_values,
-            rollout["rewards"],
+            rewards,
             rollout["terminated"],
             rollout["truncated"],
             tf.reshape(final_values, time_env),
@@ -288,6 +293,8 @@ class PPOLearner(tf.Module):
             flat["observations"], flat["actions"], flat["log_probs"], advantages, returns, flat["values"]
         )
         stats["explained_variance"] = explained_variance(flat["values"], returns)
+        if self.reward_scaler is not None:  # what rewards are divided by (SB3's VecNormalize ret_rms)
+            stats["reward_scale_std"] = tf.cast(tf.sqrt(self.reward_scaler.var), tf.float32)
         return stats, advantages
 
     def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
@@ -400,10 +407,12 @@ class PPOLearner(tf.Module):
         self.optimizer.learning_rate.assign(value)
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        """Networks, normaliser, optimizer slots, RNG state and counters: all a resumed run needs."""
-        return tf.train.Checkpoint(
-            agent=self.agent, optimizer=self.optimizer, generator=self.generator, counters=self.counters
-        )
+        """Networks, normaliser, optimizer slots, RNG state, counters and the reward scaler's statistics: all a
+        resumed run needs."""
+        parts = dict(agent=self.agent, optimizer=self.optimizer, generator=self.generator, counters=self.counters)
+        if self.reward_scaler is not None:
+            parts["reward_scaler"] = self.reward_scaler
+        return tf.train.Checkpoint(**parts)
 
 
 def check_split(cfg: GymConfig, workers: int, replicas: int) -> None:

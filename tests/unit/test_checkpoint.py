@@ -21,7 +21,7 @@ def make(seed):
         {
             "env": {"num_envs": 2, "seed": seed},
             "model": {"actor_layers": [8, 8], "value_layers": [8, 8]},
-            "train": {"rollout_steps": 8, "num_minibatches": 2, "num_epochs": 2},
+            "train": {"rollout_steps": 8, "num_minibatches": 2, "num_epochs": 2, "normalize_rewards": True},
         }
     )
     env = envs.make_vector_env(cfg.env)
@@ -42,7 +42,7 @@ def test_every_variable_is_saved_and_restored(tmp_path):
 
     # Every variable the learner holds comes back equal (same construction order, different init).
     before, after = _all_variables(learner), _all_variables(fresh)
-    assert len(before) == len(after) > 12 + 4  # networks, normaliser, optimizer slots, RNG, counters
+    assert len(before) == len(after) > 12 + 4  # networks, normalisers, optimizer slots, RNG, counters
     for old, new in zip(before, after):
         np.testing.assert_array_equal(new.numpy(), old.numpy(), err_msg=old.name)
     # ...and the checkpoint file holds exactly that state: re-saving the restored learner changes nothing.
@@ -53,7 +53,7 @@ def test_every_variable_is_saved_and_restored(tmp_path):
     assert len(keys) == len(before) + 1  # + the checkpoint's own save_counter
     for key in keys - {"save_counter/.ATTRIBUTES/VARIABLE_VALUE"}:
         np.testing.assert_array_equal(reader.get_tensor(key), reader2.get_tensor(key), err_msg=key)
-    for part in ("actor", "value", "optimizer", "generator", "counters", "normalizer"):
+    for part in ("actor", "value", "optimizer", "generator", "counters", "normalizer", "reward_scaler"):
         assert any(part in k.lower() for k in keys), f"nothing of {part} in the checkpoint: {sorted(keys)}"
 
 
@@ -64,6 +64,7 @@ def _all_variables(learner) -> list:
         + [learner.optimizer.learning_rate]
         + [learner.generator.state]
         + list(learner.counters.variables)
+        + list(learner.reward_scaler.variables if learner.reward_scaler else [])
     )
 
 

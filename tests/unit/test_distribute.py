@@ -20,7 +20,7 @@ from pipeline.gym.spaces import spaces_of
 from tests.conftest import REPO
 from tests.distributed_update import train
 
-# Minibatches (shuffled), observation normalisation and a gradient clip that binds: the three places where
+# Minibatches (shuffled), observation and reward normalisation and a gradient clip that binds: the places where
 # replicas drift from one device unless statistics and norms are global (../shared/STACK.md).
 SETTINGS = {
     "env": {"num_envs": 4, "seed": 3},
@@ -32,6 +32,7 @@ SETTINGS = {
         "learning_rate": 3e-3,
         "max_grad_norm": 0.05,
         "normalize_observations": True,
+        "normalize_rewards": True,
     },
 }
 
