@@ -24,6 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # OS and page-faults them in again every step (LM PPO update faster, results unchanged: benchmarks/README.md).
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
+# Rendering for videos of the agent (pipeline/gym/video.py) on machines with no display: pygame's SDL draws
+# offscreen unless told otherwise.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
 # The Python API (pipeline/api.py) and the errors it raises: imported after the settings above; TensorFlow loads
 # only when a job runs.
 from pipeline.api import evaluate, export, load_config, load_policy, run  # noqa: E402,F401

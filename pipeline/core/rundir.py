@@ -48,6 +48,10 @@ class RunDir:
     def export_root(self) -> Path:
         return self.root / "export"
 
+    @property
+    def videos(self) -> Path:
+        return self.root / "videos"
+
     def tb(self, stage: str) -> Path:
         return self.root / "tb" / stage
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from pipeline.core.rundir import RunDir
@@ -81,6 +82,22 @@ def histogram_buckets(values) -> np.ndarray:
         return np.zeros((HISTOGRAM_BUCKETS, 3))
     counts, edges = np.histogram(values, bins=HISTOGRAM_BUCKETS)
     return np.stack([edges[:-1], edges[1:], counts], axis=1)  # float64: what tf.summary.histogram stores
+
+
+def encoded_image(tag: str, encoded: bytes, width: int, height: int, step: int) -> None:
+    """An already encoded image (an animated GIF plays in TensorBoard's Images tab), stored as tf.summary.image
+    stores its PNGs: a string tensor [width, height, image]."""
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=tag,
+        metadata=image_metadata.create_summary_metadata(display_name=tag, description=""),
+        tensor=tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]),
+            string_val=[str(width).encode(), str(height).encode(), encoded],
+        ),
+    )
+    tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 
 def text(tag: str, markdown: str, step: int = 0) -> None:

@@ -152,6 +152,13 @@ class TrainConfig:
 class EvaluateConfig:
     episodes: int = option(10, "Greedy episodes to run.", low=1)
     seed: int = option(10_000, "Seed of the evaluation environment (kept apart from training seeds).", low=0)
+    video_frames: int = option(
+        500,
+        "A greedy episode recorded as an animated GIF (TensorBoard's Images tab, RUN_DIR/videos/) up to this many "
+        "frames, where the environment renders rgb_array frames; 0: no video.",
+        low=0,
+    )
+    video_fps: int = option(30, "Frames per second of the recorded episode.", low=1, high=100)
 
 
 @dataclasses.dataclass

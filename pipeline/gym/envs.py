@@ -127,6 +127,17 @@ def check_environment(cfg: EnvConfig) -> None:
     make_vector_env(cfg, num_envs=1).close()
 
 
+def env_actions(env, actions: np.ndarray) -> np.ndarray:
+    """What the policy chose, as the environment accepts it: Box actions clipped to their bounds (a Gaussian
+    policy's samples are unbounded), discrete ones from the space's first value in its dtype."""
+    space = env.single_action_space
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(actions, space.low, space.high)
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        actions = actions + space.start if np.any(space.start) else actions
+    return actions.astype(space.dtype, copy=False)
+
+
 def episode_seeds(base_seed: int, num_envs: int, salt: int = 0) -> list[int]:
     """Distinct, reproducible reset seeds per environment; `salt` (e.g. the iteration) varies them on resume."""
     return [int(s) for s in np.random.SeedSequence([base_seed, salt]).generate_state(num_envs)]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
 from pipeline.core.guards import NonFiniteError
-from pipeline.gym import spaces
+from pipeline.gym import envs, spaces
 
 
 @dataclasses.dataclass
@@ -36,17 +35,6 @@ class Rollout:
     def arrays(self) -> dict:
         """The tensors the learner trains on (everything but the episode lists)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("episode")}
-
-
-def _env_actions(env, actions: np.ndarray) -> np.ndarray:
-    """What the policy chose, as the environment accepts it: Box actions clipped to their bounds (a Gaussian
-    policy's samples are unbounded), discrete ones from the space's first value in its dtype."""
-    space = env.single_action_space
-    if isinstance(space, gym.spaces.Box):
-        return np.clip(actions, space.low, space.high)
-    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-        actions = actions + space.start if np.any(space.start) else actions
-    return actions.astype(space.dtype, copy=False)
 
 
 def check_env_outputs(env, stage: str, observations: dict, rewards=None) -> None:
@@ -231,7 +219,7 @@ class Collector:
                 "(its weights or observation normaliser overflowed); stopped before stepping "
                 "the environment: the latest checkpoint is the last good one"
             )
-        observations, rewards, terminated, truncated, info = self.env.step(_env_actions(self.env, actions))
+        observations, rewards, terminated, truncated, info = self.env.step(envs.env_actions(self.env, actions))
         observations = spaces.observation_parts(self.spaces, observations)
         check_env_outputs(self.env, "train", observations, rewards)
         self._returns += rewards
@@ -316,7 +304,7 @@ class GreedyEpisodes:
 
     def _env_step(self, actions: np.ndarray) -> list:
         """The packed next observation and 'still in its first episode' of every environment."""
-        observations, rewards, terminated, truncated, info = self._env.step(_env_actions(self._env, actions))
+        observations, rewards, terminated, truncated, info = self._env.step(envs.env_actions(self._env, actions))
         observations = spaces.observation_parts(self._spaces, observations)
         check_env_outputs(self._env, "evaluate", observations, rewards)
         self._returns += np.where(self._running, rewards, 0.0)

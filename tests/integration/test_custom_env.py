@@ -57,6 +57,7 @@ def test_a_custom_environment_class_with_constructor_arguments_learns(tmp_path):
     result = run_driver("run", cfg, "--run-dir", run)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
+    assert "eval.video" not in metrics and not (run / "videos").exists()  # it cannot render: no video, no error
     # -4 is only reachable with length 4 (the constructor's default, 10, would give -10 at best): kwargs arrived.
     assert metrics["eval.mean_return"] == -4.0, metrics
     again = run_driver("evaluate", run)  # the run directory remembers how to make it

@@ -5,6 +5,7 @@ in a fresh process as TF Serving loads it, with one named input per observation 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -197,3 +198,54 @@ def test_the_breakout_config_runs_end_to_end_and_serves_uint8_frames(tmp_path):
     frames = np.zeros((2, 4, 84, 84), np.uint8)
     _, (answer,) = serve(_version(tmp_path / "run"), [{"inputs": {"observations": frames.tolist()}}], tmp_path)
     assert answer["action"].shape == (2,) and set(answer["action"]) <= {0, 1, 2, 3}
+
+
+def test_an_evaluation_episode_is_a_video_in_tensorboard_and_the_run_directory(runs):
+    """The corridor renders rgb_array frames: its greedy episode (2 moves: 3 frames) is an animated GIF in the
+    run's videos/ and in TensorBoard's Images tab, read back with TensorBoard's own reader."""
+    from PIL import Image
+
+    from pipeline.core import tb_reader
+
+    metrics = json.loads((runs["pixels"] / "metrics.json").read_text())
+    path = Path(metrics["eval.video"])
+    assert path.parent == runs["pixels"] / "videos" and path.suffix == ".gif"
+    assert Image.open(path).n_frames == 3
+    acc = tb_reader.accumulator(runs["pixels"] / "tb" / "evaluate")
+    (event,) = acc.Tensors("eval/video")
+    width, height, encoded = event.tensor_proto.string_val
+    assert encoded == path.read_bytes() and encoded.startswith(b"GIF89a") and (int(width), int(height)) == (12, 12)
+    assert acc.SummaryMetadata("eval/video").plugin_data.plugin_name == "images"
+
+
+class CrashingRender(Corridor):
+    """Draws with a renderer that takes its process down (as MuJoCo's EGL did inside the TensorFlow process)."""
+
+    def __init__(self, render_mode=None):
+        super().__init__("dict", "discrete", render_mode)
+
+    def render(self):
+        os.abort()
+
+
+def test_a_renderer_that_crashes_ends_the_video_not_the_run(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.core import config
+    from pipeline.gym import render_worker, video
+
+    cfg = config.from_dict({"env": {"id": "tests.integration.test_spaces:CrashingRender", "num_envs": 1}})
+    spaces_ = type("Spaces", (), {})()
+    assert video.record(cfg, lambda observations: tf.constant([0]), spaces_) is None
+    cfg.env.id = "tests.corridor:Corridor"
+    cfg.env.kwargs = {"observation": "dict"}
+    from pipeline.gym.envs import make_vector_env
+    from pipeline.gym.spaces import spaces_of
+
+    frames = video.record(cfg, lambda observations: tf.constant([1]), spaces_of(make_vector_env(cfg.env)))
+    assert len(frames) == 3 and frames[0].shape == (12, 12, 3)  # two moves right: a goal on the left ends it too
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {render_worker.__name__}, sys; print('tensorflow' in sys.modules)"],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert result.stdout.strip() == "False", result.stderr[-2000:]  # the rendering process starts without it

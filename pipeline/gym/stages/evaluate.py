@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.core import summaries
 from pipeline.core.rundir import RunDir
-from pipeline.gym import envs
+from pipeline.gym import envs, video
 from pipeline.gym.config import GymConfig
 from pipeline.gym.ppo import PPOLearner
 from pipeline.gym.rollout import GreedyEpisodes
@@ -37,4 +37,8 @@ def run(cfg: GymConfig, run_dir: RunDir, learner: PPOLearner) -> dict:
         summaries.write(
             {k.replace("eval.", "eval/"): v for k, v in metrics.items()}, {"eval/returns": returns}, step=step
         )
+        frames = video.record(cfg, learner.greedy, learner.spaces) if cfg.evaluate.video_frames else None
+        if frames:
+            path = video.write(frames, run_dir.videos, f"eval_{step}", step, cfg.evaluate.video_fps)
+            metrics["eval.video"] = str(path)
     return metrics
