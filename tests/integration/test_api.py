@@ -4,6 +4,7 @@ environment class defined here, not registered; two runs one after the other); t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,8 +78,13 @@ def test_two_runs_in_one_process_are_their_own_and_equal_the_command_lines(tmp_p
     cli = run_driver("run", write_config(tmp_path / "cli.yaml", {"env": {"seed": 2}}), "--run-dir", tmp_path / "cli")
     assert cli.returncode == 0, cli.stderr[-3000:]
     from_cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
-    learned = [k for k in from_cli if k.startswith(("train.", "eval.")) and "seconds" not in k and "per_s" not in k]
+    learned = [
+        k
+        for k in from_cli
+        if k.startswith(("train.", "eval.")) and "seconds" not in k and "per_s" not in k and k != "eval.video"
+    ]
     assert learned and {k: results[1][k] for k in learned} == {k: from_cli[k] for k in learned}
+    assert Path(results[1]["eval.video"]).read_bytes() == Path(from_cli["eval.video"]).read_bytes()  # its own run's
     assert {k: results[0][k] for k in learned} != {k: results[1][k] for k in learned}
 
 

@@ -1,0 +1,114 @@
+"""Env steps per second of the whole gym PPO loop (collection and updates) for a config, sync and async
+environments side by side in one sitting; with --sb3-python, Stable-Baselines3 PPO on the same environment and
+settings in its own venv, for the ratio.
+
+    .venv/bin/python benchmarks/gym_throughput.py configs/atari_breakout.yaml --steps 16384 [--sb3-python PEER/bin/python]
+
+The first iteration (tracing, the first environment resets) is left out of the rate: the loop's figure is the
+env steps of iterations 2.. over their wall time, read from the train stage's TensorBoard scalars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pipeline
+
+# isort: split
+from pipeline.core import tb_reader
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ours(config: str, steps: int, vectorization: str) -> dict:
+    cfg = pipeline.load_config(
+        config,
+        {
+            "train.total_env_steps": steps,
+            "train.stop_at_return": None,
+            "env.vectorization": vectorization,
+            "evaluate.episodes": 1,
+            "evaluate.video_frames": 0,
+            "env.max_episode_steps": 2000,
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        pipeline.run(cfg, Path(tmp) / "run")
+        wall = time.perf_counter() - start
+        fps = tb_reader.read_scalars(Path(tmp) / "run" / "tb" / "train", "time/fps")
+    rates = [fps[k] for k in sorted(fps)[1:]]  # iteration 1 traces the graphs
+    return {"env_steps_per_s": len(rates) / sum(1.0 / r for r in rates), "iterations": len(fps), "wall_s": wall}
+
+
+SB3 = textwrap.dedent(
+    """
+    import json, sys, time
+    import gymnasium as gym
+    import ale_py
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
+    gym.register_envs(ale_py)
+    cfg, steps, vec = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    env_cls = SubprocVecEnv if vec == "async" else DummyVecEnv
+    e, t = cfg["env"], cfg["train"]
+    if e.get("preprocessing") == "atari":
+        env = VecFrameStack(make_atari_env(e["id"], n_envs=e["num_envs"], seed=0, vec_env_cls=env_cls), 4)
+        policy = "CnnPolicy"
+    else:
+        env = make_vec_env(e["id"], n_envs=e["num_envs"], seed=0, vec_env_cls=env_cls)
+        if t.get("normalize_rewards"):
+            env = VecNormalize(env)
+        policy = "MlpPolicy"
+    batch = e["num_envs"] * t["rollout_steps"]
+    model = PPO(policy, env, n_steps=t["rollout_steps"], batch_size=batch // t["num_minibatches"],
+                n_epochs=t["num_epochs"], learning_rate=t["learning_rate"], clip_range=t["clip_ratio"],
+                ent_coef=t.get("entropy_coef", 0.0), vf_coef=t.get("value_coef", 0.5), device="cpu", seed=0)
+    model.learn(batch)  # the first iteration, as ours is left out
+    start = time.perf_counter()
+    model.learn(steps - batch, reset_num_timesteps=False)
+    print(json.dumps({"env_steps_per_s": (steps - batch) / (time.perf_counter() - start)}))
+    """
+)
+
+
+def sb3(python: str, config: str, steps: int, vectorization: str) -> dict:
+    cfg = pipeline.load_config(config).to_dict()
+    result = subprocess.run(
+        [python, "-c", SB3, json.dumps(cfg), str(steps), vectorization], capture_output=True, text=True, cwd=REPO
+    )
+    if result.returncode:
+        return {"error": result.stderr[-500:]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("--steps", type=int, default=16384)
+    parser.add_argument("--modes", nargs="+", default=["sync", "async"])
+    parser.add_argument("--sb3-python", help="a venv's python with stable-baselines3 (and ale-py) installed")
+    args = parser.parse_args()
+    for mode in args.modes:
+        print(
+            json.dumps(
+                {"config": args.config, "who": "ours", "vectorization": mode, **ours(args.config, args.steps, mode)}
+            )
+        )
+        sys.stdout.flush()
+        if args.sb3_python:
+            print(json.dumps({"config": args.config, "who": "sb3", "vectorization": mode,
+                              **sb3(args.sb3_python, args.config, args.steps, mode)}))  # fmt: skip
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
