@@ -2,7 +2,8 @@
 environments side by side in one sitting; with --sb3-python, Stable-Baselines3 PPO on the same environment and
 settings in its own venv, for the ratio.
 
-    .venv/bin/python benchmarks/gym_throughput.py configs/atari_breakout.yaml --steps 16384 [--sb3-python PEER/bin/python]
+    .venv/bin/python benchmarks/gym_throughput.py configs/atari_breakout.yaml --steps 16384 \
+        [--sb3-python PEER/bin/python]
 
 The first iteration (tracing, the first environment resets) is left out of the rate: the loop's figure is the
 env steps of iterations 2.. over their wall time, read from the train stage's TensorBoard scalars.
