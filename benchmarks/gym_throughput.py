@@ -60,12 +60,14 @@ SB3 = textwrap.dedent(
     gym.register_envs(ale_py)
     cfg, steps, vec = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     env_cls = SubprocVecEnv if vec == "async" else DummyVecEnv
+    vec_kwargs = {"start_method": "fork"} if vec == "async" else None  # a -c script has no module to re-import
     e, t = cfg["env"], cfg["train"]
     if e.get("preprocessing") == "atari":
-        env = VecFrameStack(make_atari_env(e["id"], n_envs=e["num_envs"], seed=0, vec_env_cls=env_cls), 4)
+        env = make_atari_env(e["id"], n_envs=e["num_envs"], seed=0, vec_env_cls=env_cls, vec_env_kwargs=vec_kwargs)
+        env = VecFrameStack(env, 4)
         policy = "CnnPolicy"
     else:
-        env = make_vec_env(e["id"], n_envs=e["num_envs"], seed=0, vec_env_cls=env_cls)
+        env = make_vec_env(e["id"], n_envs=e["num_envs"], seed=0, vec_env_cls=env_cls, vec_env_kwargs=vec_kwargs)
         if t.get("normalize_rewards"):
             env = VecNormalize(env)
         policy = "MlpPolicy"
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16384)
     parser.add_argument("--modes", nargs="+", default=["sync", "async"])
     parser.add_argument("--sb3-python", help="a venv's python with stable-baselines3 (and ale-py) installed")
+    parser.add_argument("--only-sb3", action="store_true", help="the peer's figures alone")
     args = parser.parse_args()
     for mode in args.modes:
         print(

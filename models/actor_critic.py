@@ -37,7 +37,9 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_
         init_means_output_factor=0.01,
     )
     layers, combiner = (
-        (None, None) if parts is None else encoders.preprocessing(parts, is_dict, cfg.cnn, cfg.cnn_dense, seed)
+        (None, None)
+        if parts is None
+        else encoders.preprocessing(parts, is_dict, cfg.cnn, cfg.cnn_dense, seed, cfg.shared_cnn)
     )
     actor = actor_distribution_network.ActorDistributionNetwork(
         obs_spec,
@@ -106,3 +108,10 @@ class DiscreteActor(network.Network):
 
 def parameter_count(net) -> int:
     return int(sum(np.prod(v.shape) for v in net.trainable_variables))
+
+
+def unique(variables: list) -> list:
+    """Each variable once, in first-seen order (a shared CNN's are in both networks' lists: a gradient applied
+    once)."""
+    seen = set()
+    return [v for v in variables if not (v.ref() in seen or seen.add(v.ref()))]

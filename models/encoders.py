@@ -8,8 +8,14 @@ evaluation and the export all take the environment's raw uint8 frames.
 from __future__ import annotations
 
 import math
+import uuid
+import weakref
 
 import tensorflow as tf
+
+# A shared ImagePart's features per graph: {(layer, frames, training): (frames, features)}. Kept off the layer:
+# tf.Module walks a layer's attributes for its variables.
+_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # The Nature DQN encoder (Mnih et al. 2015), as CleanRL's and Stable-Baselines3's Atari PPO use it.
 NATURE_CNN = [[32, 8, 4], [64, 4, 2], [64, 3, 1]]
@@ -47,10 +53,21 @@ class ImagePart(tf.keras.layers.Layer):
     """uint8 frames -> [0, 1] -> convolutions (ReLU, orthogonal sqrt 2 initialisation) -> a ReLU dense layer.
 
     A convolution whose kernel is larger than the image it receives takes a kernel the size of that image, so the
-    default encoder fits any frame (the Nature CNN wants 36x36 or more; MiniGrid's views are 7x7)."""
+    default encoder fits any frame (the Nature CNN wants 36x36 or more; MiniGrid's views are 7x7).
 
-    def __init__(self, shape, channels_first: bool, cnn, dense: int, seed: int, **kwargs):
+    Shared (share_id set): the actor and the value network hold this one layer, as CleanRL's and Stable-Baselines3's
+    pixel policies share their CNN. TF-Agents rebuilds each network's preprocessing layers from their configs; a
+    shared layer's config names it, and from_config gives the layer itself back. In a graph, a second call on the
+    same frames tensor (PPO's loss runs the actor and the value on the same observations) returns the first call's
+    features: one CNN pass forward and, the tape summing both heads' gradients at that tensor, one backward."""
+
+    _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # share_id -> the layer
+
+    def __init__(self, shape, channels_first: bool, cnn, dense: int, seed: int, share_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.share_id = share_id
+        if share_id is not None:
+            ImagePart._shared[share_id] = self
         self.shape, self.channels_first = [int(s) for s in shape], channels_first
         self.cnn, self.dense, self.seed = [list(layer) for layer in cnn], dense, seed
         height, width = self.shape[1:3] if channels_first else self.shape[:2]
@@ -72,7 +89,23 @@ class ImagePart(tf.keras.layers.Layer):
             dense, activation="relu", kernel_initializer=tf.keras.initializers.Orthogonal(math.sqrt(2), seed=seed)
         )
 
-    def call(self, inputs):
+    @classmethod
+    def from_config(cls, config):
+        shared = cls._shared.get(config.get("share_id"))
+        return shared if shared is not None else cls(**config)
+
+    def call(self, inputs, training=False):
+        if self.share_id is None or tf.executing_eagerly():
+            return self._encode(inputs)
+        seen = _FEATURES.setdefault(tf.compat.v1.get_default_graph(), {})
+        key = (id(self), id(inputs), bool(training))
+        if key in seen and seen[key][0] is inputs:
+            return seen[key][1]
+        features = self._encode(inputs)
+        seen[key] = (inputs, features)  # the frames tensor kept alive: its id is not reused in this graph
+        return features
+
+    def _encode(self, inputs):
         x = tf.cast(inputs, tf.float32) / 255.0
         if len(self.shape) == 2:
             x = x[..., None]
@@ -84,19 +117,23 @@ class ImagePart(tf.keras.layers.Layer):
 
     def get_config(self):
         config = dict(shape=self.shape, channels_first=self.channels_first, cnn=self.cnn, dense=self.dense)
-        return {**super().get_config(), **config, "seed": self.seed}
+        return {**super().get_config(), **config, "seed": self.seed, "share_id": self.share_id}
 
 
-def preprocessing(parts: list[dict], is_dict: bool, cnn, cnn_dense: int, seed: int):
+def preprocessing(parts: list[dict], is_dict: bool, cnn, cnn_dense: int, seed: int, shared_cnn: bool = False):
     """(preprocessing_layers, preprocessing_combiner) for TF-Agents' networks.
 
     parts: one {name, kind, shape, n, channels_first} per observation part (kinds: vector, image, discrete,
-    binary, mask); is_dict: the observation is a dict of them."""
+    binary, mask); is_dict: the observation is a dict of them; shared_cnn: the actor and value networks built from
+    these layers share each image's CNN."""
 
     def layer(part):
         kind = part["kind"]
         if kind == "image":
-            return ImagePart(part["shape"], part["channels_first"], cnn, cnn_dense, seed, name=f"{part['name']}_cnn")
+            share_id = uuid.uuid4().hex if shared_cnn else None
+            return ImagePart(
+                part["shape"], part["channels_first"], cnn, cnn_dense, seed, share_id, name=f"{part['name']}_cnn"
+            )
         if kind == "discrete":
             return OneHotPart(part["n"], name=f"{part['name']}_one_hot")
         if kind == "mask":

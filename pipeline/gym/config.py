@@ -68,6 +68,11 @@ class ModelConfig:
         item_low=1,
     )
     cnn_dense: int = option(512, "Image observations: width of the ReLU layer after the convolutions.", low=1)
+    shared_cnn: bool = option(
+        True,
+        "Image observations: the policy and value networks share one CNN (and its dense layer), trained by both "
+        "losses, as CleanRL's and Stable-Baselines3's pixel policies do; false: a CNN each.",
+    )
     image_channels: str = option(
         "auto",
         "Where an image's channels are: auto reads [C, H, W] when the first axis has 1-4 entries and the last "

@@ -19,7 +19,7 @@ from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common, tensor_normalizer
 
-from models.actor_critic import build_actor_and_value
+from models.actor_critic import build_actor_and_value, unique
 from pipeline.core import distribute, guards, minibatches
 from pipeline.core.advantages import explained_variance, gae
 from pipeline.core.estimators import k3, whiten
@@ -166,7 +166,7 @@ class PPOLearner(tf.Module):
             install_normalizer(self.agent, VectorPartsNormalizer(obs_spec, spaces.vector_keys))
         self.agent.initialize()
         self.reward_scaler = RewardScaler(cfg.env.num_envs, t.gamma) if t.normalize_rewards else None
-        self.variables_to_train = actor.trainable_variables + value.trainable_variables
+        self.variables_to_train = unique(actor.trainable_variables + value.trainable_variables)
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
         # strategy, before the first strategy.run: Keras cannot create them while tracing one)
 

@@ -218,3 +218,50 @@ def test_a_mask_in_info_becomes_the_observations_mask():
     assert (masks == 0).any() and masks[np.arange(len(actions)), actions].all()
     cfg.env.action_mask = "observation"
     assert spaces_of(envs.make_vector_env(cfg.env)).mask is None
+
+
+def _pixel_learner(shared: bool):
+    cfg = config.from_dict(
+        {
+            "env": {"id": "tests.corridor:Corridor", "kwargs": {"observation": "pixels"}, "num_envs": 4, "seed": 1},
+            "model": {"cnn": [[8, 4, 2], [8, 3, 1]], "cnn_dense": 16, "shared_cnn": shared},
+            "train": {"rollout_steps": 16, "num_minibatches": 2, "num_epochs": 2},
+        }
+    )
+    env = envs.make_vector_env(cfg.env)
+    return env, PPOLearner(cfg, spaces_of(env))
+
+
+def test_a_shared_cnn_is_one_pass_and_the_same_gradient(monkeypatch):
+    """The policy and value networks hold one CNN, each variable once in what the optimizer updates; PPO's loss runs
+    it once (the second head reads the first call's features) and its gradient equals two passes'."""
+    env, learner = _pixel_learner(shared=True)
+    actor_cnn = {v.ref() for v in learner.agent.actor_net.trainable_variables if len(v.shape) == 4}
+    value_cnn = {v.ref() for v in learner.agent._value_net.trainable_variables if len(v.shape) == 4}
+    assert actor_cnn == value_cnn and len(actor_cnn) == 2
+    assert len({v.ref() for v in learner.variables_to_train}) == len(learner.variables_to_train)
+    _, separate = _pixel_learner(shared=False)
+    assert len(separate.variables_to_train) == len(learner.variables_to_train) + 6  # a second CNN and dense layer
+
+    rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 4)).collect(16)
+    rng = np.random.default_rng(0)
+    batch = [
+        rollout.observations.reshape(-1, 12, 12, 3),
+        rollout.actions.reshape(-1),
+        rollout.log_probs.reshape(-1),
+        rng.normal(size=64).astype(np.float32),  # advantages
+        rng.normal(size=64).astype(np.float32),  # returns
+        np.zeros(64, np.float32),  # old values
+    ]
+
+    def gradients():
+        fn = tf.function(lambda *rows: learner._share_gradients(*rows, 1)[0], autograph=False)
+        graph = fn.get_concrete_function(*batch).graph
+        return [g.numpy() for g in fn(*batch)], sum(op.type == "Conv2D" for op in graph.get_operations())
+
+    once, convolutions_once = gradients()
+    monkeypatch.setattr(ImagePart, "call", lambda self, inputs, training=False: self._encode(inputs))
+    twice, convolutions_twice = gradients()  # every call a pass of its own
+    assert 0 < convolutions_once < convolutions_twice
+    for a, b, v in zip(once, twice, learner.variables_to_train):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.name)
