@@ -102,12 +102,10 @@ def main() -> None:
     parser.add_argument("--only-sb3", action="store_true", help="the peer's figures alone")
     args = parser.parse_args()
     for mode in args.modes:
-        print(
-            json.dumps(
-                {"config": args.config, "who": "ours", "vectorization": mode, **ours(args.config, args.steps, mode)}
-            )
-        )
-        sys.stdout.flush()
+        if not args.only_sb3:
+            result = ours(args.config, args.steps, mode)
+            print(json.dumps({"config": args.config, "who": "ours", "vectorization": mode, **result}))
+            sys.stdout.flush()
         if args.sb3_python:
             print(json.dumps({"config": args.config, "who": "sb3", "vectorization": mode,
                               **sb3(args.sb3_python, args.config, args.steps, mode)}))  # fmt: skip
