@@ -64,12 +64,21 @@ def test_a_custom_environment_class_with_constructor_arguments_learns(tmp_path):
     assert again.returncode == 0 and json.loads((run / "metrics.json").read_text())["eval.mean_return"] == -4.0
 
 
+class TupleActions(WalkToTheGoal):
+    """A Tuple action space: not one the pipeline learns on."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2)
+
+
 def test_a_wrong_environment_is_a_config_error_before_work(tmp_path):
     for env, expected in (
         ({"id": "tests.integration.test_custom_env:NoSuchEnv"}, "env.id: cannot make"),
         ({"id": "tests.nowhere:WalkToTheGoal"}, "env.id: cannot import 'tests.nowhere'"),
         ({"id": "CartPole-v1", "kwargs": {"lenght": 3}}, "env.kwargs: 'CartPole-v1' cannot take {'lenght': 3}"),
         ({"id": "tests.integration.test_custom_env:WalkToTheGoal", "kwargs": [3]}, "env.kwargs: expected a mapping"),
+        ({"id": "tests.integration.test_custom_env:TupleActions"}, "has action space Tuple(Discrete(2), Discrete(2))"),
     ):
         result = run_driver("check", write_config(tmp_path / "bad.yaml", {"env": env}))
         assert result.returncode == 2 and expected in result.stderr, (env, result.stderr[-2000:])
