@@ -201,8 +201,9 @@ def tf_agents_specs(spaces: Spaces):
 
 
 def value_mask(spaces: Spaces) -> np.ndarray | None:
-    """[dims, largest size] True where a MultiDiscrete dimension has that value; None when every value exists."""
-    if spaces.action_kind != "multi_discrete" or len(set(spaces.action_nvec)) == 1:
+    """MultiDiscrete: [dims, largest size], True where a dimension has that value (all True when the sizes are
+    equal: the layout a flat action mask is read into); None for other actions."""
+    if spaces.action_kind != "multi_discrete":
         return None
     width = max(spaces.action_nvec)
     return np.arange(width)[None, :] < np.array(spaces.action_nvec)[:, None]

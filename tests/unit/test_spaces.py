@@ -162,18 +162,21 @@ def test_multi_binary_actions_sample_bits_and_train():
 
 
 class MaskedMultiDiscrete(Spaces):
-    """MultiDiscrete [3, 5] with a random mask per step (each dimension keeps one value at least); raises on a
+    """MultiDiscrete `nvec` with a random mask per step (each dimension keeps one value at least); raises on a
     masked value."""
 
-    def __init__(self):
+    def __init__(self, nvec=(3, 5)):
+        self.nvec, self.starts = list(nvec), np.cumsum([0, *nvec])[:-1]
+        flags = int(sum(nvec))
         super().__init__(
-            gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,)), "action_mask": gym.spaces.MultiBinary(8)}),
-            gym.spaces.MultiDiscrete([3, 5]),
+            gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,)), "action_mask": gym.spaces.MultiBinary(flags)}),
+            gym.spaces.MultiDiscrete(self.nvec),
         )
 
     def _draw(self):
-        mask = self.np_random.integers(0, 2, 8).astype(np.int8)
-        mask[self.np_random.integers(3)] = mask[3 + self.np_random.integers(5)] = 1
+        mask = self.np_random.integers(0, 2, int(sum(self.nvec))).astype(np.int8)
+        for start, n in zip(self.starts, self.nvec):
+            mask[start + self.np_random.integers(n)] = 1
         self.mask = mask
         return {"x": self.np_random.uniform(-1, 1, 2).astype(np.float32), "action_mask": mask}
 
@@ -182,27 +185,30 @@ class MaskedMultiDiscrete(Spaces):
         return self._draw(), {}
 
     def step(self, action):
-        if not (self.mask[action[0]] and self.mask[3 + action[1]]):
+        if not all(self.mask[start + a] for start, a in zip(self.starts, action)):
             raise RuntimeError(f"masked action {action} under {self.mask}")
         _, reward, terminated, truncated, info = super().step(action)
         return self._draw(), reward, terminated, truncated, info
 
 
-def test_masked_multi_discrete_actions_of_unequal_sizes_keep_to_the_mask():
+@pytest.mark.parametrize("nvec", [(3, 5), (4, 4)], ids=["unequal-sizes", "equal-sizes"])
+def test_masked_multi_discrete_actions_keep_to_the_mask(nvec):
     """Sampled and greedy actions keep to each dimension's size and to the mask; the loss's log-probabilities are
     those of the masked distribution (a masked value has none of the probability)."""
     cfg = _cfg(num_envs=4)
-    cfg.env.id, cfg.env.kwargs = "tests.unit.test_spaces:MaskedMultiDiscrete", {}
+    cfg.env.id, cfg.env.kwargs = "tests.unit.test_spaces:MaskedMultiDiscrete", {"nvec": nvec}
     learner, rollout = _collect_and_train(cfg)  # the environment raises at a masked value
-    masks = rollout.observations["action_mask"].reshape(-1, 8)
+    starts = np.cumsum([0, *nvec])[:-1]
+    masks = rollout.observations["action_mask"].reshape(-1, sum(nvec))
     actions = rollout.actions.reshape(-1, 2)
-    assert (actions[:, 0] < 3).all() and (actions[:, 1] < 5).all()
+    assert (actions < np.array(nvec)).all()
     observations = {k: v.reshape(-1, *v.shape[2:]) for k, v in rollout.observations.items()}
     greedy = learner.greedy(observations).numpy()
-    assert all(m[a[0]] and m[3 + a[1]] for a, m in zip(greedy, masks))
+    assert all(m[starts[0] + a[0]] and m[starts[1] + a[1]] for a, m in zip(greedy, masks))
     probs = tf.nn.softmax(learner.distribution(observations).distribution.logits_parameter()).numpy()
     allowed = np.zeros_like(probs, bool)
-    allowed[:, 0, :3], allowed[:, 1, :5] = masks[:, :3] > 0, masks[:, 3:] > 0
+    for d, (start, n) in enumerate(zip(starts, nvec)):
+        allowed[:, d, :n] = masks[:, start : start + n] > 0
     assert probs[~allowed].max() < 1e-30 and np.allclose(probs.sum(-1), 1.0)
 
 
