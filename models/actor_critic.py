@@ -84,6 +84,10 @@ class DiscreteActor(network.Network):
         super().__init__(actor.input_tensor_spec, actor.state_spec, name=actor.name)
         self._actor, self._mask_key = actor, mask_key
         self._values = None if values is None else np.asarray(values, bool)
+        if values is not None:  # where each flag of a flat mask goes in [dims, largest size]; past them a False one
+            flags = int(self._values.sum())
+            self._flag_index = np.full(self._values.shape, flags)
+            self._flag_index[self._values] = np.arange(flags)
 
     def call(self, observations, step_type=None, network_state=(), training=False):
         mask = None
@@ -93,10 +97,7 @@ class DiscreteActor(network.Network):
         if self._mask_key is not None:
             given = tf.cast(observations[self._mask_key], tf.bool)  # [batch, flags]
             if self._values is not None:  # -> [batch, dims, largest size], False past a dimension's size
-                flags = int(self._values.sum())
-                index = np.full(self._values.shape, flags)  # past the flags: an extra False column
-                index[self._values] = np.arange(flags)
-                given = tf.gather(tf.pad(given, [[0, 0], [0, 1]]), index, axis=1)
+                given = tf.gather(tf.pad(given, [[0, 0], [0, 1]]), self._flag_index, axis=1)
             mask = given if mask is None else given & mask
         dist, state = self._actor(
             observations, step_type=step_type, network_state=network_state, training=training, mask=mask

@@ -1,8 +1,8 @@
 """Keras layers that turn each observation part into features, for TF-Agents' `preprocessing_layers`.
 
-TF-Agents copies every preprocessing layer from its config (the actor and the value network each get their own),
-so each layer here is rebuilt from plain numbers. Pixels are scaled to [0, 1] inside the network: training,
-evaluation and the export all take the environment's raw uint8 frames.
+TF-Agents copies every preprocessing layer from its config (the actor and the value network each get their own;
+a shared CNN is the one exception, ImagePart), so each layer here is rebuilt from plain numbers. Pixels are scaled
+to [0, 1] inside the network: training, evaluation and the export all take the environment's raw uint8 frames.
 """
 
 from __future__ import annotations

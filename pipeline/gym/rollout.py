@@ -40,14 +40,13 @@ class Rollout:
 def check_env_outputs(env, stage: str, observations: dict, rewards=None) -> None:
     """Raises NonFiniteError, naming the environment, what it returned and where, if an observation or reward is
     NaN or infinite: the policy and the value targets must never see one. observations: part name -> array."""
-    checked = [(f"observation {k!r}", v) for k, v in observations.items() if np.issubdtype(v.dtype, np.floating)]
+    checked = [(spaces.describe(k), v) for k, v in observations.items() if np.issubdtype(v.dtype, np.floating)]
     for what, values in checked + ([("reward", rewards)] if rewards is not None else []):
         values = np.asarray(values, np.float32).reshape(len(values), -1)  # float32: what the networks see
         finite = np.isfinite(values)
         if not finite.all():
             bad = np.argwhere(~finite)
             name = env.spec.id if env.spec is not None else type(env).__name__
-            what = "observation" if what == f"observation {spaces.SINGLE!r}" else what
             raise NonFiniteError(
                 f"{stage}: environment {name} returned a non-finite {what} "
                 f"({values[tuple(bad[0])]}) in its sub-environment {bad[0][0]}; stopped before "
@@ -235,10 +234,10 @@ class Collector:
                 final[bootstraps] = v
                 values[f"final/{k}"] = final
         if self.episodes_in_info:
-            final = info.get("final_info", {})
-            for i in np.flatnonzero(final.get("_episode", [])):
-                self._finished_returns.append(float(final["episode"]["r"][i]))
-                self._finished_lengths.append(int(final["episode"]["l"][i]))
+            final_info = info.get("final_info", {})
+            for i in np.flatnonzero(final_info.get("_episode", [])):
+                self._finished_returns.append(float(final_info["episode"]["r"][i]))
+                self._finished_lengths.append(int(final_info["episode"]["l"][i]))
         else:
             for i in np.flatnonzero(terminated | truncated):
                 self._finished_returns.append(float(self._returns[i]))
@@ -311,8 +310,8 @@ class GreedyEpisodes:
         self._lengths += self._running
         # Where the environment counts its own episodes (RecordEpisodeStatistics: Atari's whole games, their
         # frames and the points scored during the no-ops at reset), its count is the one reported, as in training.
-        final = info.get("final_info", {})
-        for i in np.flatnonzero(final.get("_episode", np.zeros(self.num_envs, bool)) & self._running):
-            self._returns[i], self._lengths[i] = final["episode"]["r"][i], final["episode"]["l"][i]
+        final_info = info.get("final_info", {})
+        for i in np.flatnonzero(final_info.get("_episode", np.zeros(self.num_envs, bool)) & self._running):
+            self._returns[i], self._lengths[i] = final_info["episode"]["r"][i], final_info["episode"]["l"][i]
         self._running &= ~(terminated | truncated)
         return self._packer.pack({**observations, "running": self._running})

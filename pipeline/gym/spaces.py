@@ -147,6 +147,11 @@ def _check_mask(spaces: Spaces, env_id: str) -> None:
         )
 
 
+def describe(name: str) -> str:
+    """How messages name an observation part: the observation itself, or its Dict key."""
+    return "observation" if name == SINGLE else f"observation {name!r}"
+
+
 def observation_parts(spaces: Spaces, observation) -> dict[str, np.ndarray]:
     """A batch of observations as the environment returns it -> name -> array in the part's dtype."""
     values = observation if spaces.is_dict else {SINGLE: observation}

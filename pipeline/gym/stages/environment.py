@@ -8,7 +8,7 @@ from pipeline.core import summaries
 from pipeline.core.rundir import RunDir
 from pipeline.gym import envs
 from pipeline.gym.config import GymConfig
-from pipeline.gym.spaces import BINARY, VECTOR, Spaces, observation_parts, random_actions, spaces_of
+from pipeline.gym.spaces import BINARY, VECTOR, Spaces, describe, observation_parts, random_actions, spaces_of
 
 SAMPLE_STEPS = 200  # random-action steps per environment for the observation statistics
 
@@ -28,7 +28,7 @@ def run(cfg: GymConfig, run_dir: RunDir) -> Spaces:
     statistics = {}
     for part in spaces.parts:
         values = np.concatenate([sample[part.name] for sample in samples]).astype(np.float32)
-        name = "observation" if not spaces.is_dict else f"observation {part.name!r}"
+        name = describe(part.name)
         if part.kind in (VECTOR, BINARY):
             statistics[f"{name} mean"] = np.array2string(values.mean(0), precision=3)
             statistics[f"{name} std"] = np.array2string(values.std(0), precision=3)
