@@ -18,6 +18,22 @@ from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.networks import PolicyNetworks
 
 
+def sample(lm, prompt_ids, prompt_lengths, seed, settings: LMPPOConfig, eos_id: int | None):
+    """[B, P + max_new_tokens] sequences sampled as PPO samples (its length, temperature, top-k and top-p): the
+    rollout's, and the SFT samples a learned reward model is trained to rank (what it will be asked to score)."""
+    return lm_lib.sample(
+        lm,
+        prompt_ids,
+        settings.max_new_tokens,
+        settings.temperature,
+        seed,
+        settings.top_k,
+        settings.top_p,
+        prompt_lengths=prompt_lengths,
+        eos_id=eos_id,
+    )
+
+
 class Sampler:
     def __init__(
         self,
@@ -41,19 +57,8 @@ class Sampler:
         )
 
     def _sample(self, prompt_ids, prompt_lengths, seed, use_reference: bool = False):
-        s = self.settings
         with self.networks.as_reference() if use_reference else contextlib.nullcontext(self.networks.policy) as lm:
-            return lm_lib.sample(
-                lm,
-                prompt_ids,
-                s.max_new_tokens,
-                s.temperature,
-                seed,
-                s.top_k,
-                s.top_p,
-                prompt_lengths=prompt_lengths,
-                eos_id=self.eos_id,
-            )
+            return sample(lm, prompt_ids, prompt_lengths, seed, self.settings, self.eos_id)
 
     def generate(self, prompt_ids, use_reference: bool = False, prompt_lengths=None) -> np.ndarray:
         """[B, P + max_new_tokens] sampled sequences, from the policy or the frozen reference (the SFT model).

@@ -22,6 +22,7 @@ from pipeline.core import distribute, guards, preemption, resume, summaries
 from pipeline.core.rundir import RunDir
 from pipeline.core.schema import ConfigError
 from pipeline.lm import preferences as prefs_lib
+from pipeline.lm import sampling
 from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
 from pipeline.lm.reward_training import RewardTrainer, reward_function
@@ -144,17 +145,7 @@ def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
         return pairs, {"reward.pairs": len(preferences)}
     p = cfg.ppo  # sampled as PPO samples: the reward model learns to score what it will be asked to score
     sample = tf.function(
-        lambda prompts, lengths, seed: lm_lib.sample(
-            sft_lm,
-            prompts,
-            p.max_new_tokens,
-            p.temperature,
-            seed,
-            p.top_k,
-            p.top_p,
-            prompt_lengths=lengths,
-            eos_id=data.eos_id,
-        ),
+        lambda prompts, lengths, seed: sampling.sample(sft_lm, prompts, lengths, seed, p, data.eos_id),
         autograph=False,
         jit_compile=p.jit_generation,
     )
