@@ -55,16 +55,17 @@ def train(cfg, samples: dict, updates: int, strategy=None, scratch: str = "") ->
     """With several replicas, first one `step` on the new weights (each replica sampling and scoring its share),
     then its changes undone from a checkpoint (scratch: where), then the updates on the samples."""
     from pipeline.core import devices, distribute
+    from pipeline.lm.rewards import Scores
 
     learner = learner_for(cfg, strategy)
     out = {}
     if learner.replicas > 1:
         before = learner.checkpoint().write(f"{scratch}-{learner.worker}")
         prompts = samples["sequences"][:, : int(samples["prompt_lengths"].min())]
-        step_stats, sequences, scores = learner.step(prompts, lambda p, r: (r == 5).mean(axis=1))
+        step_stats, sequences, scores = learner.step(prompts, lambda rows, r: Scores.of((r == 5).mean(axis=1), "fives"))
         out.update(
             step_sequences=sequences,
-            step_scores=scores,
+            step_scores=scores.total,
             kl_coef=np.asarray(float(learner.kl_coef)),
             **{f"step_var_{i}": v.numpy() for i, v in enumerate(learner.variables)},
         )

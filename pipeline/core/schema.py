@@ -116,9 +116,16 @@ def check_value(path: str, value, hint, meta):
             if meta["item_low"] is not None and any(v < meta["item_low"] for row in value for v in row):
                 raise ConfigError(f"{path}: every entry must be >= {meta['item_low']}, got {value!r}")
             return value
-        kind, example = ("integers", "[64, 64]") if item is int else ("names", "[query, value]")
-        if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        kind, example = {int: ("integers", "[64, 64]"), float: ("numbers", "[1.0, 0.5]")}.get(
+            item, ("names", "[query, value]")
+        )
+        allowed_types = (int, float) if item is float else item
+        if not isinstance(value, list) or not all(
+            isinstance(v, allowed_types) and not isinstance(v, bool) for v in value
+        ):
             raise ConfigError(f"{path}: expected a list of {kind}, e.g. {example}, got {value!r}")
+        if item is float:
+            value = [float(v) for v in value]
         if meta["item_low"] is not None and any(v < meta["item_low"] for v in value):
             raise ConfigError(f"{path}: every entry must be >= {meta['item_low']}, got {value!r}")
         if meta["choices"] is not None and any(v not in meta["choices"] for v in value):

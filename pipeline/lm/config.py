@@ -112,9 +112,19 @@ class SFTConfig:
 class RewardConfig:
     function: str = option(
         "pipeline.lm.rewards:vader_sentiment",
-        "module:function taking (prompts, completions) lists of strings, returning one score each. "
-        "With kind scorer PPO maximises it; with kind learned it ranks the built preference pairs "
-        "and is the gold reward evaluation reports.",
+        "module:function called as TRL calls a reward function: prompts and completions (lists of strings), "
+        "completion_ids and data.prompts' other columns as keyword arguments (those it names, or all with "
+        "**kwargs), returning one score (or None: does not apply) per completion. With kind scorer RL maximises "
+        "it; with kind learned it ranks the built preference pairs and is the gold reward evaluation reports.",
+    )
+    functions: list[str] | None = option(
+        None,
+        "Several module:function reward functions in place of `function`, their weighted sum the reward "
+        "(a None score left out of its completion's sum, as TRL's nansum); each logged as "
+        "rewards/<name>/mean and /std. null: `function` alone.",
+    )
+    weights: list[float] | None = option(
+        None, "With functions: one weight each (null: 1 each), as TRL's reward_weights."
     )
     kind: str = option(
         "scorer",
@@ -155,10 +165,61 @@ class RewardConfig:
     )
 
 
+ALGORITHM_DEFAULTS = {  # TRL 1.16's defaults of the keys whose default depends on ppo.algorithm
+    "ppo": {"num_generations": 1, "num_epochs": 4},
+    "grpo": {"num_generations": 8, "num_epochs": 1, "beta": 0.0},
+    "rloo": {"num_generations": 2, "num_epochs": 1, "beta": 0.05},
+}
+
+
 @dataclasses.dataclass
 class LMPPOConfig:
-    iterations: int = option(100, "PPO iterations (one batch of prompts each).", low=0)
-    batch_size: int = option(32, "Prompts per iteration.", low=1)
+    algorithm: str = option(
+        "ppo",
+        "ppo: a value model, per-token KL penalty in the reward, GAE over tokens (TRL's former PPOTrainer); grpo: "
+        "num_generations completions per prompt, advantages relative to their group, no value model, the KL to "
+        "the reference a loss term weighted by beta (TRL's GRPOTrainer); rloo: the same groups with a "
+        "leave-one-out baseline, the KL (k1) taken from the reward, the ratio of whole sequences (TRL's "
+        "RLOOTrainer). docs/lm.md.",
+        choices=["ppo", "grpo", "rloo"],
+    )
+    iterations: int = option(100, "Iterations (one batch of prompts each).", low=0)
+    batch_size: int = option(
+        32,
+        "Completions per iteration: batch_size / num_generations prompts, each sampled num_generations times.",
+        low=1,
+    )
+    num_generations: int | None = option(
+        None,
+        "Completions sampled per prompt, consecutive rows of the batch (a group); must divide batch_size. null: "
+        "the algorithm's TRL default (grpo 8, rloo 2; ppo 1).",
+        low=1,
+    )
+    scale_rewards: str = option(
+        "group",
+        "grpo: divide each advantage by its group's reward standard deviation (group), the batch's (batch), or "
+        "not at all (none: Dr. GRPO); + 1e-4, Bessel-corrected, as TRL.",
+        choices=["group", "batch", "none"],
+    )
+    loss_type: str = option(
+        "dapo",
+        "grpo: how token losses are averaged (TRL's loss_type and default): dapo, over the minibatch's tokens (no "
+        "length bias); grpo, each sequence's mean then over sequences (favours short right answers and long "
+        "wrong ones); bnpo, over each micro-batch's tokens; dr_grpo, the sum over sequences x max_new_tokens.",
+        choices=["dapo", "grpo", "bnpo", "dr_grpo"],
+    )
+    beta: float | None = option(
+        None,
+        "grpo and rloo: weight of the KL to the reference (grpo: k3, times the ratio, a loss term; rloo: k1, "
+        "summed over the sequence and taken from its reward). null: TRL's default, grpo 0 (no reference model "
+        "in memory at all), rloo 0.05. ppo's is kl_coef.",
+        low=0.0,
+    )
+    mask_truncated_completions: bool = option(
+        False,
+        "grpo and rloo: completions without an EOS leave the loss (they are still rewarded and count in their "
+        "group's statistics), as TRL's.",
+    )
     max_new_tokens: int = option(24, "Tokens sampled per response (an EOS ends it earlier).", low=1)
     temperature: float = option(
         1.0, "Sampling temperature; scoring uses the same distribution.", low=0.0, low_open=True
@@ -178,7 +239,11 @@ class LMPPOConfig:
         high=1.0,
     )
     learning_rate: float = option(1e-4, "Adam learning rate of the policy and value head.", low=0.0, low_open=True)
-    num_epochs: int = option(4, "Passes over each batch.", low=1)
+    num_epochs: int | None = option(
+        None,
+        "Passes over each batch (TRL's GRPO num_iterations). null: the algorithm's default, ppo 4, grpo and rloo 1.",
+        low=1,
+    )
     num_minibatches: int = option(1, "Minibatches per epoch; must divide batch_size.", low=1)
     gradient_accumulation_steps: int = option(
         1,
@@ -201,7 +266,15 @@ class LMPPOConfig:
         "model with its own head (TRL's layout; twice the compute).",
         choices=["shared", "separate"],
     )
-    clip_ratio: float = option(0.2, "Policy ratio clip.", low=0.0, low_open=True, high=1.0)
+    clip_ratio: float = option(
+        0.2, "Policy ratio clip (TRL's epsilon): below 1 - clip_ratio.", low=0.0, low_open=True, high=1.0
+    )
+    clip_ratio_high: float | None = option(
+        None,
+        "grpo and rloo: the ratio's clip above 1 (TRL's epsilon_high; DAPO's clip-higher uses 0.28); null: clip_ratio.",
+        low=0.0,
+        low_open=True,
+    )
     value_clip: float = option(
         0.2,
         "Clip value predictions to +-this around the rollout's values in the value loss (TRL's cliprange_value).",
@@ -255,6 +328,24 @@ class LMPPOConfig:
         "parameters false is as fast with less peak memory: benchmarks/README.md).",
     )
 
+    def __post_init__(self):
+        """The keys whose default depends on the algorithm take it (the resolved config holds the number)."""
+        if self.algorithm == "ppo" and self.beta is not None:
+            raise ConfigError("ppo.beta: set with ppo.algorithm ppo, whose KL weight is ppo.kl_coef; allowed: null")
+        for key, value in ALGORITHM_DEFAULTS[self.algorithm].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.algorithm != "ppo" and self.num_generations < 2:
+            raise ConfigError(
+                f"ppo.num_generations: {self.num_generations} with ppo.algorithm {self.algorithm}, whose baseline "
+                f"is the other completions of the prompt; allowed: 2 or more"
+            )
+        if self.batch_size % self.num_generations:
+            raise ConfigError(
+                f"ppo.num_generations: {self.num_generations} does not divide ppo.batch_size {self.batch_size} "
+                f"(completions per iteration); allowed values: its divisors"
+            )
+
 
 @dataclasses.dataclass
 class LMEvaluateConfig:
@@ -267,7 +358,7 @@ class LMConfig(TaskConfig):
     """task: lm: PPO fine-tuning of a causal language model (data -> sft -> ppo -> evaluate -> export)."""
 
     task = "lm"
-    resume_locked = ("data", "model", "ppo.value_model")  # the tokenizer, the networks and their checkpoints
+    resume_locked = ("data", "model", "ppo.value_model", "ppo.algorithm")  # the tokenizer, networks, checkpoints
     checkpoints = "ppo"  # beside sft/ and reward/, which train once
     # Keys renamed on 2026-12-02: a config naming the old key gets an error naming the new one.
     renamed = {
@@ -327,6 +418,16 @@ class LMConfig(TaskConfig):
             raise ConfigError(
                 f"model.lora_targets: empty; with model.lora_rank set, name the layers to adapt; "
                 f"allowed values: {', '.join(TARGETS)}"
+            )
+        r = self.reward
+        if r.functions is not None and not r.functions:
+            raise ConfigError(
+                "reward.functions: empty; name at least one module:function, or null to use reward.function"
+            )
+        if r.weights is not None and len(r.weights) != len(r.functions or [r.function]):
+            raise ConfigError(
+                f"reward.weights: {len(r.weights)} weight{'s' if len(r.weights) != 1 else ''} for "
+                f"{len(r.functions or [r.function])} reward function(s); allowed: one per entry of reward.functions"
             )
         if self.reward.preferences is not None and self.reward.kind != "learned":
             raise ConfigError(

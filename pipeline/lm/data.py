@@ -49,16 +49,67 @@ def read_corpus(path: str | Path, fmt: str, field: str = "text") -> list[str]:
             for number, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
-                try:
-                    value = json.loads(line)[field]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise CorpusError(
-                        f"{file}:{number}: expected a JSON object with a {field!r} string ({e})"
-                    ) from None
-                documents.append(str(value))
+                documents.append(_json_text(file, number, line, field)[0])
     if not documents:
         raise CorpusError(f"{path}: no documents found in format {fmt!r}")
     return documents
+
+
+def _json_text(file, number: int, line: str, field: str) -> tuple[str, dict]:
+    """(the row's text, the row) of one JSONL line; a CorpusError naming file:line unless the line is an object
+    whose `field` is a string (not null, a number or a list, which str() would quietly turn into text)."""
+    try:
+        row = json.loads(line)
+        value = row[field]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CorpusError(f"{file}:{number}: expected a JSON object with a {field!r} string ({e})") from None
+    if not isinstance(value, str):
+        raise CorpusError(
+            f"{file}:{number}: {field!r} is {json.dumps(value)[:40]}, not a string; expected a JSON object with a "
+            f"{field!r} string"
+        )
+    return value, row
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptRows:
+    """A prompt file's rows: each prompt's text and the row's other columns (TRL passes them to reward functions
+    as keyword arguments), aligned; `lines` says where each row is, for errors."""
+
+    texts: list[str]
+    columns: dict[str, list]  # column -> one value per row (None where a row lacks the column)
+    lines: list[str]  # "file:line" of each row
+
+    def take(self, rows) -> PromptRows:
+        return PromptRows(
+            [self.texts[i] for i in rows],
+            {k: [v[i] for i in rows] for k, v in self.columns.items()},
+            [self.lines[i] for i in rows],
+        )
+
+
+def read_prompt_rows(path: str | Path, field: str, required: tuple[str, ...] = ()) -> PromptRows:
+    """The rows of a JSONL prompt file. CorpusError naming file:line for a prompt that is not a string, or a row
+    without a column in `required` (what a reward function asks for by name)."""
+    path = Path(path)
+    texts, rows, lines = [], [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        text, row = _json_text(path, number, line, field)
+        missing = [column for column in required if column not in row]
+        if missing:
+            raise CorpusError(
+                f"{path}:{number}: no {', '.join(map(repr, missing))} column, which the reward function takes; "
+                f"every row needs {', '.join(map(repr, required))}"
+            )
+        texts.append(text)
+        rows.append({k: v for k, v in row.items() if k != field})
+        lines.append(f"{path}:{number}")
+    if not texts:
+        raise CorpusError(f"{path}: no prompts found")
+    names = sorted({k for row in rows for k in row})
+    return PromptRows(texts, {k: [row.get(k) for row in rows] for k in names}, lines)
 
 
 def train_tokenizer(documents: list[str], vocabulary_size: int, out_dir: str | Path):
@@ -98,17 +149,19 @@ def encode_documents(
     return ids, mask
 
 
-def encode_prompts(tokenizer, texts: list[str], max_tokens: int, start_id: int | None = None) -> tuple[np.ndarray, int]:
-    """([N, P] prompt ids right-padded with EOS, how many prompts were left out): [start +] each text's tokens;
+def encode_prompts(
+    tokenizer, texts: list[str], max_tokens: int, start_id: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """([N, P] prompt ids right-padded with EOS, the indices of the texts kept): [start +] each text's tokens;
     a prompt longer than max_tokens, or empty, is left out (as TRL's examples filter prompts by length). P is the
     longest prompt kept."""
     start = [] if start_id is None else [start_id]
     rows = [start + [int(t) for t in np.asarray(tokens)] for tokens in tokenizer(tf.constant(texts))] if texts else []
-    kept = [row for row in rows if 0 < len(row) <= max_tokens and row != start]
-    ids = np.full((len(kept), max((len(r) for r in kept), default=0)), tokenizer.end_token_id, np.int32)
-    for i, row in enumerate(kept):
-        ids[i, : len(row)] = row
-    return ids, len(rows) - len(kept)
+    kept = [i for i, row in enumerate(rows) if 0 < len(row) <= max_tokens and row != start]
+    ids = np.full((len(kept), max((len(rows[i]) for i in kept), default=0)), tokenizer.end_token_id, np.int32)
+    for out, i in enumerate(kept):
+        ids[out, : len(rows[i])] = rows[i]
+    return ids, np.asarray(kept, np.int64)
 
 
 def prompt_lengths(prompt_ids, pad_id: int) -> np.ndarray:
@@ -137,6 +190,9 @@ class LMData:
     train_prompts: np.ndarray  # [N, P] for PPO (right-padded with EOS: `prompt_batch` gives their lengths)
     eval_prompts: np.ndarray  # [M, P] held out, for evaluation
     bos_id: int | None = None  # the start token every sequence begins with (a checkpoint's convention), or None
+    # A prompt file's other columns, aligned with train_prompts / eval_prompts rows: column -> object array [N]
+    train_columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    eval_columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def eos_id(self) -> int:
@@ -155,3 +211,8 @@ class LMData:
             row = row[: end[0]] if len(end) else row
             texts.append(str(self.tokenizer.detokenize(row[row != self.bos_id] if self.bos_id is not None else row)))
         return texts
+
+
+def columns_at(columns: dict[str, np.ndarray], rows) -> dict[str, list]:
+    """Each column's values at these rows (indices, repeats allowed), as the lists reward functions get."""
+    return {name: values[np.asarray(rows)].tolist() for name, values in columns.items()}

@@ -167,15 +167,17 @@ def sample_ranked(
     generate, score, prompts: np.ndarray, wanted: int, batch_size: int, seed: int, max_prompts: int
 ) -> RankedSamples:
     """Samples two responses for batches of prompts and ranks them until `wanted` untied pairs are found (or
-    max_prompts were sampled). generate(prompt_ids, round) -> responses; score(prompt_ids, responses) -> [B].
-    Prompts are drawn by (seed, round), so a re-run builds the same pairs."""
+    max_prompts were sampled). generate(prompt_ids, round) -> responses; score(prompt rows, responses) -> [B], the
+    rows indexing `prompts` (and their columns). Prompts are drawn by (seed, round), so a re-run builds the same
+    pairs."""
     parts, sampled, found = [], 0, 0
     while found < wanted and sampled < max_prompts:
         rng = np.random.default_rng([seed, len(parts)])
-        batch = prompts[rng.choice(len(prompts), batch_size, replace=len(prompts) < batch_size)]
+        rows = rng.choice(len(prompts), batch_size, replace=len(prompts) < batch_size)
+        batch = prompts[rows]
         responses = np.asarray(generate(np.concatenate([batch, batch]), len(parts)))
         first, second = responses[:batch_size], responses[batch_size:]
-        parts.append(rank(batch, first, second, score(batch, first), score(batch, second)))
+        parts.append(rank(batch, first, second, score(rows, first), score(rows, second)))
         sampled, found = sampled + batch_size, found + len(parts[-1].prompts)
     fields = RankedSamples._fields[:-1]  # every array; `sampled` is the total
     return RankedSamples(*(np.concatenate([getattr(p, f) for p in parts])[:wanted] for f in fields), sampled=sampled)

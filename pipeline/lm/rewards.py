@@ -1,25 +1,38 @@
-"""Reward functions for LM PPO: a sentiment scorer that ships with its lexicon, or any user function.
+"""Reward functions for LM RL: a sentiment scorer that ships with its lexicon, or any user functions.
 
-A reward function takes the lists of prompts and completions (strings) and returns one float per completion,
-as users write them for TRL. The config names one as `module:function`.
+A reward function is called as TRL calls one: `f(prompts=..., completions=..., completion_ids=..., **columns)`,
+the prompt file's other columns (e.g. `answer`) as lists aligned with the completions, and returns one float per
+completion, or None where it does not apply. It takes what it names: a function with `**kwargs` gets every column,
+one naming `answer` gets that column (and every row must have it), and a function of two positional parameters
+with other names, (prompts, completions) as this pipeline called them before, is called with those two. The config
+names one (`reward.function`) or several with weights (`reward.functions`, `reward.weights`) as `module:function`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from pipeline.core.guards import NonFiniteError, RunError
 
-RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+RewardFn = Callable[..., Sequence[float | None]]
+# What every call gives by name; any other parameter a function names is a prompt-file column.
+GIVEN = ("prompts", "completions", "completion_ids")
 
 
-def vader_sentiment(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+def vader_sentiment(prompts: Sequence[str], completions: Sequence[str], **kwargs) -> list[float]:
     """VADER's compound sentiment of each completion, in [-1, 1] (vaderSentiment's lexicon ships in the wheel)."""
     return [_vader().polarity_scores(text)["compound"] for text in completions]
+
+
+def exact_answer(completions: Sequence[str], answer: Sequence[str], **kwargs) -> list[float]:
+    """1 where a completion is the row's `answer` column (both stripped of surrounding spaces), else 0: a
+    verifiable reward, as in DeepSeekMath's and TRL's examples."""
+    return [float(text.strip() == str(expected).strip()) for text, expected in zip(completions, answer)]
 
 
 class RewardError(RunError):
@@ -30,12 +43,17 @@ class NonFiniteRewardError(RewardError, NonFiniteError):
     pass
 
 
-def checked_scores(spec: str, scores, count: int) -> np.ndarray:
+def checked_scores(spec: str, scores, count: int, allow_none: bool = False) -> np.ndarray:
     """float32 [count] scores, or an error naming the function and what is wrong: the count, the shape, or the
-    first score that is not a finite number. Called on every batch, before the scores reach an update."""
-    rule = f"it must return one finite number per completion ({count} here)"
+    first score that is not a finite number. Called on every batch, before the scores reach an update.
+    allow_none: a None score (the function does not apply to that completion, as in TRL) becomes nan."""
+    rule = f"it must return one finite number{' or None' if allow_none else ''} per completion ({count} here)"
     if scores is None:
         raise RewardError(f"reward function {spec} returned None for {count} completions; {rule}")
+    none = None
+    if allow_none and isinstance(scores, (list, tuple)):
+        none = np.array([score is None for score in scores], bool)
+        scores = [0.0 if score is None else score for score in scores]
     try:
         array = np.asarray(scores, dtype=np.float64)
     except (TypeError, ValueError):
@@ -62,6 +80,8 @@ def checked_scores(spec: str, scores, count: int) -> np.ndarray:
             f"reward function {spec} returned {array[bad[0]]} for completion {bad[0]} "
             f"({bad.size} of {count} scores not finite as float32); {rule}"
         )
+    if none is not None:
+        scores[none] = np.nan
     return scores
 
 
@@ -101,25 +121,145 @@ def _vader():
     return _ANALYZER
 
 
-# (prompt_ids [B, P] right-padded with EOS, responses [B, R]) -> float32 [B]
-Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+@dataclasses.dataclass(frozen=True)
+class RewardFunction:
+    """One configured reward function and how to call it."""
+
+    spec: str  # module:function
+    name: str  # its __name__, as TRL logs it: rewards/<name>/mean
+    function: RewardFn
+    weight: float
+    by_keyword: bool  # False: called with (prompts, completions) alone, positionally
+    takes_all: bool  # it has **kwargs: every column
+    parameters: tuple[str, ...]  # the names it takes (of GIVEN, and columns)
+    required: tuple[str, ...]  # the columns it names without a default: every prompt row must have them
+
+    @classmethod
+    def load(cls, spec: str, weight: float = 1.0) -> RewardFunction:
+        function = load_reward_function(spec)
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):  # a builtin or extension callable: called as (prompts, completions)
+            parameters = []
+        names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters)
+        by_keyword = takes_all or "completions" in names
+        required = tuple(
+            p.name
+            for p in parameters
+            if by_keyword and p.name in names and p.name not in GIVEN and p.default is inspect.Parameter.empty
+        )
+        name = getattr(function, "__name__", spec.partition(":")[2])
+        return cls(spec, name, function, weight, by_keyword, takes_all, tuple(names), required)
+
+    def __call__(self, prompts: list[str], completions: list[str], completion_ids: list, columns: dict) -> np.ndarray:
+        """float32 [B] scores, nan where the function returned None."""
+        if not self.by_keyword:
+            return checked_scores(self.spec, self.function(prompts, completions), len(completions), True)
+        missing = [c for c in self.required if c not in columns]
+        if missing:
+            raise RewardError(
+                f"reward function {self.spec} takes the column{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)}, which these prompts do not have (data.prompts: a JSONL file whose rows hold "
+                f"them)"
+            )
+        given = {**columns, **dict(zip(GIVEN, (prompts, completions, completion_ids)))}
+        kwargs = given if self.takes_all else {k: v for k, v in given.items() if k in self.parameters}
+        return checked_scores(self.spec, self.function(**kwargs), len(completions), True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """A batch's rewards: the weighted sum RL maximises, and each function's own scores (nan: None, "does not
+    apply"), logged as rewards/<name>/mean and /std as TRL logs them."""
+
+    total: np.ndarray  # float32 [B]
+    parts: dict[str, np.ndarray]  # name -> float32 [B]
+
+    @classmethod
+    def of(cls, scores, name: str) -> Scores:
+        """One scorer's scores."""
+        total = np.asarray(scores, np.float32)
+        return cls(total, {name: total})
+
+    def stats(self) -> dict[str, float]:
+        stats = {}
+        for name, scores in self.parts.items():
+            applied = scores[~np.isnan(scores)]
+            stats[f"rewards/{name}/mean"] = float(applied.mean()) if applied.size else float("nan")
+            stats[f"rewards/{name}/std"] = float(applied.std(ddof=1)) if applied.size > 1 else 0.0
+        return stats
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardFunctions:
+    """reward.function, or reward.functions with reward.weights: the weighted sum of their scores, each None left
+    out of its completion's sum (TRL's nansum); a completion no function applies to is an error."""
+
+    functions: tuple[RewardFunction, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The prompt-file columns some function requires."""
+        return tuple(dict.fromkeys(c for f in self.functions for c in f.required))
+
+    def __call__(self, prompts, completions, completion_ids, columns: dict) -> Scores:
+        parts = {}
+        for f in self.functions:
+            name = f.name if f.name not in parts else f.spec
+            parts[name] = f(prompts, completions, completion_ids, columns)
+        stacked = np.stack(list(parts.values()), axis=1)  # [B, functions]
+        unscored = np.flatnonzero(np.isnan(stacked).all(axis=1))
+        if unscored.size:
+            specs = ", ".join(f.spec for f in self.functions)
+            raise RewardError(
+                f"reward functions {specs} all returned None for completion {unscored[0]} ({unscored.size} of "
+                f"{len(completions)}): at least one must score every completion"
+            )
+        weights = np.array([f.weight for f in self.functions], np.float32)
+        return Scores(np.nansum(stacked * weights, axis=1).astype(np.float32), parts)
+
+
+def load_reward_functions(reward_config) -> RewardFunctions:
+    """The reward section's functions: reward.functions (with reward.weights, default 1 each), else
+    reward.function. ValueError naming the spec that does not load."""
+    specs = reward_config.functions or [reward_config.function]
+    weights = reward_config.weights or [1.0] * len(specs)
+    return RewardFunctions(tuple(RewardFunction.load(spec, w) for spec, w in zip(specs, weights)))
+
+
+_ANALYZER = None
+
+
+def _vader():
+    global _ANALYZER  # the lexicon is loaded once per process
+    if _ANALYZER is None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        _ANALYZER = SentimentIntensityAnalyzer()
+    return _ANALYZER
+
+
+# (prompt_ids [B, P] right-padded with EOS, responses [B, R], the prompts' columns: name -> [B] values) -> Scores
+Scorer = Callable[..., Scores]
 
 
 @dataclasses.dataclass(frozen=True)
 class Rewards:
-    """What the reward stage hands PPO and evaluation."""
+    """What the reward stage hands RL and evaluation."""
 
-    proxy: Scorer  # what PPO maximises
-    gold: Scorer  # reward.function, what evaluation reports as the truth
+    proxy: Scorer  # what RL maximises
+    gold: Scorer  # the reward functions, what evaluation reports as the truth
     learned: bool  # False: proxy is gold
 
 
-def function_scorer(data, reward_fn, spec: str) -> Scorer:
-    """Token ids -> the reward function's (prompts, completions) strings -> scores, checked (one finite number
-    per completion) before anything trains on them. data: the data stage's LMData, which decodes ids to text."""
+def function_scorer(data, functions: RewardFunctions) -> Scorer:
+    """Token ids -> the reward functions' prompts, completions and completion ids -> Scores, checked (one finite
+    number or None per completion) before anything trains on them. data: the data stage's LMData, which decodes."""
 
-    def score(prompt_ids, responses):
-        return checked_scores(spec, reward_fn(data.decode(prompt_ids), data.decode(responses)), len(responses))
+    def score(prompt_ids, responses, columns=None) -> Scores:
+        completion_ids = [row[: _end(row, data.eos_id)].tolist() for row in np.asarray(responses)]
+        return functions(data.decode(prompt_ids), data.decode(responses), completion_ids, columns or {})
 
     return score
 
@@ -128,6 +268,16 @@ def model_scorer(model_rewards, eos_id: int | None) -> Scorer:
     """The reward model's score of prompt + response, read at the response's EOS (or its last token)."""
     from pipeline.lm import preferences as prefs_lib
 
-    return lambda prompt_ids, responses: checked_scores(
-        "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses)
-    )
+    def score(prompt_ids, responses, columns=None) -> Scores:
+        total = checked_scores(
+            "(the learned reward model)", model_rewards(*prefs_lib.join(prompt_ids, responses, eos_id)), len(responses)
+        )
+        return Scores.of(total, "reward_model")
+
+    return score
+
+
+def _end(row: np.ndarray, eos_id: int | None) -> int:
+    """Where a response's tokens end: before its first EOS."""
+    ends = np.flatnonzero(row == eos_id) if eos_id is not None else []
+    return int(ends[0]) if len(ends) else len(row)

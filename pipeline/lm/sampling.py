@@ -16,6 +16,7 @@ from models import lm as lm_lib
 from pipeline.core import distribute
 from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.networks import PolicyNetworks
+from pipeline.lm.rewards import Scores
 
 
 def sample(lm, prompt_ids, prompt_lengths, seed, settings: LMPPOConfig, eos_id: int | None):
@@ -88,25 +89,27 @@ class Sampler:
         return scored if kept is None else {**scored, "kept": kept}
 
     def sampled_and_scored(self, prompt_ids, prompt_lengths, score_fn) -> tuple:
-        """Under a strategy: every replica's rollout share and score_fn's scores of this worker's rows, gathered
-        from every worker: the whole batch's (sequences, scores, step 2's (log-probs, values, reference log-probs,
-        kept sets) or None), the same on every worker.
+        """Under a strategy: every replica's rollout share and score_fn(this worker's rows, their responses)'s
+        Scores, gathered from every worker: the whole batch's (sequences, Scores, step 2's (log-probs, values,
+        reference log-probs, kept sets) or None), the same on every worker.
 
         Filtered sampling on several workers: the kept sets, [B, R, vocabulary] booleans, would cross between
         workers as a float64 each (GPT-2: ~150 MB a batch); every worker scores the gathered batch instead."""
         per_replica = self._compiled_rollout(*as_tensors(prompt_ids, prompt_lengths))
         local = tf.nest.map_structure(self.strategy.experimental_local_results, per_replica)
         mine = {k: np.concatenate([part.numpy() for part in parts]) for k, parts in local.items()}
-        rows = slice(self.worker * len(mine["sequences"]), (self.worker + 1) * len(mine["sequences"]))
+        rows = np.arange(self.worker * len(mine["sequences"]), (self.worker + 1) * len(mine["sequences"]))
         responses = lm_lib.responses(mine["sequences"], prompt_lengths[rows], self.settings.max_new_tokens).numpy()
-        mine["scores"] = np.asarray(score_fn(prompt_ids[rows], responses), np.float32)
+        scores = score_fn(rows, responses)
+        mine.update({"scores": scores.total, **{f"scores/{name}": v for name, v in scores.parts.items()}})
         batch = distribute.gather(self.strategy, mine, {k: 0 for k in mine})
         scored = (
             tuple(batch.get(k) for k in ("log_probs", "values", "ref_log_probs", "kept"))
             if "log_probs" in batch
             else None
         )
-        return batch["sequences"], batch["scores"], scored
+        parts = {name: batch[f"scores/{name}"] for name in scores.parts}
+        return batch["sequences"], Scores(batch["scores"], parts), scored
 
 
 def lengths_of(prompt_ids, prompt_lengths):

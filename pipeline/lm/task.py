@@ -12,16 +12,22 @@ from pipeline.lm.config import LMConfig
 class LMTask(Task):
     config = LMConfig
     warm_start_key = "ppo.warm_start"
-    warm_start_shared = ("data", "model", "ppo.value_model")
+    warm_start_shared = ("data", "model", "ppo.value_model", "ppo.algorithm")
     stages = (("sft", "sft."), ("reward", "reward."), ("ppo", "ppo."), ("evaluate", "eval."), ("export", "export."))
 
     def preflight(self, cfg: LMConfig) -> None:
-        from pipeline.lm.rewards import load_reward_function
+        from pipeline.lm.rewards import load_reward_functions
 
+        key = "reward.functions" if cfg.reward.functions else "reward.function"
         try:
-            load_reward_function(cfg.reward.function)
+            functions = load_reward_functions(cfg.reward)
         except ValueError as e:
-            raise ConfigError(f"reward.function: {e}") from None
+            raise ConfigError(f"{key}: {e}") from None
+        if functions.columns and cfg.data.prompts is None:
+            raise ConfigError(
+                f"{key}: takes the prompt column(s) {', '.join(functions.columns)}, but data.prompts is null "
+                f"(prompts cut from the corpus have no columns); set data.prompts to a JSONL file whose rows hold them"
+            )
         if cfg.data.prompts is not None and not Path(cfg.data.prompts).is_file():
             raise ConfigError(
                 f"data.prompts: {cfg.data.prompts!r} is not a file; expected a JSONL file of "
@@ -86,13 +92,13 @@ class LMTask(Task):
 
     def run_stages(self, command: str, cfg: LMConfig, run_dir, strategy=None) -> dict:
         from pipeline.core.memory import peaks
-        from pipeline.lm.rewards import load_reward_function
+        from pipeline.lm.rewards import load_reward_functions
         from pipeline.lm.stages import data as data_stage
         from pipeline.lm.stages import evaluate, export, ppo, reward, sft
 
         if command != "run" and ppo.latest_checkpoint(run_dir) is None:
             raise ConfigError(f"{run_dir.root}: no PPO checkpoint to {command}; run `python -m pipeline run` first")
-        reward_fn = load_reward_function(cfg.reward.function)  # checked by preflight
+        reward_fn = load_reward_functions(cfg.reward)  # checked by preflight
         data = data_stage.run(cfg, run_dir)
         lm, sft_metrics = sft.run(cfg, run_dir, data, strategy)
         metrics = run_dir.update_metrics({**sft_metrics, **peaks("sft")})
@@ -115,14 +121,14 @@ class LMTask(Task):
         return metrics
 
     def run_worker(self, cfg: LMConfig, scratch, run_dir, strategy) -> None:
-        from pipeline.lm.rewards import load_reward_function
+        from pipeline.lm.rewards import load_reward_functions
         from pipeline.lm.stages import data as data_stage
         from pipeline.lm.stages import ppo, reward, sft
 
         data = data_stage.run(cfg, scratch)  # the same tokenizer as the chief's: trained on the same documents
         lm, _ = sft.run(cfg, scratch, data, strategy, restore_from=run_dir)
         rewards, _ = reward.run(
-            cfg, scratch, data, lm, load_reward_function(cfg.reward.function), strategy, restore_from=run_dir
+            cfg, scratch, data, lm, load_reward_functions(cfg.reward), strategy, restore_from=run_dir
         )
         ppo.run(cfg, scratch, data, lm, rewards, strategy=strategy, restore_from=run_dir)
 

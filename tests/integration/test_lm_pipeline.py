@@ -173,3 +173,54 @@ def test_lm_ppo_resumes_after_sigkill_and_after_sigterm(tmp_path):
     first, second, third = read_scalars(run / "tb" / "ppo", "objective/kl", per_file=True)
     assert min(second) == saved + 1 and max(second) == stopped_at  # each curve continues, none restarts
     assert min(third) == stopped_at + 1 and max(third) == 60
+
+
+def test_grpo_reads_answers_from_prompt_columns_and_evaluates_without_a_reference_in_training(tmp_path):
+    """GRPO (beta 0: no reference, no value model) against a reward reading two columns of a prompt file: the
+    object each subject should get (`answer`) and the prompt itself (`key`, checked against the prompt the
+    function receives: any misalignment of columns and rows in the shuffle, the repeats or the split raises)."""
+    subjects, verbs = ["the cat", "a dog", "my friend", "the bird"], ["sees", "likes", "finds"]
+    answers = {"the cat": "the moon", "a dog": "the moon", "my friend": "a ball", "the bird": "a ball"}
+    rows = [{"prompt": f"{s} {v}", "answer": answers[s], "key": f"{s} {v}"} for s in subjects for v in verbs] * 4
+    (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = lm_config(
+        tmp_path,
+        reward={"function": "tests.lm_rewards:named_object"},
+        algorithm="grpo",
+        num_generations=4,
+        iterations=20,
+        learning_rate=0.003,
+    )
+    run = tmp_path / "run"
+    result = run_driver(
+        "run",
+        cfg,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.prompts={tmp_path / 'prompts.jsonl'}",
+        "--set",
+        "data.prompt_tokens=4",
+        "--set",
+        "data.validation_fraction=0.25",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval.ppo.gold_reward"] > metrics["eval.sft.gold_reward"] + 0.1, metrics
+    assert metrics["eval.ppo.kl"] > 0  # the SFT model rebuilt for evaluation: none was held while training
+    ppo_tags = tags(run / "tb" / "ppo")
+    for tag in (
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "rewards/named_object/mean",
+        "rewards/named_object/std",
+        "entropy",
+        "clip_ratio/region_mean",
+        "completions/mean_length",
+        "completions/clipped_ratio",
+        "loss/policy",
+    ):
+        assert tag in ppo_tags, tag
+    assert not {"loss/value", "objective/kl", "kl"} & ppo_tags  # no value model, no reference
+    assert (run / "export" / "lm_policy" / "1" / "saved_model.pb").is_file()

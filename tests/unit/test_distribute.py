@@ -165,14 +165,38 @@ LM_SETTINGS = {
 }
 
 
+# GRPO with a KL term (its reference scored on the replicas) and clip-higher; loss_type grpo, whose means are per
+# completion (bnpo's, per micro-batch, depend on how a minibatch is cut, as TRL's per-process means do).
+GRPO_SETTINGS = {
+    **LM_SETTINGS,
+    "model": {k: v for k, v in LM_SETTINGS["model"].items() if k != "lora_rank"},
+    "ppo": {
+        **{
+            k: v
+            for k, v in LM_SETTINGS["ppo"].items()
+            if k not in ("whiten_rewards", "adaptive_kl_target", "value_model")
+        },
+        "algorithm": "grpo",
+        "num_generations": 4,
+        "beta": 0.04,
+        "clip_ratio_high": 0.28,
+        "loss_type": "grpo",
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def lm_one_device(tmp_path_factory):
     """(samples file, the updates' results on one device), made once for both strategies."""
+    return one_device_lm_updates(tmp_path_factory, LM_SETTINGS)
+
+
+def one_device_lm_updates(tmp_path_factory, settings: dict):
     from models import lm as lm_lib
     from tests.distributed_lm_update import VOCABULARY, learner_for, train_reward
     from tests.distributed_lm_update import train as train_lm
 
-    cfg = config.from_dict(LM_SETTINGS)
+    cfg = config.from_dict(settings)
     rng = np.random.default_rng(0)
     prompt_lengths = np.array([4, 3, 4, 2, 4, 4, 3, 4], np.int32)
     prompts = rng.integers(0, VOCABULARY - 1, size=(8, 4)).astype(np.int32)
@@ -192,9 +216,9 @@ def lm_one_device(tmp_path_factory):
     return path, {**train_lm(cfg, samples, updates=2), **train_reward(cfg)}, initial
 
 
-def lm_updated_elsewhere(tmp_path, samples_path, settings: dict, workers: int) -> list[dict]:
+def lm_updated_elsewhere(tmp_path, samples_path, settings: dict, workers: int, lm_settings=LM_SETTINGS) -> list[dict]:
     """tests.distributed_lm_update's results, from `workers` processes (a cluster on loopback when more than one)."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**LM_SETTINGS, "distribute": settings}))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**lm_settings, "distribute": settings}))
     ports = free_ports(workers)
     procs = [
         subprocess.Popen(
@@ -260,3 +284,15 @@ def test_lm_replicas_take_the_steps_one_device_takes_and_each_samples_its_share(
     np.testing.assert_array_equal(mirrored["step_scores"], workers_["step_scores"])
     for key in (k for k in mirrored if k.startswith("step_var_")):
         np.testing.assert_allclose(mirrored[key], workers_[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_grpo_on_two_replicas_takes_the_steps_one_device_takes(tmp_path, tmp_path_factory):
+    samples_path, one_device, _ = one_device_lm_updates(tmp_path_factory, GRPO_SETTINGS)
+    assert one_device["stat_kl"] > 0 and "stat_loss:value" not in one_device  # a KL term, no value model
+    (replicated,) = lm_updated_elsewhere(
+        tmp_path, samples_path, {"strategy": "mirrored", "cpu_replicas": 2}, 1, GRPO_SETTINGS
+    )
+    assert int(replicated.pop("replicas")) == 2
+    for key, value in one_device.items():
+        if key not in ("replicas", "devices"):
+            np.testing.assert_allclose(replicated[key], value, rtol=1e-5, atol=1e-5, err_msg=key)

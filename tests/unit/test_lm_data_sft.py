@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +39,9 @@ def test_corpus_formats(tmp_path):
     assert data.read_corpus(tmp_path / "rows.jsonl", "jsonl", field="prompt") == ["hi", "yo"]
     with pytest.raises(data.CorpusError, match=r"rows.jsonl:1: expected a JSON object with a 'text'"):
         data.read_corpus(tmp_path / "rows.jsonl", "jsonl")
+    (tmp_path / "odd.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": None}) + "\n")
+    with pytest.raises(data.CorpusError, match=r"odd.jsonl:2: 'text' is null, not a string"):
+        data.read_corpus(tmp_path / "odd.jsonl", "jsonl")  # str() would have trained on "None"
     with pytest.raises(data.CorpusError, match="allowed text, fortune, jsonl"):
         data.read_corpus(tmp_path / "plain.txt", "csv")
     with pytest.raises(data.CorpusError, match="no corpus file"):
@@ -97,10 +101,57 @@ def test_sft_stops_on_a_non_finite_loss_or_gradient():
 def test_prompt_files_are_encoded_right_padded_and_too_long_or_empty_ones_left_out(tmp_path):
     tokenizer = data.train_tokenizer(sentences(500, seed=1), vocabulary_size=300, out_dir=tmp_path / "tok")
     texts = ["the cat", "my friend likes the moon and the cat sees the ball", "", "a dog sees"]
-    ids, dropped = data.encode_prompts(tokenizer, texts, max_tokens=6, start_id=None)
-    assert dropped == 2  # the long one and the empty one
+    ids, kept = data.encode_prompts(tokenizer, texts, max_tokens=6, start_id=None)
+    assert kept.tolist() == [0, 3]  # the long one and the empty one left out
     lengths = data.prompt_lengths(ids, tokenizer.end_token_id)
     assert [str(tokenizer.detokenize(row[:n])) for row, n in zip(ids, lengths)] == ["the cat", "a dog sees"]
     assert ids.shape[1] == lengths.max() and (ids[0, lengths[0] :] == tokenizer.end_token_id).all()
     with_start, _ = data.encode_prompts(tokenizer, ["the cat", ""], max_tokens=6, start_id=5)
     assert with_start.tolist() == [[5] + ids[0, : lengths[0]].tolist()]  # a start token alone is no prompt
+
+
+def test_prompt_rows_keep_their_columns_and_bad_rows_name_file_and_line(tmp_path):
+    rows = [{"prompt": "1 + 1 =", "answer": "2"}, {"prompt": "2 + 2 =", "answer": "4", "level": [1, 2]}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    read = data.read_prompt_rows(path, "prompt", required=("answer",))
+    assert read.texts == ["1 + 1 =", "2 + 2 ="]
+    assert read.columns == {"answer": ["2", "4"], "level": [None, [1, 2]]}  # None where a row lacks one
+    assert read.take([1, 1]).columns["answer"] == ["4", "4"]
+    for line, fragment in [
+        ({"prompt": ["a", "b"], "answer": "1"}, 'is ["a", "b"], not a string'),
+        ({"prompt": 7, "answer": "1"}, "is 7, not a string"),
+        ({"prompt": "3 + 3 ="}, "no 'answer' column, which the reward function takes"),
+    ]:
+        path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(line) + "\n")
+        with pytest.raises(data.CorpusError, match=re.escape("prompts.jsonl:3: ") + ".*" + re.escape(fragment)):
+            data.read_prompt_rows(path, "prompt", required=("answer",))
+
+
+def test_the_data_stage_keeps_each_prompts_columns_on_its_row_through_the_shuffle_and_length_filter(tmp_path):
+    from pipeline import config
+    from pipeline.core.rundir import RunDir
+    from pipeline.lm.stages import data as data_stage
+
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences(200, seed=3)))
+    lines = [{"prompt": f"{n} " + "and more " * (n % 4), "answer": n} for n in range(60)]  # some too long
+    (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    cfg = config.from_dict(
+        {
+            "task": "lm",
+            "data": {
+                "corpus": str(tmp_path / "corpus.txt"),
+                "format": "text",
+                "vocabulary_size": 300,
+                "prompts": str(tmp_path / "prompts.jsonl"),
+                "prompt_tokens": 6,
+                "validation_fraction": 0.25,
+            },
+            "reward": {"function": "tests.lm_rewards:exact_answer"},
+        }
+    )
+    lm_data = data_stage.run(cfg, RunDir(tmp_path / "run"))
+    for ids, columns in ((lm_data.train_prompts, lm_data.train_columns), (lm_data.eval_prompts, lm_data.eval_columns)):
+        assert 0 < len(ids) < 60 * 0.75 and len(columns["answer"]) == len(ids)
+        for text, answer in zip(lm_data.decode(ids), columns["answer"]):
+            assert int(text.split()[0]) == answer

@@ -12,6 +12,7 @@ from export.lm_servable import core_op_cache_updates
 from models import lm as lm_lib
 from pipeline.lm.config import LMPPOConfig
 from pipeline.lm.ppo import LMPPOLearner
+from pipeline.lm.rewards import Scores
 from tests.greedy import TIE_TOLERANCE, assert_near_greedy
 
 SIZE = lm_lib.LMSize(
@@ -20,8 +21,8 @@ SIZE = lm_lib.LMSize(
 TARGET = 5
 
 
-def target_token_rate(prompts, responses):
-    return (responses == TARGET).mean(axis=1)
+def target_token_rate(rows, responses):
+    return Scores.of((responses == TARGET).mean(axis=1), "target_token_rate")
 
 
 def make(eos_id=None, precision="float32", **settings):
@@ -166,12 +167,12 @@ def test_response_mask_and_missing_eos_penalty():
     assert lm_lib.response_mask(tf.constant([[1, 1]]), eos_id=None).numpy().tolist() == [[1, 1]]
     learner = make(eos_id=TARGET, missing_eos_penalty=1.0)
     rng = np.random.default_rng(0)
-    stats, sequences, scores = learner.step(prompts(rng), lambda p, r: np.arange(len(r), dtype=float))
+    stats, sequences, scores = learner.step(prompts(rng), lambda rows, r: Scores.of(np.arange(len(r)), "index"))
     responses = sequences[:, 4:]
     missing = (~(responses == TARGET).any(axis=1)).mean()
     assert 0 < missing < 1
     assert stats["objective/scores"] == pytest.approx(np.arange(len(responses)).mean() - missing)
-    np.testing.assert_array_equal(scores, np.arange(len(responses)))  # what score_fn said, before the penalty
+    np.testing.assert_array_equal(scores.total, np.arange(len(responses)))  # what score_fn said, before the penalty
 
 
 def test_sampling_logits_keep_the_top_k_and_the_top_p_nucleus():
@@ -353,7 +354,7 @@ def test_eos_statistics_count_real_eos_tokens_not_the_fill_after_them():
         ]
     )
     learner.generate = lambda prompt_ids, use_reference=False, prompt_lengths=None: sampled
-    stats, _, _ = learner.step(sampled[:, :4], lambda p, r: np.zeros(len(r), np.float32))
+    stats, _, _ = learner.step(sampled[:, :4], lambda rows, r: Scores.of(np.zeros(len(r)), "zero"))
     assert stats["val/num_eos_tokens"] == 3
 
 

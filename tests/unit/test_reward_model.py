@@ -180,8 +180,8 @@ def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_train
     from pipeline.core.rundir import RunDir
     from pipeline.lm import data as data_lib
     from pipeline.lm.data import LMData
+    from pipeline.lm.rewards import load_reward_functions
     from pipeline.lm.stages import reward as reward_stage
-    from tests.lm_rewards import mentions_moon
 
     subjects, objects = ["the cat sees", "a dog likes", "my friend finds"], [" the moon.", " the mat.", " a ball."]
     tokenizer = data_lib.train_tokenizer([s + o for s in subjects for o in objects] * 20, 300, tmp_path / "tok")
@@ -217,18 +217,18 @@ def test_reward_stage_trains_on_a_preference_file_then_restores_instead_of_train
         )
     )
     run_dir = RunDir(tmp_path / "run")
-    rewards, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, mentions_moon)
+    rewards, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, load_reward_functions(cfg.reward))
     assert metrics["reward.pairs"] == len(prefs) and metrics["reward.pair_accuracy"] >= 0.9, metrics
 
     prompt = np.array([tokenizer("a dog likes")] * 2, np.int32)
     responses, _ = data_lib.encode_documents(tokenizer, [" the moon.", " a ball."], 5)
-    proxy = rewards.proxy(prompt, responses)
+    proxy = rewards.proxy(prompt, responses).total
     assert proxy[0] > proxy[1] and proxy.dtype == np.float32
-    np.testing.assert_array_equal(rewards.gold(prompt, responses), [1.0, 0.0])
+    np.testing.assert_array_equal(rewards.gold(prompt, responses).total, [1.0, 0.0])
 
-    restored, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, mentions_moon)
+    restored, metrics = reward_stage.run(cfg, run_dir, data, sft_lm, load_reward_functions(cfg.reward))
     assert metrics == {}  # nothing trained again
-    np.testing.assert_allclose(restored.proxy(prompt, responses), proxy, atol=1e-5)  # normalisation restored too
+    np.testing.assert_allclose(restored.proxy(prompt, responses).total, proxy, atol=1e-5)  # normalisation restored too
 
 
 def test_reward_model_training_stops_on_a_non_finite_loss_or_gradient():

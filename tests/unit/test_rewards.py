@@ -44,3 +44,41 @@ def test_scores_are_one_finite_number_per_completion_or_a_clear_error():
         with pytest.raises(rewards.RewardError, match=re.escape(fragment)) as err:
             rewards.checked_scores(spec, scores, 3)
         assert spec in str(err.value)
+
+
+def _functions(*specs, weights=None):
+    from types import SimpleNamespace
+
+    return rewards.load_reward_functions(SimpleNamespace(function=None, functions=list(specs), weights=weights))
+
+
+def test_reward_functions_get_what_they_name_and_columns_as_trl_passes_them():
+    prompts, completions = ["a?", "b.", "c?"], ["x", "yy", "zzz"]
+    ids = [[1], [2, 2], [3, 3, 3]]
+    columns = {"answer": ["x", "y", "zzz"], "level": [1, 2, 3]}
+    both = _functions("tests.lm_rewards:exact_answer", "tests.lm_rewards:only_questions", weights=[2.0, 0.5])
+    assert both.columns == ("answer",)  # named without a default: every prompt row must have it
+    scores = both(prompts, completions, ids, columns)
+    np.testing.assert_array_equal(scores.parts["exact_answer"], [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(scores.parts["only_questions"], [1.0, np.nan, 3.0])  # None: does not apply
+    np.testing.assert_allclose(scores.total, [2.0 + 0.5, 0.0, 2.0 + 1.5])  # the None left out of its row's sum
+    stats = scores.stats()
+    assert stats["rewards/exact_answer/mean"] == pytest.approx(2 / 3)
+    assert stats["rewards/only_questions/mean"] == pytest.approx(2.0)  # over the completions it applies to
+    assert stats["rewards/only_questions/std"] == pytest.approx(np.std([1.0, 3.0], ddof=1))
+    echo = _functions("tests.lm_rewards:echo_columns")
+    echo(prompts, completions, ids, columns)
+    from tests.lm_rewards import echo_columns
+
+    assert echo_columns.seen == {"completion_ids": ids, "prompts": prompts, **columns}  # **kwargs: everything
+    old_style = _functions("tests.lm_rewards:mentions_moon")  # (prompts, completions), positionally
+    np.testing.assert_array_equal(old_style(["p"], ["the moon"], [[1]], columns).total, [1.0])
+
+
+def test_reward_functions_errors_name_the_function():
+    with pytest.raises(rewards.RewardError, match=r"all returned None for completion 0 \(2 of 2\)"):
+        _functions("tests.lm_rewards:never_applies")(["p", "q"], ["a", "b"], [[], []], {})
+    with pytest.raises(rewards.RewardError, match="exact_answer takes the column answer"):
+        _functions("tests.lm_rewards:exact_answer")(["p"], ["a"], [[]], {})
+    with pytest.raises(rewards.RewardError, match="nan for completion 0"):  # NaN is not None
+        rewards.checked_scores("f", [float("nan"), None], 2, allow_none=True)

@@ -31,15 +31,16 @@ def run(cfg: LMConfig, run_dir: RunDir) -> LMData:
     train_ids, train_mask = data_lib.encode_documents(tokenizer, train_docs, d.sequence_length, bos_id)
     val_ids, val_mask = data_lib.encode_documents(tokenizer, val_docs, d.sequence_length, bos_id)
     if d.prompts is None:
-        prompts, dropped = (
+        prompts, columns, dropped = (
             (_prompts(train_ids, train_mask, d.prompt_tokens), _prompts(val_ids, val_mask, d.prompt_tokens)),
+            ({}, {}),
             0,
         )
         if not len(prompts[0]) or not len(prompts[1]):
             raise ConfigError(f"data.prompt_tokens: no document has more than {d.prompt_tokens} tokens; lower it")
     else:
-        prompts, dropped = _prompt_file(d, tokenizer, bos_id)
-    data = LMData(tokenizer, train_ids, train_mask, val_ids, val_mask, *prompts, bos_id)
+        prompts, columns, dropped = _prompt_file(cfg, tokenizer, bos_id)
+    data = LMData(tokenizer, train_ids, train_mask, val_ids, val_mask, *prompts, bos_id, *columns)
     with summaries.stage_writer(run_dir, "data"):
         summaries.text(
             "data/corpus",
@@ -73,24 +74,39 @@ def _tokenizer(cfg: LMConfig, run_dir: RunDir, train_docs: list[str]):
     return data_lib.train_tokenizer(train_docs, cfg.data.vocabulary_size, tokenizer_dir), None
 
 
-def _prompt_file(d, tokenizer, bos_id):
-    """((train, held-out) prompt ids, prompts left out) from data.prompts, split as documents are."""
+def _prompt_file(cfg: LMConfig, tokenizer, bos_id):
+    """((train, held-out) prompt ids, (train, held-out) columns), prompts left out) from data.prompts, split as
+    documents are; the rows' other columns go with them, to the reward functions."""
+    from pipeline.lm.rewards import load_reward_functions
+
+    d = cfg.data
     try:
-        texts = data_lib.read_corpus(d.prompts, "jsonl", d.prompt_field)
+        rows = data_lib.read_prompt_rows(d.prompts, d.prompt_field, load_reward_functions(cfg.reward).columns)
     except (data_lib.CorpusError, OSError) as e:
         raise ConfigError(f"data.prompts: {e}") from None
-    texts = [texts[i] for i in np.random.default_rng(d.seed).permutation(len(texts))]
-    held_out = max(1, int(len(texts) * d.validation_fraction))
-    (val, val_dropped), (train, train_dropped) = (
-        data_lib.encode_prompts(tokenizer, part, d.prompt_tokens, bos_id)
-        for part in (texts[:held_out], texts[held_out:])
-    )
+    order = np.random.default_rng(d.seed).permutation(len(rows.texts))
+    held_out = max(1, int(len(order) * d.validation_fraction))
+    parts, dropped = [], 0
+    for part in (order[:held_out], order[held_out:]):
+        part_rows = rows.take(part)
+        ids, kept = data_lib.encode_prompts(tokenizer, part_rows.texts, d.prompt_tokens, bos_id)
+        columns = {name: _objects([values[i] for i in kept]) for name, values in part_rows.columns.items()}
+        parts.append((ids, columns))
+        dropped += len(part) - len(kept)
+    (val, val_columns), (train, train_columns) = parts
     if not len(train) or not len(val):
         raise ConfigError(
             f"data.prompts: {d.prompts}: no {'training' if not len(train) else 'held-out'} prompt of 1 "
             f"to data.prompt_tokens ({d.prompt_tokens}) tokens; raise data.prompt_tokens or add prompts"
         )
-    return (train, val), train_dropped + val_dropped
+    return (train, val), (train_columns, val_columns), dropped
+
+
+def _objects(values: list) -> np.ndarray:
+    """A column as a 1-D object array (rows may hold lists or dicts, which np.array would turn into axes)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def _prompts(ids: np.ndarray, mask: np.ndarray, length: int) -> np.ndarray:

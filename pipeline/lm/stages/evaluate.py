@@ -1,4 +1,4 @@
-"""LM evaluate stage: the SFT model and the PPO policy on the same held-out prompts.
+"""LM evaluate stage: the SFT model and the trained policy on the same held-out prompts.
 
 Proxy reward = what PPO maximised (the learned reward model, or reward.function itself); gold reward =
 reward.function. KL is the summed per-token log-ratio to the frozen SFT reference on the policy's own samples.
@@ -12,13 +12,19 @@ from models import lm as lm_lib
 from pipeline.core import summaries
 from pipeline.core.rundir import RunDir
 from pipeline.lm.config import LMConfig
-from pipeline.lm.data import LMData
+from pipeline.lm.data import LMData, columns_at
 from pipeline.lm.ppo import LMPPOLearner
 from pipeline.lm.rewards import Rewards
 
 
 def run(cfg: LMConfig, run_dir: RunDir, data: LMData, learner: LMPPOLearner, rewards: Rewards) -> dict:
+    net = learner.networks
+    if net.reference is None and net.adapters is None:  # trained without one (beta 0): the SFT model, now
+        from pipeline.lm.stages import sft
+
+        net.attach_reference(sft.run(cfg, run_dir, data, learner.strategy)[0])
     prompts, lengths = data.prompt_batch(data.eval_prompts[: cfg.evaluate.prompts])
+    columns = columns_at(data.eval_columns, np.arange(len(prompts)))
     prompt_texts = data.decode(prompts)
     metrics, completions = {}, {}
     for name, use_reference in (("sft", True), ("ppo", False)):
@@ -28,8 +34,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, learner: LMPPOLearner, rew
         completions[name] = data.decode(responses)
         metrics.update(
             {
-                f"eval.{name}.gold_reward": float(np.mean(rewards.gold(prompts, responses))),
-                f"eval.{name}.proxy_reward": float(np.mean(rewards.proxy(prompts, responses))),
+                f"eval.{name}.gold_reward": float(np.mean(rewards.gold(prompts, responses, columns).total)),
+                f"eval.{name}.proxy_reward": float(np.mean(rewards.proxy(prompts, responses, columns).total)),
                 f"eval.{name}.mean_response_tokens": float(mask.sum(axis=1).mean()),
             }
         )

@@ -9,6 +9,8 @@ import numpy as np
 from pipeline.core import publish
 from pipeline.core.rundir import RunDir
 from pipeline.lm.config import LMConfig
+from pipeline.lm.data import columns_at
+from pipeline.lm.rewards import RewardFunctions
 
 
 def run(cfg: LMConfig, run_dir: RunDir, learner, data, checkpoint: str, reward_fn) -> dict:
@@ -30,7 +32,8 @@ def run(cfg: LMConfig, run_dir: RunDir, learner, data, checkpoint: str, reward_f
         return lambda path: lm_servable.save(archive, path)
 
     info = {"ppo_iterations": int(learner.iteration)}
-    prompts = data.decode(data.eval_prompts[: cfg.evaluate.prompts])
+    prompt_ids = data.eval_prompts[: cfg.evaluate.prompts]
+    prompts, columns = data.decode(prompt_ids), columns_at(data.eval_columns, np.arange(len(prompt_ids)))
     return publish.publish(
         cfg.export,
         run_dir,
@@ -38,14 +41,15 @@ def run(cfg: LMConfig, run_dir: RunDir, learner, data, checkpoint: str, reward_f
         checkpoint,
         build,
         info,
-        score=lambda version_dir: score(version_dir, prompts, reward_fn, cfg.data.seed),
+        score=lambda version_dir: score(version_dir, prompts, columns, reward_fn, data.tokenizer, cfg.data.seed),
     )
 
 
-def score(version_dir: Path, prompts: list[str], reward_fn, seed: int) -> float:
+def score(version_dir: Path, prompts: list[str], columns: dict, reward_fn: RewardFunctions, tokenizer, seed: int):
     """Blessing's score: the mean reward of the SavedModel's completions of the prompts, sampled with its own
     settings and `seed`."""
     from export.policies import load_policy
 
     completions = load_policy(version_dir)(prompts, seed=seed)
-    return float(np.mean(np.asarray(reward_fn(prompts, completions), np.float64)))
+    completion_ids = [np.asarray(tokenizer(text)).tolist() for text in completions]
+    return float(np.mean(reward_fn(prompts, completions, completion_ids, columns).total, dtype=np.float64))

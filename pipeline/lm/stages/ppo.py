@@ -17,6 +17,7 @@ from models import lora
 from pipeline.core import devices, distribute, resume, summaries, training, warm_start
 from pipeline.core.progress import Progress
 from pipeline.core.rundir import RunDir
+from pipeline.lm import data as data_lib
 from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
 from pipeline.lm.ppo import LMPPOLearner
@@ -79,7 +80,10 @@ def run(
         training.run(loop, run_dir)
     finally:
         loop.progress.close()
-    return learner, {"ppo.iterations": int(learner.iteration), "ppo.kl_coef": float(learner.kl_coef)}
+    metrics = {"ppo.iterations": int(learner.iteration)}
+    if p.algorithm == "ppo":
+        metrics["ppo.kl_coef"] = float(learner.kl_coef)
+    return learner, metrics
 
 
 class _PPOLoop(training.Loop):
@@ -99,23 +103,28 @@ class _PPOLoop(training.Loop):
         p, data, iteration = self.cfg.ppo, self.data, int(self.learner.iteration)
         # Prompts drawn by (seed, iteration): a resumed run sees the batches it would have seen.
         rng = np.random.default_rng([self.cfg.data.seed, iteration])
-        prompts, lengths = data.prompt_batch(
-            data.train_prompts[
-                rng.choice(len(data.train_prompts), p.batch_size, replace=len(data.train_prompts) < p.batch_size)
-            ]
+        count = p.batch_size // p.num_generations  # prompts, each sampled num_generations times, in a row
+        rows = np.repeat(
+            rng.choice(len(data.train_prompts), count, replace=len(data.train_prompts) < count), p.num_generations
         )
+        prompts, lengths = data.prompt_batch(data.train_prompts[rows])
+        columns = data_lib.columns_at(data.train_columns, rows)
+
+        def score(batch_rows, responses):  # the reward of these rows of the batch, with their prompts' columns
+            return self.rewards.proxy(prompts[batch_rows], responses, _take(columns, batch_rows))
+
         start = time.perf_counter()
-        stats, sequences, scores = self.learner.step(prompts, self.rewards.proxy, lengths)
+        stats, sequences, scores = self.learner.step(prompts, score, lengths)
         seconds = time.perf_counter() - start
         self.last_batch = sequences, lengths
         responses = lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
         if self.rewards.learned:
-            stats["objective/gold_scores"] = float(np.mean(self.rewards.gold(prompts, responses)))
+            stats["objective/gold_scores"] = float(np.mean(self.rewards.gold(prompts, responses, columns).total))
         stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
         summaries.scalars(stats, step=iteration + 1)
         if p.sample_every and iteration % p.sample_every == 0:
             rows = slice(SAMPLE_ROWS)
-            _sample_table(data, prompts[rows], responses[rows], scores[rows], step=iteration + 1)
+            _sample_table(data, prompts[rows], responses[rows], scores.total[rows], step=iteration + 1)
         self.progress.update(iteration + 1, stats["objective/scores"])
         return False
 
@@ -145,3 +154,7 @@ def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:
         for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)
     ]
     summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)
+
+
+def _take(columns: dict[str, list], rows) -> dict[str, list]:
+    return {name: [values[i] for i in rows] for name, values in columns.items()}

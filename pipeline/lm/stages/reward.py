@@ -21,12 +21,13 @@ from models import reward_model as rm_lib
 from pipeline.core import distribute, guards, preemption, resume, summaries
 from pipeline.core.rundir import RunDir
 from pipeline.core.schema import ConfigError
+from pipeline.lm import data as data_lib
 from pipeline.lm import preferences as prefs_lib
 from pipeline.lm import sampling
 from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
 from pipeline.lm.reward_training import RewardTrainer, reward_function
-from pipeline.lm.rewards import Rewards, Scorer, function_scorer, model_scorer
+from pipeline.lm.rewards import RewardFunctions, Rewards, Scorer, function_scorer, model_scorer
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,14 @@ def run(
     run_dir: RunDir,
     data: LMData,
     sft_lm,
-    reward_fn,
+    reward_fn: RewardFunctions,
     strategy: tf.distribute.Strategy | None = None,
     restore_from: RunDir | None = None,
 ) -> tuple[Rewards, dict]:
     """strategy: the one sft_lm was built under; the reward model is built under it and trains data-parallel,
     on preference pairs the chief alone builds (or reads) and shares. restore_from: the run directory whose
     checkpoint to take, when not run_dir (a worker's scratch folder)."""
-    gold = function_scorer(data, reward_fn, cfg.reward.function)
+    gold = function_scorer(data, reward_fn)
     if cfg.reward.kind == "scorer":
         return Rewards(proxy=gold, gold=gold, learned=False), {}
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -156,8 +157,11 @@ def _pairs(cfg: LMConfig, run_dir: RunDir, data: LMData, sft_lm, gold: Scorer):
         sequences = sample(tf.constant(prompt_ids, tf.int32), tf.constant(lengths), seed)
         return lm_lib.responses(sequences, lengths, p.max_new_tokens).numpy()
 
+    def score(rows: np.ndarray, responses: np.ndarray) -> np.ndarray:
+        return gold(data.train_prompts[rows], responses, data_lib.columns_at(data.train_columns, rows)).total
+
     ranked = prefs_lib.sample_ranked(
-        generate, gold, data.train_prompts, r.pairs, r.batch_size, cfg.data.seed, max_prompts=8 * r.pairs
+        generate, score, data.train_prompts, r.pairs, r.batch_size, cfg.data.seed, max_prompts=8 * r.pairs
     )
     if len(ranked.prompts) < 2:
         raise ConfigError(
