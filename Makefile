@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run lint format test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset lm-demo-lora clean
+.PHONY: setup run lint format test test-fast benchmark fortunes lm-demo lm-demo-learned lm-demo-from-preset lm-demo-lora lm-demo-grpo clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ lm-demo-from-preset: setup fortunes
 lm-demo-lora: setup fortunes
 	test -f runs/lm/preset/config.json || $(BIN)/python -m pipeline run configs/lm_sentiment.yaml --run-dir runs/lm
 	$(BIN)/python -m pipeline run configs/lm_sentiment_lora.yaml --run-dir runs/lm_lora
+
+# GRPO with a verifiable reward on generated additions (configs/lm_arithmetic_grpo.yaml); about a minute.
+lm-demo-grpo: setup
+	$(BIN)/python -m pipeline.lm.arithmetic runs/arithmetic_data
+	$(BIN)/python -m pipeline run configs/lm_arithmetic_grpo.yaml --run-dir runs/lm_grpo
 
 clean:
 	rm -rf $(VENV) runs

@@ -82,3 +82,17 @@ def test_reward_functions_errors_name_the_function():
         _functions("tests.lm_rewards:exact_answer")(["p"], ["a"], [[]], {})
     with pytest.raises(rewards.RewardError, match="nan for completion 0"):  # NaN is not None
         rewards.checked_scores("f", [float("nan"), None], 2, allow_none=True)
+
+
+def test_the_arithmetic_demo_data_and_its_exact_answer_reward(tmp_path):
+    import json
+
+    from pipeline.lm import arithmetic
+
+    arithmetic.write(tmp_path, largest=4, copies=20, noise=0.5, seed=1)
+    rows = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    assert len(rows) == 25 and all(eval(r["prompt"][:-1]) == int(r["answer"]) for r in rows)  # noqa: S307
+    sums = (tmp_path / "corpus.txt").read_text().splitlines()
+    assert len(sums) == 500 and all(eval(s.split()[0].replace("=", "==")) for s in sums)  # noqa: S307
+    assert 0.4 < np.mean([" " in s for s in sums]) < 0.6  # a stray number after about half the answers
+    assert rewards.exact_answer(["7", " 7 ", "7 12", "8"], ["7", "7", "7", "7"]) == [1.0, 1.0, 0.0, 0.0]
