@@ -191,19 +191,20 @@ def test_grpo_reads_answers_from_prompt_columns_and_evaluates_without_a_referenc
         iterations=20,
         learning_rate=0.003,
     )
-    run = tmp_path / "run"
-    result = run_driver(
-        "run",
-        cfg,
-        "--run-dir",
-        run,
+    run, base = tmp_path / "run", tmp_path / "base"
+    data = [
         "--set",
         f"data.prompts={tmp_path / 'prompts.jsonl'}",
         "--set",
         "data.prompt_tokens=4",
         "--set",
         "data.validation_fraction=0.25",
-    )
+        "--set",
+        f"export.base_dir={base}",
+        "--set",
+        "export.bless_tolerance=0.1",
+    ]
+    result = run_driver("run", cfg, "--run-dir", run, *data)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval.ppo.gold_reward"] > metrics["eval.sft.gold_reward"] + 0.1, metrics
@@ -223,4 +224,24 @@ def test_grpo_reads_answers_from_prompt_columns_and_evaluates_without_a_referenc
     ):
         assert tag in ppo_tags, tag
     assert not {"loss/value", "objective/kl", "kl"} & ppo_tags  # no value model, no reference
-    assert (run / "export" / "lm_policy" / "1" / "saved_model.pb").is_file()
+    assert (base / "lm_policy" / "1" / "saved_model.pb").is_file()
+
+    again = run_driver("run", cfg, "--run-dir", run, *data)  # safe to re-run: nothing is trained again
+    assert again.returncode == 0 and "resumed from" in again.stderr, again.stderr[-3000:]
+    # A warm start from the served version, blessed against it: both exports scored by the reward function on the
+    # held-out prompts with their columns (a misaligned column raises, exit 1).
+    night = tmp_path / "night2"
+    warm = run_driver(
+        "run",
+        cfg,
+        "--run-dir",
+        night,
+        *data,
+        "--set",
+        "ppo.iterations=2",
+        "--set",
+        f"ppo.warm_start={base / 'lm_policy'}",
+    )
+    assert warm.returncode in (0, 3) and "warm start from" in warm.stderr, warm.stderr[-3000:]
+    scores = json.loads((night / "metrics.json").read_text())
+    assert 0.0 <= scores["bless.baseline"] <= 1.0 and 0.0 <= scores["bless.candidate"] <= 1.0
