@@ -228,18 +228,6 @@ def load_reward_functions(reward_config) -> RewardFunctions:
     return RewardFunctions(tuple(RewardFunction.load(spec, w) for spec, w in zip(specs, weights)))
 
 
-_ANALYZER = None
-
-
-def _vader():
-    global _ANALYZER  # the lexicon is loaded once per process
-    if _ANALYZER is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        _ANALYZER = SentimentIntensityAnalyzer()
-    return _ANALYZER
-
-
 # (prompt_ids [B, P] right-padded with EOS, responses [B, R], the prompts' columns: name -> [B] values) -> Scores
 Scorer = Callable[..., Scores]
 
