@@ -1,6 +1,7 @@
-"""PPO fine-tuning of a causal LM (RLHF): policy + value head, frozen reference, per-token KL penalty.
+"""RL fine-tuning of a causal LM: PPO (RLHF: policy + value head, frozen reference, per-token KL penalty), GRPO
+or RLOO (groups of completions per prompt, no value model; steps 3-6 are then group-relative advantages).
 
-One iteration, in TRL's order:
+One PPO iteration, in TRL's order:
   1. sample responses with the KV cache;
   2. score them: policy and reference log-probs, values (one forward pass each);
   3. rewards: the scorer's score on the last real token, minus kl_coef * KL on every token;
@@ -83,7 +84,7 @@ class LMPPOLearner:
             # Eagerly, before any strategy.run traces a step (keras issue 23085).
             self.optimizer.build(self.networks.variables)
         net = self.networks
-        self.policy, self.reference = net.policy, net.reference
+        self.policy = net.policy
         self.value_trunk, self.value_head = net.value_trunk, net.value_head
         self.adapters, self.variables = adapters, net.variables
         self.generator = tf.random.Generator.from_seed(seed)
@@ -100,7 +101,13 @@ class LMPPOLearner:
             self._minibatch_gradients, autograph=False, jit_compile=s.jit_update
         )
         self._compiled_prepare = tf.function(self._prepare, autograph=False)
+        self._compiled_reference_log_probs = None  # for evaluation without a reference in training
         self._compiled_optimize = tf.function(self._optimize, autograph=False)
+
+    @property
+    def reference(self):
+        """The frozen reference's own copy (None with adapters, or with no reference)."""
+        return self.networks.reference
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """What PPO changes: with adapters, only they (apart from the base, which SFT's checkpoint or
@@ -142,8 +149,10 @@ class LMPPOLearner:
         training, after networks.attach_reference)."""
         sequences, prompt_lengths = as_tensors(sequences, prompt_lengths)
         policy, _, reference, kept = self._compiled_score(sequences, prompt_lengths)
-        if not self.networks.has_reference:
-            reference = tf.function(self.networks.reference_log_probs, autograph=False)(sequences, prompt_lengths, kept)
+        if not self.networks.has_reference:  # an attached one, compiled once it is there
+            if self._compiled_reference_log_probs is None:
+                self._compiled_reference_log_probs = tf.function(self.networks.reference_log_probs, autograph=False)
+            reference = self._compiled_reference_log_probs(sequences, prompt_lengths, kept)
         return policy.numpy(), reference.numpy()
 
     # === 2-8. One PPO iteration on a batch of sampled sequences ===
@@ -173,6 +182,8 @@ class LMPPOLearner:
         if s.missing_eos_penalty is not None and ended is not None:
             scores = (scores - s.missing_eos_penalty * ~ended).astype(np.float32)
         completion_stats = completions_stats(mask, ended)
+        if s.algorithm != "ppo":  # TRL's reward: the functions' own, before the missing-EOS penalty
+            completion_stats.update(reward=float(raw.total.mean()), reward_std=float(np.std(raw.total, ddof=1)))
         if s.algorithm != "ppo" and s.mask_truncated_completions and ended is not None:
             mask = mask * ended[:, None].astype(mask.dtype)  # out of the loss; still in their group's statistics
         stats = self.update(sequences, mask, scores, prompt_lengths, scored)
@@ -432,7 +443,7 @@ def check_split(s: LMPPOConfig, workers: int, replicas: int) -> None:
     over = f"{replicas} replicas{f' on {workers} workers' if workers > 1 else ''}"
     require_split(
         "ppo.batch_size",
-        what=f"{s.batch_size} prompts",
+        what=f"{s.batch_size} completions",
         count=s.batch_size,
         parts=replicas,
         over=over,

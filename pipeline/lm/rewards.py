@@ -22,6 +22,8 @@ from pipeline.core.guards import NonFiniteError, RunError
 RewardFn = Callable[..., Sequence[float | None]]
 # What every call gives by name; any other parameter a function names is a prompt-file column.
 GIVEN = ("prompts", "completions", "completion_ids")
+# What TRL's trainer also passes, given here as stand-ins: no trainer state; log_metric and log_extra accept and drop.
+TRL_EXTRAS = {"trainer_state": None, "log_metric": lambda name, value: None, "log_extra": lambda column, values: None}
 
 
 def vader_sentiment(prompts: Sequence[str], completions: Sequence[str], **kwargs) -> list[float]:
@@ -147,7 +149,10 @@ class RewardFunction:
         required = tuple(
             p.name
             for p in parameters
-            if by_keyword and p.name in names and p.name not in GIVEN and p.default is inspect.Parameter.empty
+            if by_keyword
+            and p.name in names
+            and p.name not in (*GIVEN, *TRL_EXTRAS)
+            and p.default is inspect.Parameter.empty
         )
         name = getattr(function, "__name__", spec.partition(":")[2])
         return cls(spec, name, function, weight, by_keyword, takes_all, tuple(names), required)
@@ -163,7 +168,7 @@ class RewardFunction:
                 f"{', '.join(missing)}, which these prompts do not have (data.prompts: a JSONL file whose rows hold "
                 f"them)"
             )
-        given = {**columns, **dict(zip(GIVEN, (prompts, completions, completion_ids)))}
+        given = {**columns, **TRL_EXTRAS, **dict(zip(GIVEN, (prompts, completions, completion_ids)))}
         kwargs = given if self.takes_all else {k: v for k, v in given.items() if k in self.parameters}
         return checked_scores(self.spec, self.function(**kwargs), len(completions), True)
 
@@ -187,7 +192,7 @@ class Scores:
         for name, scores in self.parts.items():
             applied = scores[~np.isnan(scores)]
             stats[f"rewards/{name}/mean"] = float(applied.mean()) if applied.size else float("nan")
-            stats[f"rewards/{name}/std"] = float(applied.std(ddof=1)) if applied.size > 1 else 0.0
+            stats[f"rewards/{name}/std"] = float(applied.std(ddof=1)) if applied.size > 1 else float("nan")
         return stats
 
 
@@ -204,11 +209,11 @@ class RewardFunctions:
         return tuple(dict.fromkeys(c for f in self.functions for c in f.required))
 
     def __call__(self, prompts, completions, completion_ids, columns: dict) -> Scores:
-        parts = {}
-        for f in self.functions:
-            name = f.name if f.name not in parts else f.spec
-            parts[name] = f(prompts, completions, completion_ids, columns)
-        stacked = np.stack(list(parts.values()), axis=1)  # [B, functions]
+        scores = [f(prompts, completions, completion_ids, columns) for f in self.functions]
+        stacked = np.stack(scores, axis=1)  # [B, functions]
+        names = [f.name for f in self.functions]
+        names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]  # one column each
+        parts = dict(zip(names, scores))
         unscored = np.flatnonzero(np.isnan(stacked).all(axis=1))
         if unscored.size:
             specs = ", ".join(f.spec for f in self.functions)
@@ -246,7 +251,7 @@ def function_scorer(data, functions: RewardFunctions) -> Scorer:
     number or None per completion) before anything trains on them. data: the data stage's LMData, which decodes."""
 
     def score(prompt_ids, responses, columns=None) -> Scores:
-        completion_ids = [row[: _end(row, data.eos_id)].tolist() for row in np.asarray(responses)]
+        completion_ids = [row[: _end(row, data.eos_id) + 1].tolist() for row in np.asarray(responses)]
         return functions(data.decode(prompt_ids), data.decode(responses), completion_ids, columns or {})
 
     return score
@@ -266,6 +271,6 @@ def model_scorer(model_rewards, eos_id: int | None) -> Scorer:
 
 
 def _end(row: np.ndarray, eos_id: int | None) -> int:
-    """Where a response's tokens end: before its first EOS."""
+    """The index of a response's last token: its first EOS (kept, as TRL keeps it), or its last position."""
     ends = np.flatnonzero(row == eos_id) if eos_id is not None else []
-    return int(ends[0]) if len(ends) else len(row)
+    return int(ends[0]) if len(ends) else len(row) - 1

@@ -70,7 +70,21 @@ def test_reward_functions_get_what_they_name_and_columns_as_trl_passes_them():
     echo(prompts, completions, ids, columns)
     from tests.lm_rewards import echo_columns
 
-    assert echo_columns.seen == {"completion_ids": ids, "prompts": prompts, **columns}  # **kwargs: everything
+    seen = echo_columns.seen  # **kwargs: everything, and TRL's extras as stand-ins
+    assert {k: v for k, v in seen.items() if k not in rewards.TRL_EXTRAS} == {
+        "completion_ids": ids,
+        "prompts": prompts,
+        **columns,
+    }
+    assert seen["trainer_state"] is None and seen["log_metric"]("x", 1.0) is None
+    twice = _functions(
+        "tests.lm_rewards:exact_answer", "tests.lm_rewards:exact_answer", "tests.lm_rewards:exact_answer"
+    )
+    assert set(twice(prompts, completions, ids, columns).parts) == {
+        "exact_answer_0",
+        "exact_answer_1",
+        "exact_answer_2",
+    }
     old_style = _functions("tests.lm_rewards:mentions_moon")  # (prompts, completions), positionally
     np.testing.assert_array_equal(old_style(["p"], ["the moon"], [[1]], columns).total, [1.0])
 

@@ -22,7 +22,8 @@ def run(cfg: LMConfig, run_dir: RunDir, data: LMData, learner: LMPPOLearner, rew
     if net.reference is None and net.adapters is None:  # trained without one (beta 0): the SFT model, now
         from pipeline.lm.stages import sft
 
-        net.attach_reference(sft.run(cfg, run_dir, data, learner.strategy)[0])
+        precision = None if cfg.ppo.reference_precision == "policy" else cfg.ppo.reference_precision
+        net.attach_reference(sft.load(cfg, run_dir, data, precision))
     prompts, lengths = data.prompt_batch(data.eval_prompts[: cfg.evaluate.prompts])
     columns = columns_at(data.eval_columns, np.arange(len(prompts)))
     prompt_texts = data.decode(prompts)

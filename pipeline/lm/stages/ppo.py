@@ -123,7 +123,7 @@ class _PPOLoop(training.Loop):
         stats.update({"time/seconds_per_iteration": seconds, "time/tokens_per_s": sequences.size / seconds})
         summaries.scalars(stats, step=iteration + 1)
         if p.sample_every and iteration % p.sample_every == 0:
-            rows = slice(SAMPLE_ROWS)
+            rows = slice(0, SAMPLE_ROWS * p.num_generations, p.num_generations)  # one completion per prompt
             _sample_table(data, prompts[rows], responses[rows], scores.total[rows], step=iteration + 1)
         self.progress.update(iteration + 1, stats["objective/scores"])
         return False

@@ -82,6 +82,15 @@ def run(
     return lm, metrics
 
 
+def load(cfg: LMConfig, run_dir: RunDir, data: LMData, precision: str | None = None):
+    """The SFT model as SFT left it, trained nothing, on this process alone (no strategy): what evaluation compares
+    with when training held no reference. precision: a dtype policy for it (None: model.precision)."""
+    lm = build_model(cfg, data)
+    if _trained(cfg):
+        resume.trained_once(tf.train.Checkpoint(lm=lm), run_dir, "sft")
+    return lm if precision is None else lm_lib.copy_lm(lm, trainable=False, precision=precision)
+
+
 def _trained(cfg: LMConfig) -> bool:
     """Whether the SFT model differs from what model.checkpoint already holds (from scratch, it always does)."""
     return cfg.model.checkpoint is None or cfg.sft.epochs > 0
