@@ -16,6 +16,8 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from models import lora
+
 
 @dataclasses.dataclass(frozen=True)
 class LMSize:
@@ -49,16 +51,14 @@ def build_causal_lm(size: LMSize, seed: int = 0, precision: str = "float32") -> 
 def copy_lm(lm: keras_hub.models.CausalLM, trainable: bool, precision: str | None = None) -> keras_hub.models.CausalLM:
     """Same architecture and weights: the frozen reference, a separate value model's trunk, or the export's
     policy. precision: a Keras dtype policy for the copy (e.g. bfloat16: weights stored in bfloat16, half the
-    memory); None keeps lm's. LoRA adapters, if any, are merged into the copy's kernels (Keras' own merge: each
-    layer's save_own_variables, as `save_weights` does), so the copy has none."""
+    memory); None keeps lm's. LoRA adapters, if any, are merged into the copy's kernels (models.lora), so the copy
+    has none."""
     config = lm.backbone.get_config()
     if precision is not None:
         config["dtype"] = precision
     backbone = type(lm.backbone).from_config(config)
     for source, target in zip(lm.backbone._flatten_layers(), backbone._flatten_layers()):
-        weights = {}
-        source.save_own_variables(weights)
-        target.load_own_variables(weights)
+        target.load_own_variables(lora.merged_own_variables(source))
     backbone.trainable = trainable
     return type(lm)(backbone=backbone, preprocessor=None)
 

@@ -52,7 +52,7 @@ def test_adapters_start_at_the_base_train_alone_and_merge_into_an_equal_copy(arc
     # Only the adapter matrices train: not the adapted layers' biases (GPT-2's and Qwen 2's have them).
     assert {v.path for v in lm.trainable_variables} == set(lora.adapter_variables(lm)) != set()
     for layer in layers:
-        layer.lora_kernel_b.assign(tf.random.normal(layer.lora_kernel_b.shape, seed=1))
+        layer.lora_b.assign(tf.random.normal(layer.lora_b.shape, seed=1))
     adapted = outputs(lm, ids)
     assert np.abs(adapted - base).max() > 1e-2
     with lora.adapters_off(lm):
@@ -60,6 +60,31 @@ def test_adapters_start_at_the_base_train_alone_and_merge_into_an_equal_copy(arc
     merged = lm_lib.copy_lm(lm, trainable=False)
     assert not lora.adapted_layers(merged) and len(merged.weights) == len(ARCHITECTURES[architecture]().weights)
     np.testing.assert_allclose(outputs(merged, ids), adapted, atol=1e-5)
+
+
+def test_adapters_have_peft_shapes_and_parameter_counts():
+    """PEFT's LoRA on an nn.Linear(in, out): A [r, in] and B [out, r], r * (in + out) parameters. keras-hub's query
+    kernel [hidden, heads, head_dim] is one such matrix of hidden x (heads * head_dim)."""
+    lm = ARCHITECTURES["llama"]()  # grouped-query attention: key and value narrower than query
+    backbone, rank = lm.backbone, 4
+    layers = lora.enable(lm, lora.Adapters(rank, 8.0, targets=("query", "value", "feedforward_gate_dense")))
+    hidden, head_dim = backbone.hidden_dim, backbone.hidden_dim // backbone.num_query_heads
+    expected = {
+        "query": (hidden, backbone.num_query_heads * head_dim),
+        "value": (hidden, backbone.num_key_value_heads * head_dim),
+        "feedforward_gate_dense": (hidden, backbone.intermediate_dim),
+    }
+    for layer in layers:
+        fan_in, fan_out = expected[layer.name]
+        assert tuple(layer.lora_a.shape) == (fan_in, rank) and tuple(layer.lora_b.shape) == (rank, fan_out)
+    trainable = sum(int(np.prod(v.shape)) for v in lm.trainable_variables)
+    per_layer = sum(rank * (fan_in + fan_out) for fan_in, fan_out in expected.values())
+    assert trainable == backbone.num_layers * per_layer  # PEFT's formula, and nothing else trains
+    # x.A.B beside x.W equals x.(W + alpha / r A.B): the merged copy's output, for each adapted layer's shape
+    for layer in layers:
+        layer.lora_b.assign(tf.random.normal(layer.lora_b.shape, seed=2))
+    ids = prompts(np.random.default_rng(1), batch=2)
+    np.testing.assert_allclose(outputs(lm_lib.copy_lm(lm, trainable=False), ids), outputs(lm, ids), atol=1e-4)
 
 
 def test_lora_ppo_moves_only_adapters_and_value_head_keeps_the_reference_and_learns():
@@ -82,7 +107,7 @@ def test_lora_ppo_moves_only_adapters_and_value_head_keeps_the_reference_and_lea
     assert all(
         (v.numpy() != adapters_before[p]).any()
         for p, v in lora.adapter_variables(learner.policy).items()
-        if p.endswith("lora_kernel_b")
+        if p.endswith("lora_b")
     )
     assert any((v.numpy() != b).any() for v, b in zip(learner.value_head.weights, head_before))
     policy_after, reference_after = learner.log_probs(fixed, FOUR)
@@ -110,7 +135,7 @@ def test_checkpoint_holds_adapters_apart_from_the_base_and_resumes_them(tmp_path
     path = learner.checkpoint().save(str(tmp_path / "ckpt"))
     saved = dict(tf.train.list_variables(path))
     trunks = [name for name in saved if name.startswith(("policy/", "value_trunk/"))]
-    assert all("lora_kernel_" in name for name in trunks), trunks  # no base weight
+    assert all(".Slora_" in name for name in trunks), trunks  # no base weight
     assert len(trunks) == 8 * (2 if value_model == "separate" else 1)  # A and B of 2 layers x 2 targets, each trunk
     # Adapters and value head, Adam's two moments of each, a few counters: nothing of the base's size.
     trained = sum(np.prod(v.shape) for v in learner.variables)
