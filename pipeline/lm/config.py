@@ -80,7 +80,8 @@ class LMModelConfig:
     )
     lora_rank: int | None = option(
         None,
-        "Set: PPO trains rank-r LoRA adapters (keras-hub's enable_lora) and the value head, every other weight "
+        "Set: RL trains rank-r LoRA adapters of PEFT's shapes (A [in, r], B [r, out] per projection, x.A.B "
+        "beside x.W) and PPO its value head, every other weight "
         "frozen; the reference is the same network with its adapters off (no copy), checkpoints hold the "
         "adapters only, the export merges them. null: PPO trains every weight (SFT always does).",
         low=1,
@@ -88,7 +89,7 @@ class LMModelConfig:
     lora_alpha: float | None = option(
         None,
         "With lora_rank: adapters are scaled lora_alpha / lora_rank (null: "
-        "lora_alpha = lora_rank, a scale of 1, as keras-hub's).",
+        "lora_alpha = lora_rank, a scale of 1).",
         low=0.0,
         low_open=True,
     )
