@@ -88,8 +88,7 @@ class LMModelConfig:
     )
     lora_alpha: float | None = option(
         None,
-        "With lora_rank: adapters are scaled lora_alpha / lora_rank (null: "
-        "lora_alpha = lora_rank, a scale of 1).",
+        "With lora_rank: adapters are scaled lora_alpha / lora_rank (null: lora_alpha = lora_rank, a scale of 1).",
         low=0.0,
         low_open=True,
     )
