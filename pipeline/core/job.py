@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 
-from pipeline.core import preemption, warm_start
+from pipeline.core import preemption
 from pipeline.core import task as task_lib
 from pipeline.core.rundir import RunDir, setting
 from pipeline.core.schema import ConfigError
@@ -61,7 +61,7 @@ def preflight(cfg) -> task_lib.Task:
     task.preflight(cfg)
     source = setting(cfg, task.warm_start_key)
     if source is not None:
-        warm_start.resolve(source, cfg)  # a source that cannot be used is a config error, before any work
+        task.check_warm_start(cfg, source)  # a source that cannot be used is a config error, before any work
     return task
 
 

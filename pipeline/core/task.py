@@ -24,6 +24,12 @@ class Task(abc.ABC):
         """What the config names must exist (an environment, a reward function, a checkpoint, a file): a config
         error found before any work. (A warm start's source is checked by the job, through warm_start_key.)"""
 
+    def check_warm_start(self, cfg, source: str) -> None:
+        """A warm start's source that cannot be used is a config error naming warm_start_key, before any work."""
+        from pipeline.core import warm_start
+
+        warm_start.resolve(source, cfg)
+
     def check_split(self, cfg, strategy) -> None:  # noqa: B027 (optional: nothing to check by default)
         """Batch sizes that do not split over the strategy's workers and replicas: config errors before training."""
 

@@ -318,8 +318,9 @@ class LMPPOConfig:
         None,
         "Start PPO's policy (its weights, or its LoRA adapters) and value model from another run's PPO "
         "checkpoint: a serving base's model folder (its newest version), a version folder, or a run "
-        "directory; same data, model and value model. The reference stays this run's SFT model. Ignored once "
-        "the run has a PPO checkpoint of its own.",
+        "directory; same data, model, value model and algorithm. Or a PEFT LoRA adapter folder "
+        "(adapter_config.json, adapter_model.safetensors) for a LoRA run on the checkpoint it adapts. The "
+        "reference stays this run's SFT model. Ignored once the run has a PPO checkpoint of its own.",
     )
     jit_generation: bool = option(True, "XLA-compile the sampling loop (faster: benchmarks/README.md).")
     jit_update: bool = option(

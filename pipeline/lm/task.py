@@ -66,6 +66,18 @@ class LMTask(Task):
             except PreferenceError as e:
                 raise ConfigError(f"reward.preferences: {e}") from None
 
+    def check_warm_start(self, cfg: LMConfig, source: str) -> None:
+        """Besides a run's checkpoint: a PEFT LoRA adapter folder, for a LoRA run on the checkpoint it adapts."""
+        from models import peft
+
+        if not peft.is_adapter_folder(source):
+            return super().check_warm_start(cfg, source)
+        if cfg.model.lora_rank is None or cfg.model.checkpoint is None:
+            raise ConfigError(
+                f"ppo.warm_start: {source} is a PEFT adapter folder; it starts the adapters of a LoRA run "
+                f"(model.lora_rank) on the checkpoint it adapts (model.checkpoint)"
+            )
+
     def check_split(self, cfg: LMConfig, strategy) -> None:
         from pipeline.core import distribute
         from pipeline.lm.ppo import check_split

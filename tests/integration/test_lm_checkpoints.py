@@ -82,6 +82,30 @@ def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_tok
     assert scored["token_ids"][0, 0] == vocabulary["<|begin_of_text|>"]  # the start token, added in the graph
     assert scored["lengths"][0] >= 3
 
+    # LoRA on the checkpoint as it is: the adapters in PEFT's layout (names and shapes: tests/unit/test_peft_layout.py;
+    # transformers + PEFT load them: benchmarks/peft_parity.py), which start another run's adapters.
+    lora_run = ["--set", f"model.checkpoint={checkpoint}", "--set", "sft.epochs=0", "--set", "model.lora_rank=2"]
+    first = run_driver("run", cfg, "--run-dir", tmp_path / "lora", *lora_run, "--set", "ppo.iterations=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    adapter = tmp_path / "lora" / "peft_adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(checkpoint) and sorted(config["target_modules"]) == [
+        "q_proj",
+        "v_proj",
+    ]
+    warm = run_driver(
+        "run",
+        cfg,
+        "--run-dir",
+        tmp_path / "warm",
+        *lora_run,
+        "--set",
+        "ppo.iterations=1",
+        "--set",
+        f"ppo.warm_start={adapter}",
+    )
+    assert warm.returncode == 0 and "warm start from the PEFT adapters" in warm.stderr, warm.stderr[-3000:]
+
 
 def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(lm_run, tmp_path):
     import numpy as np

@@ -7,16 +7,18 @@ With a learned reward model the gold reward of every batch is logged beside the 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from models import checkpoints, lora, peft
 from models import lm as lm_lib
-from models import lora
 from pipeline.core import devices, distribute, resume, summaries, training, warm_start
 from pipeline.core.progress import Progress
 from pipeline.core.rundir import RunDir
+from pipeline.core.schema import ConfigError
 from pipeline.lm import data as data_lib
 from pipeline.lm.config import LMConfig
 from pipeline.lm.data import LMData
@@ -68,6 +70,12 @@ def run(
     restored = resume.restore_newest_readable(learner.checkpoint(), source, "ppo")
     if restored:
         log.info("ppo: resumed from %s (iteration %d)", restored, int(learner.iteration))
+    elif p.warm_start is not None and peft.is_adapter_folder(p.warm_start):
+        try:
+            peft.load(learner.policy, learner.adapters, _family(cfg), p.warm_start)
+        except peft.PeftError as e:
+            raise ConfigError(f"ppo.warm_start: {e}") from None
+        log.info("ppo: warm start from the PEFT adapters in %s", p.warm_start)
     elif p.warm_start is not None:
         source = warm_start.resolve(p.warm_start, cfg)
         learner.trained_parts().restore(source).expect_partial().assert_existing_objects_matched()
@@ -80,6 +88,8 @@ def run(
         training.run(loop, run_dir)
     finally:
         loop.progress.close()
+    if learner.adapters is not None and restore_from is None and _adapts_a_hugging_face_checkpoint(cfg):
+        _write_peft_adapter(cfg, run_dir, learner)
     metrics = {"ppo.iterations": int(learner.iteration)}
     if p.algorithm == "ppo":
         metrics["ppo.kl_coef"] = float(learner.kl_coef)
@@ -158,3 +168,27 @@ def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:
 
 def _take(columns: dict[str, list], rows) -> dict[str, list]:
     return {name: [values[i] for i in rows] for name, values in columns.items()}
+
+
+def _family(cfg: LMConfig) -> str:
+    return checkpoints.inspect(cfg.model.checkpoint).family if cfg.model.checkpoint else "GPT-2"
+
+
+def _adapts_a_hugging_face_checkpoint(cfg: LMConfig) -> bool:
+    """Whether the adapters sit on a Hugging Face checkpoint as it is (no SFT changed it): what a PEFT adapter
+    folder can be loaded onto."""
+    m = cfg.model
+    return (
+        m.checkpoint is not None and cfg.sft.epochs == 0 and checkpoints.inspect(m.checkpoint).layout == "huggingface"
+    )
+
+
+def _write_peft_adapter(cfg: LMConfig, run_dir: RunDir, learner: LMPPOLearner) -> None:
+    """RUN_DIR/peft_adapter: the trained adapters in PEFT's layout (transformers + PEFT load them onto
+    model.checkpoint), replaced whole, never half-written."""
+    final, partial = run_dir.root / "peft_adapter", run_dir.root / ".peft_adapter.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    peft.save(learner.policy, learner.adapters, _family(cfg), partial, base_model=cfg.model.checkpoint)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    log.info("ppo: wrote the adapters in PEFT's layout, %s", final)
