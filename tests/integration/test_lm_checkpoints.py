@@ -82,29 +82,34 @@ def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_tok
     assert scored["token_ids"][0, 0] == vocabulary["<|begin_of_text|>"]  # the start token, added in the graph
     assert scored["lengths"][0] >= 3
 
-    # LoRA on the checkpoint as it is: the adapters in PEFT's layout (names and shapes: tests/unit/test_peft_layout.py;
-    # transformers + PEFT load them: benchmarks/peft_parity.py), which start another run's adapters.
+    # LoRA on the checkpoint as it is, its adapters started from a PEFT adapter folder (written here by
+    # models.peft: its names and shapes are tested in tests/unit/test_peft_layout.py, transformers + PEFT load it
+    # in benchmarks/peft_parity.py); the run writes its own in PEFT's layout.
+    from models import checkpoints, lora, peft
+
+    adapters = lora.Adapters(rank=2, alpha=2.0, targets=("query", "value"))
+    info = checkpoints.inspect(checkpoint)
+    source = checkpoints.load_causal_lm(info)
+    lora.enable(source, adapters)
+    peft.save(source, adapters, info.family, tmp_path / "start", base_model=str(checkpoint))
     lora_run = ["--set", f"model.checkpoint={checkpoint}", "--set", "sft.epochs=0", "--set", "model.lora_rank=2"]
-    first = run_driver("run", cfg, "--run-dir", tmp_path / "lora", *lora_run, "--set", "ppo.iterations=2")
-    assert first.returncode == 0, first.stderr[-3000:]
-    adapter = tmp_path / "lora" / "peft_adapter"
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str(checkpoint) and sorted(config["target_modules"]) == [
-        "q_proj",
-        "v_proj",
-    ]
     warm = run_driver(
         "run",
         cfg,
         "--run-dir",
-        tmp_path / "warm",
+        tmp_path / "lora",
         *lora_run,
         "--set",
-        "ppo.iterations=1",
+        "ppo.iterations=2",
         "--set",
-        f"ppo.warm_start={adapter}",
+        f"ppo.warm_start={tmp_path / 'start'}",
     )
     assert warm.returncode == 0 and "warm start from the PEFT adapters" in warm.stderr, warm.stderr[-3000:]
+    config = json.loads((tmp_path / "lora" / "peft_adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(checkpoint) and sorted(config["target_modules"]) == [
+        "q_proj",
+        "v_proj",
+    ]
 
 
 def test_lora_ppo_keeps_its_adapters_apart_resumes_them_and_serves_them_merged(lm_run, tmp_path):

@@ -226,8 +226,6 @@ def test_grpo_reads_answers_from_prompt_columns_and_evaluates_without_a_referenc
     assert not {"loss/value", "objective/kl", "kl"} & ppo_tags  # no value model, no reference
     assert (base / "lm_policy" / "1" / "saved_model.pb").is_file()
 
-    again = run_driver("run", cfg, "--run-dir", run, *data)  # safe to re-run: nothing is trained again
-    assert again.returncode == 0 and "resumed from" in again.stderr, again.stderr[-3000:]
     # A warm start from the served version, blessed against it: both exports scored by the reward function on the
     # held-out prompts with their columns (a misaligned column raises, exit 1).
     night = tmp_path / "night2"

@@ -177,6 +177,7 @@ GRPO_SETTINGS = {
             if k not in ("whiten_rewards", "adaptive_kl_target", "value_model")
         },
         "algorithm": "grpo",
+        "jit_update": False,  # XLA under replicas: the PPO case above
         "num_generations": 4,
         "beta": 0.04,
         "clip_ratio_high": 0.28,
