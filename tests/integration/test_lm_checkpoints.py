@@ -84,7 +84,7 @@ def test_a_hugging_face_llama_trains_and_serves_with_its_tokenizer_and_start_tok
 
     # LoRA on the checkpoint as it is, its adapters started from a PEFT adapter folder (written here by
     # models.peft: its names and shapes are tested in tests/unit/test_peft_layout.py, transformers + PEFT load it
-    # in benchmarks/peft_parity.py); the run writes its own in PEFT's layout.
+    # in benchmarks/hf_parity.py --lora-rank); the run writes its own in PEFT's layout.
     from models import checkpoints, lora, peft
 
     adapters = lora.Adapters(rank=2, alpha=2.0, targets=("query", "value"))
