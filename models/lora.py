@@ -24,9 +24,6 @@ import contextlib
 import dataclasses
 import math
 
-import keras
-from keras import ops
-
 # Layers of keras-hub's GPT-2, Llama, Mistral and Qwen backbones that can take adapters (their names there).
 TARGETS = (
     "query",
@@ -56,6 +53,8 @@ def unavailable_targets(family: str, targets) -> list[str]:
 
 def enable(lm, adapters: Adapters) -> list:
     """Adds adapters to the layers `adapters` names, every other weight frozen; returns the adapted layers."""
+    import keras  # here, not at the top: the config imports TARGETS, and a config error should not wait for Keras
+
     backbone = lm.backbone
     backbone.trainable = True
     for layer in backbone._flatten_layers(include_self=False):
@@ -98,6 +97,8 @@ def adapters_off(lm):
 def merged_own_variables(layer) -> dict:
     """What `layer.save_own_variables` stores, with an adapted layer's kernel replaced by W + alpha / r * A.B
     (reshaped to the kernel's axes: the kernel's input axes come first, its output axes last)."""
+    from keras import ops
+
     store = {}
     layer.save_own_variables(store)
     if isinstance(layer, _Adapted):
@@ -110,6 +111,9 @@ class _Adapted:
     """Mixed in before an adapted layer's own class (EinsumDense or Dense): its call adds x.A.B."""
 
     def call(self, inputs, training=None):
+        import keras
+        from keras import ops
+
         if isinstance(self, keras.layers.EinsumDense):
             x = ops.einsum(self.equation, inputs, self.kernel)
         else:
@@ -132,6 +136,8 @@ _CLASSES: dict = {}
 
 def _adapt(layer, adapters: Adapters) -> None:
     """Adds A and B to a built layer and gives it _Adapted's call; its kernel and bias stay frozen."""
+    import keras
+
     input_axes = _input_axes(layer)
     shape = tuple(layer.kernel.shape)
     fan_in, fan_out = math.prod(shape[:input_axes]), math.prod(shape[input_axes:])
@@ -159,6 +165,8 @@ def _adapt(layer, adapters: Adapters) -> None:
 def _input_axes(layer) -> int:
     """How many of the kernel's leading axes the input contracts (Dense: 1). The adapter flattens the input's
     last that-many axes and reshapes x.A.B to the output's: both must be the kernel's axes in its order."""
+    import keras
+
     if isinstance(layer, keras.layers.Dense):
         return 1
     inputs, rest = layer.equation.split(",")

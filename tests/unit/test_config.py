@@ -174,3 +174,20 @@ def test_names_and_paths_a_server_or_the_run_cannot_take_are_config_errors(tmp_p
     result = run_driver("run", REPO / "configs" / "cartpole.yaml", "--run-dir", a_file)
     assert result.returncode == 2 and "a file is there" in result.stderr, result.stderr[-2000:]
     assert a_file.read_text() == "mine\n"
+
+
+def test_validating_a_config_imports_neither_tensorflow_nor_keras():
+    """A config error comes back in a fraction of a second: loading and checking every task's config must not pull
+    in TensorFlow or Keras (models.lora's targets, which the LM config lists, once did)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipeline.core import config; "
+        "[config.load(p) for p in sys.argv[1:]]; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules))"
+    )
+    configs = [str(REPO / "configs" / name) for name in ("cartpole.yaml", "lm_sentiment_lora.yaml")]
+    result = subprocess.run([sys.executable, "-c", code, *configs], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
