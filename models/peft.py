@@ -53,19 +53,19 @@ def save(lm, adapters: lora.Adapters, family: str, directory: str | Path, base_m
 
     gpt2 = family == "GPT-2"
     tensors, ranks, alphas = {}, {}, {}
+
+    def write(module: str, a, b) -> None:  # ours [in, r] and [r, out]; PEFT's their transposes
+        tensors[f"{module}.lora_A.weight"] = np.ascontiguousarray(np.asarray(a, np.float32).T)
+        tensors[f"{module}.lora_B.weight"] = np.ascontiguousarray(np.asarray(b, np.float32).T)
+
     for index, layers in sorted(_by_layer(lm).items()):
         prefix = _prefix(gpt2, index)
         fused = [t for t in FUSED if t in layers] if gpt2 else []
         for target, layer in layers.items():
-            if target in fused:
-                continue
-            a, b = (np.asarray(v.numpy(), np.float32) for v in (layer.lora_a, layer.lora_b))
-            tensors[f"{prefix}{_module(gpt2, target)}.lora_A.weight"] = np.ascontiguousarray(a.T)
-            tensors[f"{prefix}{_module(gpt2, target)}.lora_B.weight"] = np.ascontiguousarray(b.T)
+            if target not in fused:
+                write(prefix + _module(gpt2, target), layer.lora_a.numpy(), layer.lora_b.numpy())
         if fused:
-            a, b = _fuse([layers[t] for t in fused], [FUSED.index(t) for t in fused])
-            tensors[f"{prefix}attn.c_attn.lora_A.weight"] = np.ascontiguousarray(a.T)
-            tensors[f"{prefix}attn.c_attn.lora_B.weight"] = np.ascontiguousarray(b.T)
+            write(prefix + "attn.c_attn", *_fuse([layers[t] for t in fused], [FUSED.index(t) for t in fused]))
             if len(fused) > 1:
                 ranks["c_attn"], alphas["c_attn"] = adapters.rank * len(fused), adapters.alpha * len(fused)
     modules = sorted({name.split(".lora_")[0].rsplit(".", 1)[-1] for name in tensors})

@@ -164,6 +164,11 @@ class RewardConfig:
         "runs).",
     )
 
+    @property
+    def specs(self) -> list[str]:
+        """The reward functions' module:function specs: reward.functions, else reward.function."""
+        return self.functions or [self.function]
+
 
 ALGORITHM_DEFAULTS = {  # TRL 1.16's defaults of the keys whose default depends on ppo.algorithm
     "ppo": {"num_generations": 1, "num_epochs": 4},
@@ -425,10 +430,10 @@ class LMConfig(TaskConfig):
             raise ConfigError(
                 "reward.functions: empty; name at least one module:function, or null to use reward.function"
             )
-        if r.weights is not None and len(r.weights) != len(r.functions or [r.function]):
+        if r.weights is not None and len(r.weights) != len(r.specs):
             raise ConfigError(
                 f"reward.weights: {len(r.weights)} weight{'s' if len(r.weights) != 1 else ''} for "
-                f"{len(r.functions or [r.function])} reward function(s); allowed: one per entry of reward.functions"
+                f"{len(r.specs)} reward function(s); allowed: one per entry of reward.functions"
             )
         if self.reward.preferences is not None and self.reward.kind != "learned":
             raise ConfigError(

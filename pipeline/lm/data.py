@@ -74,25 +74,20 @@ def _json_text(file, number: int, line: str, field: str) -> tuple[str, dict]:
 @dataclasses.dataclass(frozen=True)
 class PromptRows:
     """A prompt file's rows: each prompt's text and the row's other columns (TRL passes them to reward functions
-    as keyword arguments), aligned; `lines` says where each row is, for errors."""
+    as keyword arguments), aligned."""
 
     texts: list[str]
     columns: dict[str, list]  # column -> one value per row (None where a row lacks the column)
-    lines: list[str]  # "file:line" of each row
 
     def take(self, rows) -> PromptRows:
-        return PromptRows(
-            [self.texts[i] for i in rows],
-            {k: [v[i] for i in rows] for k, v in self.columns.items()},
-            [self.lines[i] for i in rows],
-        )
+        return PromptRows([self.texts[i] for i in rows], {k: [v[i] for i in rows] for k, v in self.columns.items()})
 
 
 def read_prompt_rows(path: str | Path, field: str, required: tuple[str, ...] = ()) -> PromptRows:
     """The rows of a JSONL prompt file. CorpusError naming file:line for a prompt that is not a string, or a row
     without a column in `required` (what a reward function asks for by name)."""
     path = Path(path)
-    texts, rows, lines = [], [], []
+    texts, rows = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
@@ -105,11 +100,10 @@ def read_prompt_rows(path: str | Path, field: str, required: tuple[str, ...] = (
             )
         texts.append(text)
         rows.append({k: v for k, v in row.items() if k != field})
-        lines.append(f"{path}:{number}")
     if not texts:
         raise CorpusError(f"{path}: no prompts found")
     names = sorted({k for row in rows for k in row})
-    return PromptRows(texts, {k: [row.get(k) for row in rows] for k in names}, lines)
+    return PromptRows(texts, {k: [row.get(k) for row in rows] for k in names})
 
 
 def train_tokenizer(documents: list[str], vocabulary_size: int, out_dir: str | Path):

@@ -106,19 +106,23 @@ def unbiased_std(x, axis=None):
     return tf.sqrt(tf.reduce_sum(tf.square(x - mean), axis=axis) / tf.maximum(n - 1.0, 1.0))
 
 
+def group_std(rewards, num_generations: int):
+    """[B] the Bessel-corrected standard deviation of each row's group."""
+    return tf.repeat(unbiased_std(_groups(rewards, num_generations), axis=1), num_generations)
+
+
 def grpo_advantages(rewards, num_generations: int, scale_rewards: str = "group"):
     """(advantages [B], the standard deviation each row was scaled by [B]): each reward minus its group's mean,
     divided by (std + 1e-4) where std is the group's (scale_rewards group) or the whole batch's (batch), or not
     divided (none: Dr. GRPO). Standard deviations are Bessel-corrected, as TRL's."""
     groups = _groups(rewards, num_generations)
     centred = tf.reshape(groups - tf.reduce_mean(groups, axis=1, keepdims=True), [-1])
-    group_std = tf.repeat(unbiased_std(groups, axis=1), num_generations)
     if scale_rewards == "group":
-        std = group_std
+        std = group_std(rewards, num_generations)
     elif scale_rewards == "batch":
         std = tf.fill(tf.shape(rewards), unbiased_std(rewards))
     elif scale_rewards == "none":
-        return centred, group_std
+        return centred, group_std(rewards, num_generations)
     else:
         raise ValueError(f"scale_rewards {scale_rewards!r}: allowed {', '.join(GROUP_SCALINGS)}")
     return centred / (std + STD_EPSILON), std

@@ -173,7 +173,7 @@ class LMPPOLearner:
             raw = score_fn(np.arange(len(prompt_ids)), responses)
         else:  # each replica's share sampled and scored, the reward function on each worker's: the whole batch
             sequences, raw, scored = self.sampler.sampled_and_scored(prompt_ids, prompt_lengths, score_fn)
-        responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
+            responses = lm_lib.responses(sequences, prompt_lengths, s.max_new_tokens).numpy()
         mask = lm_lib.response_mask(tf.constant(responses), self.eos_id).numpy()
         scores = raw.total
         # A response's own EOS, inside its mask: not a later EOS, nor the zeros `sample` leaves after a row stopped
@@ -264,8 +264,7 @@ class LMPPOLearner:
         low, high = losses.clip_regions(ratio, advantages[:, None], s.clip_ratio, self.clip_high)
         token_mean = functools.partial(estimators.masked_mean, mask=mask, count=count[0])
         kl = tf.zeros([]) if kl is None else token_mean(kl)
-        stats = (loss, token_mean(low), token_mean(high), token_mean(low + high), kl)
-        return loss, dict(zip(("loss/policy", *self.stat_names[1:4], "kl"), stats))
+        return loss, {"loss/policy": loss, **_clip_stats(low, high, token_mean), "kl": kl}
 
     def _rloo_loss(self, log_probs, old_log_probs, advantages, values, old_values, returns, mask, _, count):
         s = self.settings
@@ -274,8 +273,7 @@ class LMPPOLearner:
         )
         loss = tf.reduce_sum(per_row) / count[1]
         low, high = losses.clip_regions(ratio, advantages, s.clip_ratio, self.clip_high)
-        stats = (loss, *(tf.reduce_sum(x) / count[1] for x in (low, high, low + high)))
-        return loss, dict(zip(self.stat_names, stats))
+        return loss, {"loss/policy": loss, **_clip_stats(low, high, lambda x: tf.reduce_sum(x) / count[1])}
 
     def _minibatch_gradients(self, *minibatch_and_count):
         """Micro-batch gradients summed (gradient accumulation) over these rows of a minibatch (ROLLOUT's fields,
@@ -352,8 +350,9 @@ class LMPPOLearner:
         return advantages, returns, stats
 
     def _group_advantages(self, old_log_probs, ref_log_probs, mask, scores, kept):
-        """GRPO's and RLOO's [B] advantages, relative to the other completions of each prompt, and TRL's reward
-        stats: reward and reward_std (of the scores), frac_reward_zero_std (groups whose rewards were all equal)."""
+        """GRPO's and RLOO's [B] advantages, relative to the other completions of each prompt, and TRL's
+        frac_reward_zero_std (completions whose advantage was scaled by a zero std). `step` adds reward and
+        reward_std: the reward functions' own, before the missing-EOS penalty."""
         s, rewards, stats = self.settings, scores, {}
         if self.algorithm == "rloo" and self.networks.has_reference:  # the KL (k1) taken from the reward
             rewards = scores - s.beta * losses.sequence_kl(old_log_probs, ref_log_probs, mask)
@@ -361,15 +360,11 @@ class LMPPOLearner:
         if self.algorithm == "grpo":
             advantages, std = losses.grpo_advantages(rewards, s.num_generations, s.scale_rewards)
         else:
-            advantages = losses.rloo_advantages(rewards, s.num_generations)
-            _, std = losses.grpo_advantages(rewards, s.num_generations, "none")
-        stats.update(
-            {
-                "reward": tf.reduce_mean(scores),
-                "reward_std": losses.unbiased_std(scores),
-                "frac_reward_zero_std": tf.reduce_mean(tf.cast(std <= 1e-8, tf.float32)),
-            }
-        )
+            advantages, std = (
+                losses.rloo_advantages(rewards, s.num_generations),
+                losses.group_std(rewards, s.num_generations),
+            )
+        stats["frac_reward_zero_std"] = tf.reduce_mean(tf.cast(std <= 1e-8, tf.float32))
         reference = ref_log_probs if self.algorithm == "grpo" and self.networks.has_reference else None
         return (old_log_probs, advantages, None, None, mask, kept, reference), stats
 
@@ -428,6 +423,15 @@ def completions_stats(mask: np.ndarray, ended: np.ndarray | None) -> dict:
         "completions/max_length": float(lengths.max()),
         "completions/clipped_ratio": float(1.0 - ended.mean()),
         "completions/mean_terminated_length": float(terminated.mean()) if terminated.size else 0.0,
+    }
+
+
+def _clip_stats(low, high, mean) -> dict:
+    """TRL's clip_ratio/* stats of 0/1 tensors where the clip binds below and above, each the given mean."""
+    return {
+        "clip_ratio/low_mean": mean(low),
+        "clip_ratio/high_mean": mean(high),
+        "clip_ratio/region_mean": mean(low + high),
     }
 
 

@@ -228,7 +228,7 @@ class RewardFunctions:
 def load_reward_functions(reward_config) -> RewardFunctions:
     """The reward section's functions: reward.functions (with reward.weights, default 1 each), else
     reward.function. ValueError naming the spec that does not load."""
-    specs = reward_config.functions or [reward_config.function]
+    specs = reward_config.specs
     weights = reward_config.weights or [1.0] * len(specs)
     return RewardFunctions(tuple(RewardFunction.load(spec, w) for spec, w in zip(specs, weights)))
 

@@ -47,9 +47,9 @@ def test_scores_are_one_finite_number_per_completion_or_a_clear_error():
 
 
 def _functions(*specs, weights=None):
-    from types import SimpleNamespace
+    from pipeline.lm.config import RewardConfig
 
-    return rewards.load_reward_functions(SimpleNamespace(function=None, functions=list(specs), weights=weights))
+    return rewards.load_reward_functions(RewardConfig(functions=list(specs), weights=weights))
 
 
 def test_reward_functions_get_what_they_name_and_columns_as_trl_passes_them():

@@ -90,8 +90,7 @@ def _prompt_file(cfg: LMConfig, tokenizer, bos_id):
     for part in (order[:held_out], order[held_out:]):
         part_rows = rows.take(part)
         ids, kept = data_lib.encode_prompts(tokenizer, part_rows.texts, d.prompt_tokens, bos_id)
-        columns = {name: _objects([values[i] for i in kept]) for name, values in part_rows.columns.items()}
-        parts.append((ids, columns))
+        parts.append((ids, {name: _objects(values) for name, values in part_rows.take(kept).columns.items()}))
         dropped += len(part) - len(kept)
     (val, val_columns), (train, train_columns) = parts
     if not len(train) or not len(val):

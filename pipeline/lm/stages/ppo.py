@@ -121,7 +121,9 @@ class _PPOLoop(training.Loop):
         columns = data_lib.columns_at(data.train_columns, rows)
 
         def score(batch_rows, responses):  # the reward of these rows of the batch, with their prompts' columns
-            return self.rewards.proxy(prompts[batch_rows], responses, _take(columns, batch_rows))
+            return self.rewards.proxy(
+                prompts[batch_rows], responses, data_lib.columns_at(data.train_columns, rows[batch_rows])
+            )
 
         start = time.perf_counter()
         stats, sequences, scores = self.learner.step(prompts, score, lengths)
@@ -164,10 +166,6 @@ def _sample_table(data: LMData, prompts, responses, scores, step: int) -> None:
         for prompt, response, score in zip(data.decode(prompts), data.decode(responses), scores)
     ]
     summaries.text("samples", summaries.markdown_columns(["prompt", "response", "reward"], rows), step=step)
-
-
-def _take(columns: dict[str, list], rows) -> dict[str, list]:
-    return {name: [values[i] for i in rows] for name, values in columns.items()}
 
 
 def _family(cfg: LMConfig) -> str:
