@@ -9,10 +9,13 @@ The phases are TRL's: generation; scoring (policy, reference and value forward p
 does these in its rollout phase, after generating); update (the PPO epochs).
 The value model is separate by default, as in the reference (--value-model shared: a head on the policy).
 --lora-rank R trains LoRA adapters on every attention and feed-forward projection (and the separate value
-trunk's own) instead of every weight. Prints the process's peak RSS at the end.
+trunk's own) instead of every weight. --algorithm grpo: GRPO at TRL's defaults (no value model, beta 0: no
+reference, one epoch), the batch one prompt's group of completions (benchmarks/trl_peer/trl_grpo.py is its peer).
+Prints the process's peak RSS at the end.
 
     python benchmarks/lm_throughput.py [--size tiny|small | --checkpoint DIR] [--batch 16] [--iterations 3]
                                        [--no-jit] [--no-jit-update] [--value-model separate|shared] [--lora-rank R]
+                                       [--algorithm ppo|grpo]
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def main() -> None:
     parser.add_argument("--value-model", choices=["separate", "shared"], default="separate")
     parser.add_argument("--checkpoint", help="a local checkpoint directory instead of --size")
     parser.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
+    parser.add_argument("--algorithm", choices=["ppo", "grpo"], default="ppo")
     args = parser.parse_args()
     if args.checkpoint:
         info = checkpoints.inspect(args.checkpoint)
@@ -82,11 +86,15 @@ def main() -> None:
         lm,
         LMPPOConfig(
             max_new_tokens=RESPONSE,
-            num_epochs=EPOCHS,
             num_minibatches=1,
             jit_generation=args.jit,
             jit_update=args.jit_update,
             value_model=args.value_model,
+            **(
+                dict(algorithm="ppo", num_epochs=EPOCHS)
+                if args.algorithm == "ppo"
+                else dict(algorithm="grpo", num_generations=args.batch, batch_size=args.batch)
+            ),
         ),
         eos_id=None,
         seed=0,
@@ -121,12 +129,13 @@ def main() -> None:
     gen_s, score_s, upd_s, it_s = (statistics.median(x) for x in (generation, scoring, update, total))
     print(
         f"size={args.size} batch={args.batch} jit={args.jit} jit_update={args.jit_update} "
-        f"value_model={args.value_model} prompt={PROMPT} "
-        f"response={RESPONSE} epochs={EPOCHS} lora_rank={args.lora_rank}; {devices.describe(learner.variables)}; "
+        f"value_model={args.value_model} algorithm={args.algorithm} prompt={PROMPT} "
+        f"response={RESPONSE} epochs={learner.settings.num_epochs} lora_rank={args.lora_rank}; "
+        f"{devices.describe(learner.variables)}; "
         f"trainable parameters {sum(int(np.prod(v.shape)) for v in learner.variables):,}"
     )
     print(f"generation tokens/s: {args.batch * RESPONSE / gen_s:,.0f}")
-    update_tokens = args.batch * (PROMPT + RESPONSE) * EPOCHS
+    update_tokens = args.batch * (PROMPT + RESPONSE) * learner.settings.num_epochs
     print(
         f"update tokens/s:     {update_tokens / upd_s:,.0f}  (batch x (prompt + response) x epochs / seconds "
         f"of the epochs; with scoring: {update_tokens / (upd_s + score_s):,.0f})"

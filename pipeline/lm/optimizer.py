@@ -21,6 +21,35 @@ class SummedGradientsAdam(keras.optimizers.Adam):
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return grads_and_vars
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self._scalars_by_dtype = {}  # this step's (traced) scalars, shared by every variable of a dtype
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Keras' Adam update as TensorFlow's one fused kernel (the same formula, epsilon outside the square root):
+        Keras writes it as ~20 graph ops per variable, each a temporary the size of the variable, and on a model of
+        hundreds of variables the update's graph is then mostly optimizer (benchmarks/README.md)."""
+        dtype = variable.dtype
+        if dtype not in self._scalars_by_dtype:
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            self._scalars_by_dtype[dtype] = dict(
+                beta1_power=tf.pow(beta_1, step),
+                beta2_power=tf.pow(beta_2, step),
+                lr=tf.cast(learning_rate, dtype),
+                beta1=beta_1,
+                beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype),
+            )
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle,
+            grad=tf.cast(gradient, dtype),
+            **self._scalars_by_dtype[dtype],
+        )
+
 
 class SummedStep:
     """One Adam step on a batch's loss, a sum over its rows divided by a count the whole batch fixes (its tokens,

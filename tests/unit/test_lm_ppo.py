@@ -441,3 +441,27 @@ def test_cache_writes_traced_for_serving_use_stock_ops_only(architecture, generi
     graph = tf.function(serve, input_signature=signature, autograph=False).get_concrete_function().graph
     library = {node.op for function in graph.as_graph_def().library.function for node in function.node_def}
     assert "XlaDynamicUpdateSlice" in {op.type for op in graph.get_operations()} | library
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_fused_adam_step_equals_keras_adam(compiled):
+    from pipeline.lm.optimizer import SummedGradientsAdam
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=shape).astype(np.float32) for shape in ((3, 4), (5,))]
+    grads = [[rng.normal(size=x.shape).astype(np.float32) for x in start] for _ in range(3)]
+    results = []
+    for optimizer in (keras.optimizers.Adam(1e-2), SummedGradientsAdam(1e-2)):
+        variables = [tf.Variable(x) for x in start]
+        optimizer.build(variables)
+
+        def step(gs, optimizer=optimizer, variables=variables):
+            optimizer.apply_gradients(zip(gs, variables))
+
+        step = tf.function(step, jit_compile=True) if compiled else step
+        for gs in grads:
+            step([tf.constant(g) for g in gs])
+        results.append([v.numpy() for v in variables] + [m.numpy() for m in optimizer.variables[2:]])
+    assert not np.allclose(results[0][0], start[0], atol=1e-3)  # the steps moved the weights
+    for keras_value, fused_value in zip(*results):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=1e-5, atol=1e-6)
