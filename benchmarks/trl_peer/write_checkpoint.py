@@ -5,7 +5,7 @@ peer through transformers. The tokenizer is a byte-level BPE whose merges are sy
 enough of them for the vocabulary size): the benchmarks feed token ids, but both loaders read the tokenizer's
 files, so they must be whole. Nothing is downloaded.
 
-    python write_checkpoint.py DIR [--arch gpt2|llama|mistral|qwen2|qwen3] [--size 124m|tiny] [--seed 0]
+    python write_checkpoint.py DIR [--arch gpt2|llama|mistral|qwen2|qwen3] [--size 124m|small|tiny] [--seed 0]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import transformers
 
 SIZES = {  # GPT-2 124M: transformers' GPT2Config() defaults
     ("gpt2", "124m"): dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, n_positions=1024),
+    ("gpt2", "small"): dict(vocab_size=2048, n_layer=4, n_head=4, n_embd=256, n_positions=256),  # lm_throughput's small
     ("gpt2", "tiny"): dict(vocab_size=1024, n_layer=2, n_head=4, n_embd=64, n_positions=128),
 }
 _LLAMA_LIKE = dict(
@@ -73,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path)
     parser.add_argument("--arch", choices=sorted(MODELS), default="gpt2")
-    parser.add_argument("--size", choices=["124m", "tiny"], default="124m")
+    parser.add_argument("--size", choices=["124m", "small", "tiny"], default="124m")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--initializer-range",
