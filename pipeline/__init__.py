@@ -23,6 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A pooling (BFC) allocator for host memory: TensorFlow's default CPU allocator hands large buffers back to the
 # OS and page-faults them in again every step (LM PPO update faster, results unchanged: benchmarks/README.md).
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+# One inter-op thread: an RL step is a chain of small ops, and handing them between the threads of an inter-op pool
+# costs more than they take to run; big ops (convolutions, an LM's matmuls) still spread over the intra-op threads
+# (measured: benchmarks/README.md, "One inter-op thread").
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 # Rendering for videos of the agent (pipeline/gym/video.py) on machines with no display: pygame's SDL draws
 # offscreen unless told otherwise.

@@ -47,3 +47,22 @@ def test_keras3_and_keras_hub_still_work_beside_tf_keras():
     import keras_hub  # noqa: F401
 
     assert keras.__version__.startswith("3.") and keras.backend.backend() == "tensorflow"
+
+
+def test_one_inter_op_thread_unless_the_user_sets_another():
+    """TensorFlow reads TF_NUM_INTEROP_THREADS once, when its runtime starts: `import pipeline` must set it before
+    that, and keep a user's own value. Its inter-op pool's threads are named tf_Compute."""
+    probe = (
+        "import pipeline, os, tensorflow as tf; tf.function(lambda x: x + 1)(tf.constant(1)); "
+        "print(sum(open(f'/proc/self/task/{t}/comm').read().strip() == 'tf_Compute' "
+        "for t in os.listdir('/proc/self/task')))"
+    )
+    counts = []
+    for own in (None, "3"):
+        env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+        if own:
+            env["TF_NUM_INTEROP_THREADS"] = own
+        result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        counts.append(int(result.stdout.split()[-1]))
+    assert counts == [1, 3]
