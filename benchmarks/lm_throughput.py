@@ -15,7 +15,7 @@ Prints the process's peak RSS at the end.
 
     python benchmarks/lm_throughput.py [--size tiny|small | --checkpoint DIR] [--batch 16] [--iterations 3]
                                        [--no-jit] [--no-jit-update] [--value-model separate|shared] [--lora-rank R]
-                                       [--algorithm ppo|grpo]
+                                       [--algorithm ppo|grpo] [--precision float32|mixed_bfloat16]
 """
 
 from __future__ import annotations
@@ -69,12 +69,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a local checkpoint directory instead of --size")
     parser.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
     parser.add_argument("--algorithm", choices=["ppo", "grpo"], default="ppo")
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32", help="model.precision")
     args = parser.parse_args()
     if args.checkpoint:
         info = checkpoints.inspect(args.checkpoint)
-        lm, family, args.size = checkpoints.load_causal_lm(info), info.family, args.checkpoint
+        lm, family, args.size = checkpoints.load_causal_lm(info, args.precision), info.family, args.checkpoint
     else:
-        lm, family = lm_lib.build_causal_lm(SIZES[args.size]), "GPT-2"
+        lm, family = lm_lib.build_causal_lm(SIZES[args.size], precision=args.precision), "GPT-2"
     vocabulary_size = lm.backbone.vocabulary_size
     unavailable = lora.unavailable_targets(family, lora.TARGETS)
     adapters = (
@@ -130,7 +131,7 @@ def main() -> None:
     print(
         f"size={args.size} batch={args.batch} jit={args.jit} jit_update={args.jit_update} "
         f"value_model={args.value_model} algorithm={args.algorithm} prompt={PROMPT} "
-        f"response={RESPONSE} epochs={learner.settings.num_epochs} lora_rank={args.lora_rank}; "
+        f"response={RESPONSE} epochs={learner.settings.num_epochs} lora_rank={args.lora_rank} precision={args.precision}; "
         f"{devices.describe(learner.variables)}; "
         f"trainable parameters {sum(int(np.prod(v.shape)) for v in learner.variables):,}"
     )

@@ -8,7 +8,7 @@ the policy's). Phases as TRL runs them: generation (batch_generation), scoring (
 rewards, GAE: until the first forward pass with gradients) and update (the epochs, until on_step_end).
 Medians over --iterations after one warm-up iteration; peak RSS of the process at the end.
 
-    python trl_ppo.py CHECKPOINT_DIR [--batch 8] [--iterations 3] [--lora-rank 16]
+    python trl_ppo.py CHECKPOINT_DIR [--batch 8] [--iterations 3] [--lora-rank 16] [--bf16]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
+    parser.add_argument("--bf16", action="store_true", help="TRL's bf16: autocast to bfloat16, float32 weights")
     args = parser.parse_args()
     torch.manual_seed(0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.checkpoint)
@@ -129,6 +130,7 @@ def main() -> None:
             logging_strategy="no",
             seed=0,
             use_cpu=True,
+            bf16=args.bf16,
             disable_tqdm=True,
             learning_rate=1e-6,
         )
