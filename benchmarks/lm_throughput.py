@@ -131,7 +131,8 @@ def main() -> None:
     print(
         f"size={args.size} batch={args.batch} jit={args.jit} jit_update={args.jit_update} "
         f"value_model={args.value_model} algorithm={args.algorithm} prompt={PROMPT} "
-        f"response={RESPONSE} epochs={learner.settings.num_epochs} lora_rank={args.lora_rank} precision={args.precision}; "
+        f"response={RESPONSE} epochs={learner.settings.num_epochs} lora_rank={args.lora_rank} "
+        f"precision={args.precision}; "
         f"{devices.describe(learner.variables)}; "
         f"trainable parameters {sum(int(np.prod(v.shape)) for v in learner.variables):,}"
     )
