@@ -41,10 +41,10 @@ def tf_config(ports: list[int], index: int) -> str:
 def launch(workers: int, run_args: list[str]) -> int:
     ports = free_ports(workers)
     command = [sys.executable, "-m", "pipeline", "run", *run_args, "--set", "distribute.strategy=multi_worker"]
-    # The host's cores shared out, unless set: N workers each with TensorFlow's default thread pools (one thread
-    # per core) oversubscribe them (benchmarks/README.md).
+    # The host's cores shared out, unless set: N workers each with TensorFlow's default intra-op pool (one thread
+    # per core) oversubscribe them (benchmarks/README.md). The inter-op pool is one thread (pipeline/__init__.py).
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads, **os.environ}
+    env = {"TF_NUM_INTRAOP_THREADS": threads, **os.environ}
     procs = [
         subprocess.Popen(
             command,
