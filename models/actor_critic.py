@@ -20,7 +20,8 @@ _ACTIVATIONS = {"tanh": tf.nn.tanh, "relu": tf.nn.relu, "elu": tf.nn.elu, "gelu"
 
 
 def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_dict=False, mask_key=None, values=None):
-    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std, cnn, cnn_dense).
+    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std, squash_mean, cnn,
+    cnn_dense).
     Orthogonal hidden initialisation (sqrt 2 gain), as in the PPO reference implementations.
 
     parts: None for one flat float vector (the networks TF-Agents builds for it, as runs before parts existed), else
@@ -35,6 +36,7 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_
         state_dependent_std=False,
         std_bias_initializer_value=math.log(math.expm1(std)),
         init_means_output_factor=0.01,
+        mean_transform=normal_projection_network.tanh_squash_to_spec if cfg.squash_mean else None,
     )
     layers, combiner = (
         (None, None)

@@ -61,6 +61,12 @@ class ModelConfig:
         choices=["tanh", "relu", "elu", "gelu"],
     )
     init_log_std: float = option(0.0, "Initial log standard deviation of a Gaussian policy (Box actions).")
+    squash_mean: bool = option(
+        True,
+        "Box actions: true squashes the Gaussian's mean into the action bounds with a tanh (TF-Agents' head); "
+        "false leaves it unbounded, as SB3 and CleanRL do (sampled and greedy actions are clipped to the bounds "
+        "either way before the environment or a client sees them).",
+    )
     cnn: list[list[int]] = option(
         [[32, 8, 4], [64, 4, 2], [64, 3, 1]],
         "Image observations: convolutions as [filters, kernel, stride] (ReLU), the Nature CNN by default; a "

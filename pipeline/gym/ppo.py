@@ -221,7 +221,10 @@ class PPOLearner(tf.Module):
         return actions, common.log_probability(dist, actions, self.action_spec)
 
     def _greedy(self, observations):
-        return self.agent.policy.action(self._time_steps(observations)).action
+        action = self.agent.policy.action(self._time_steps(observations)).action
+        if self.action_spec.dtype.is_floating:  # an unsquashed mean (model.squash_mean: false) can pass the bounds
+            action = tf.clip_by_value(action, self.action_spec.minimum, self.action_spec.maximum)
+        return action
 
     # === Learning ===
 

@@ -122,3 +122,29 @@ def test_async_environments_collect_what_sync_ones_do():
     for key, value in sync.arrays().items():
         np.testing.assert_array_equal(getattr(asynchronous, key), value, err_msg=key)
     assert sync.episode_returns == asynchronous.episode_returns
+
+
+@pytest.mark.parametrize("squash_mean", [True, False])
+def test_a_gaussian_mean_past_the_bounds_is_kept_unsquashed_and_greedy_actions_are_clipped(squash_mean):
+    """model.squash_mean: false leaves the mean unbounded (SB3, CleanRL); greedy actions, which the evaluation and
+    the export return, stay within the action bounds either way."""
+    cfg = config.from_dict(
+        {
+            "env": {"id": "Pendulum-v1", "num_envs": 2},
+            "model": {"actor_layers": [8], "value_layers": [8], "squash_mean": squash_mean},
+            "train": {"rollout_steps": 8, "num_minibatches": 2},
+        }
+    )
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, spaces_of(env))
+    projection = learner.agent.actor_net._projection_networks
+    mean_layer = projection._means_projection_layer
+    mean_layer.kernel.assign(np.zeros(mean_layer.kernel.shape, np.float32))
+    mean_layer.bias.assign(np.full(mean_layer.bias.shape, 5.0, np.float32))  # Pendulum's torque bound is 2
+    observations = np.zeros((2, 3), np.float32)
+    mean = learner.distribution(observations).mean().numpy()
+    if squash_mean:
+        assert np.all(np.abs(mean) < 2.0)
+    else:
+        np.testing.assert_allclose(mean, 5.0, rtol=1e-5)
+    np.testing.assert_allclose(learner.greedy(observations).numpy(), np.minimum(mean, 2.0), rtol=1e-5)
