@@ -130,8 +130,14 @@ class TrainConfig:
     )
     normalize_advantages: bool = option(
         True,
-        "Whiten advantages over each rollout, before minibatches are cut "
-        "(TF-Agents and TRL; SB3 and CleanRL whiten each minibatch).",
+        "Whiten advantages (zero mean, unit variance) over what advantage_whitening names.",
+    )
+    advantage_whitening: str = option(
+        "rollout",
+        "Where normalize_advantages takes its statistics: rollout (the whole rollout, before minibatches are cut: "
+        "TF-Agents, TRL) or minibatch (each minibatch, as SB3 and CleanRL do; under tf.distribute the whole "
+        "minibatch's, not a replica's share).",
+        choices=["rollout", "minibatch"],
     )
     target_kl: float | None = option(
         None,

@@ -11,7 +11,7 @@ from pipeline.gym.rollout import Collector
 from pipeline.gym.spaces import spaces_of
 
 
-def update(target_kl):
+def update(target_kl, **train):
     cfg = config.from_dict(
         {
             "env": {"num_envs": 4},
@@ -22,6 +22,7 @@ def update(target_kl):
                 "num_minibatches": 4,
                 "learning_rate": 3e-3,
                 "target_kl": target_kl,
+                **train,
             },
         }
     )
@@ -51,3 +52,14 @@ def test_a_target_kl_never_reached_changes_nothing():
     assert stats["n_updates"] == stats_off["n_updates"] == 20
     for a, b in zip(variables, variables_off):
         np.testing.assert_array_equal(a, b)
+
+
+def test_advantages_whitened_per_minibatch_have_zero_mean_in_each_minibatch():
+    # target_kl stops the loop after the first step (above): its statistics are that minibatch's alone. Every ratio
+    # is 1 there, so the policy-gradient loss is minus the minibatch's mean advantage: zero when each minibatch is
+    # whitened (SB3, CleanRL), a 16-row share of the rollout's whitened advantages otherwise.
+    per_minibatch, _ = update(target_kl=1e-12, advantage_whitening="minibatch")
+    per_rollout, _ = update(target_kl=1e-12)
+    assert per_minibatch["n_updates"] == per_rollout["n_updates"] == 1
+    assert abs(per_minibatch["policy_gradient_loss"]) < 1e-5
+    assert abs(per_rollout["policy_gradient_loss"]) > 1e-3
