@@ -118,8 +118,7 @@ class PPOLearner(tf.Module):
         t = cfg.train
         self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
         self._max_grad_norm = t.max_grad_norm
-        whitening = t.advantage_whitening if t.normalize_advantages else None
-        self._whiten_rollout, self._whiten_minibatch = whitening == "rollout", whitening == "minibatch"
+        self._whitening = t.advantage_whitening if t.normalize_advantages else None  # rollout, minibatch or None
         self._normalize_observations = t.normalize_observations
         self._target_kl = t.target_kl
         self._value_coef = t.value_coef
@@ -305,11 +304,11 @@ class PPOLearner(tf.Module):
     def _update(self, observations, actions, old_log_probs, advantages, returns, old_values):
         """Epochs x minibatches of clipped-surrogate steps on one flattened rollout (fewer with target_kl, or at a
         non-finite loss or gradient)."""
-        if self._whiten_rollout:
+        if self._whitening == "rollout":
             advantages = whiten(advantages)
 
         def gradient_step(mb):
-            if self._whiten_minibatch:  # the whole minibatch's statistics, before any replica takes its share
+            if self._whitening == "minibatch":  # the whole minibatch's statistics, before any replica takes its share
                 mb = {**mb, "advantages": whiten(mb["advantages"])}
             # [policy loss, value loss, clip fraction, grad norm, non-finite].
             if self.strategy is None:  # one device: the same step, without the strategy's wrapper to trace
