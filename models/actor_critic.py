@@ -12,7 +12,13 @@ import math
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tf_agents.networks import actor_distribution_network, network, normal_projection_network, value_network
+from tf_agents.networks import (
+    actor_distribution_network,
+    categorical_projection_network,
+    network,
+    normal_projection_network,
+    value_network,
+)
 
 from models import encoders
 
@@ -20,28 +26,33 @@ _ACTIVATIONS = {"tanh": tf.nn.tanh, "relu": tf.nn.relu, "elu": tf.nn.elu, "gelu"
 
 
 def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_dict=False, mask_key=None, values=None):
-    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std, squash_mean, cnn,
-    cnn_dense).
-    Orthogonal hidden initialisation (sqrt 2 gain), as in the PPO reference implementations.
+    """cfg: the gym task's model section (actor_layers, value_layers, activation, init_log_std, squash_mean,
+    ortho_init, cnn, cnn_dense, shared_cnn). Hidden weights from encoders.hidden_initializer; the Gaussian mean's
+    layer starts small under orthogonal initialisation (as the reference implementations' gain 0.01 does), at
+    PyTorch's default under the other (SB3's ortho_init=False leaves every layer there).
 
     parts: None for one flat float vector (the networks TF-Agents builds for it, as runs before parts existed), else
     encoders.preprocessing's description of each observation part (is_dict: the observation is a dict of them).
     mask_key and values: DiscreteActor's."""
     activation = _ACTIVATIONS[cfg.activation]
-    init = tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed)
     # Softplus is TF-Agents' std transform: pick the bias that gives exp(init_log_std) at start.
     std = math.exp(cfg.init_log_std)
     normal_net = functools.partial(
         normal_projection_network.NormalProjectionNetwork,
         state_dependent_std=False,
         std_bias_initializer_value=math.log(math.expm1(std)),
-        init_means_output_factor=0.01,
+        # The scale of TF-Agents' VarianceScaling: weights of variance scale / fan_in; 1/3 is PyTorch's default.
+        init_means_output_factor=0.01 if cfg.ortho_init else 1 / 3,
         mean_transform=normal_projection_network.tanh_squash_to_spec if cfg.squash_mean else None,
+    )
+    categorical_net = functools.partial(
+        categorical_projection_network.CategoricalProjectionNetwork,
+        logits_init_output_factor=0.1 if cfg.ortho_init else 1 / 3,  # 0.1: TF-Agents' default
     )
     layers, combiner = (
         (None, None)
         if parts is None
-        else encoders.preprocessing(parts, is_dict, cfg.cnn, cfg.cnn_dense, seed, cfg.shared_cnn)
+        else encoders.preprocessing(parts, is_dict, cfg.cnn, cfg.cnn_dense, seed, cfg.shared_cnn, cfg.ortho_init)
     )
     actor = actor_distribution_network.ActorDistributionNetwork(
         obs_spec,
@@ -50,8 +61,9 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_
         preprocessing_combiner=combiner,
         fc_layer_params=tuple(cfg.actor_layers),
         activation_fn=activation,
-        kernel_initializer=init,
+        kernel_initializer=encoders.hidden_initializer(cfg.ortho_init, seed),
         seed=seed,
+        discrete_projection_net=categorical_net,
         continuous_projection_net=normal_net,
         name="actor",
     )
@@ -63,7 +75,7 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_
         preprocessing_combiner=combiner,
         fc_layer_params=tuple(cfg.value_layers),
         activation_fn=activation,
-        kernel_initializer=tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed + 1),
+        kernel_initializer=encoders.hidden_initializer(cfg.ortho_init, seed + 1),
         name="value",
     )
     actor.create_variables(obs_spec)

@@ -21,6 +21,15 @@ _FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 NATURE_CNN = [[32, 8, 4], [64, 4, 2], [64, 3, 1]]
 
 
+def hidden_initializer(ortho_init: bool, seed: int):
+    """Hidden weights: orthogonal with gain sqrt 2 (CleanRL; SB3's ortho_init=True), or PyTorch's own default for
+    Linear and Conv2d weights, uniform within +-1/sqrt(fan_in) (SB3's ortho_init=False, which the RL Zoo's tuned
+    MuJoCo settings use): at their learning rates near 2e-5 the weights stay near where they start."""
+    if ortho_init:
+        return tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed)
+    return tf.keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=seed)
+
+
 class VectorPart(tf.keras.layers.Layer):
     """A float vector or bits, as they are."""
 
@@ -50,7 +59,7 @@ class DropPart(tf.keras.layers.Layer):
 
 
 class ImagePart(tf.keras.layers.Layer):
-    """uint8 frames -> [0, 1] -> convolutions (ReLU, orthogonal sqrt 2 initialisation) -> a ReLU dense layer.
+    """uint8 frames -> [0, 1] -> convolutions (ReLU) -> a ReLU dense layer, weights from hidden_initializer.
 
     A convolution whose kernel is larger than the image it receives takes a kernel the size of that image, so the
     default encoder fits any frame (the Nature CNN wants 36x36 or more; MiniGrid's views are 7x7).
@@ -63,9 +72,19 @@ class ImagePart(tf.keras.layers.Layer):
 
     _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # share_id -> the layer
 
-    def __init__(self, shape, channels_first: bool, cnn, dense: int, seed: int, share_id: str | None = None, **kwargs):
+    def __init__(
+        self,
+        shape,
+        channels_first: bool,
+        cnn,
+        dense: int,
+        seed: int,
+        share_id: str | None = None,
+        ortho_init: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.share_id = share_id
+        self.share_id, self.ortho_init = share_id, ortho_init
         if share_id is not None:
             ImagePart._shared[share_id] = self
         self.shape, self.channels_first = [int(s) for s in shape], channels_first
@@ -80,13 +99,13 @@ class ImagePart(tf.keras.layers.Layer):
                     size,
                     strides=stride,
                     activation="relu",
-                    kernel_initializer=tf.keras.initializers.Orthogonal(math.sqrt(2), seed=seed + i),
+                    kernel_initializer=hidden_initializer(ortho_init, seed + i),
                 )
             )
             height, width = (height - size[0]) // stride + 1, (width - size[1]) // stride + 1
         self.flatten = tf.keras.layers.Flatten()
         self.projection = tf.keras.layers.Dense(
-            dense, activation="relu", kernel_initializer=tf.keras.initializers.Orthogonal(math.sqrt(2), seed=seed)
+            dense, activation="relu", kernel_initializer=hidden_initializer(ortho_init, seed)
         )
 
     @classmethod
@@ -117,22 +136,32 @@ class ImagePart(tf.keras.layers.Layer):
 
     def get_config(self):
         config = dict(shape=self.shape, channels_first=self.channels_first, cnn=self.cnn, dense=self.dense)
-        return {**super().get_config(), **config, "seed": self.seed, "share_id": self.share_id}
+        extra = {"seed": self.seed, "share_id": self.share_id, "ortho_init": self.ortho_init}
+        return {**super().get_config(), **config, **extra}
 
 
-def preprocessing(parts: list[dict], is_dict: bool, cnn, cnn_dense: int, seed: int, shared_cnn: bool = False):
+def preprocessing(
+    parts: list[dict], is_dict: bool, cnn, cnn_dense: int, seed: int, shared_cnn: bool = False, ortho_init: bool = True
+):
     """(preprocessing_layers, preprocessing_combiner) for TF-Agents' networks.
 
     parts: one {name, kind, shape, n, channels_first} per observation part (kinds: vector, image, discrete,
     binary, mask); is_dict: the observation is a dict of them; shared_cnn: the actor and value networks built from
-    these layers share each image's CNN."""
+    these layers share each image's CNN; ortho_init: hidden_initializer's."""
 
     def layer(part):
         kind = part["kind"]
         if kind == "image":
             share_id = uuid.uuid4().hex if shared_cnn else None
             return ImagePart(
-                part["shape"], part["channels_first"], cnn, cnn_dense, seed, share_id, name=f"{part['name']}_cnn"
+                part["shape"],
+                part["channels_first"],
+                cnn,
+                cnn_dense,
+                seed,
+                share_id,
+                ortho_init,
+                name=f"{part['name']}_cnn",
             )
         if kind == "discrete":
             return OneHotPart(part["n"], name=f"{part['name']}_one_hot")

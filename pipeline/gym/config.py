@@ -67,6 +67,13 @@ class ModelConfig:
         "false leaves it unbounded, as SB3 and CleanRL do (sampled and greedy actions are clipped to the bounds "
         "either way before the environment or a client sees them).",
     )
+    ortho_init: bool = option(
+        True,
+        "true: hidden weights orthogonal with gain sqrt 2 and the policy's output layer near zero (CleanRL; "
+        "SB3's default); false: PyTorch's default weights, uniform within +-1/sqrt(fan_in), for the hidden layers "
+        "and the policy's output layer (SB3's ortho_init=False, which the RL Zoo's tuned MuJoCo settings use). "
+        "Biases start at zero and the value output within +-0.03 (TF-Agents') either way.",
+    )
     cnn: list[list[int]] = option(
         [[32, 8, 4], [64, 4, 2], [64, 3, 1]],
         "Image observations: convolutions as [filters, kernel, stride] (ReLU), the Nature CNN by default; a "

@@ -271,3 +271,39 @@ def test_a_shared_cnn_is_one_pass_and_the_same_gradient(monkeypatch):
     assert 0 < convolutions_once < convolutions_twice
     for a, b, v in zip(once, twice, learner.variables_to_train):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.name)
+
+
+@pytest.mark.parametrize("ortho_init", [True, False])
+def test_ortho_init_picks_every_layers_starting_weights(ortho_init):
+    """model.ortho_init: true, orthogonal hidden weights with gain sqrt 2 (CNN included) and a small mean layer; false,
+    PyTorch's defaults everywhere (SB3's ortho_init=False): hidden weights uniform within +-1/sqrt(fan_in), the mean
+    layer of that variance."""
+    observation = gym.spaces.Dict(
+        {"frame": gym.spaces.Box(0, 255, (12, 12, 3), np.uint8), "position": gym.spaces.Box(-1, 1, (3,), np.float32)}
+    )
+    cfg = _cfg(
+        observation,
+        gym.spaces.Box(-1, 1, (2,), np.float32),
+        actor_layers=[64, 64],
+        value_layers=[64, 64],
+        cnn=[[8, 4, 2], [8, 3, 1]],
+        ortho_init=ortho_init,
+    )
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, spaces_of(env))
+    env.close()
+    actor, value = learner.agent.actor_net, learner.agent._value_net
+    hidden = [v for net in (actor, value) for v in net._encoder.trainable_variables if "kernel" in v.name]
+    assert len({v.ref() for v in hidden}) == 2 + 1 + 2 + 2  # shared CNN, its dense layer, each network's two layers
+    for v in hidden:
+        w = v.numpy().reshape(-1, v.shape[-1])
+        fan_in = w.shape[0]
+        if ortho_init:
+            gram = w.T @ w if fan_in >= w.shape[1] else w @ w.T
+            np.testing.assert_allclose(gram, 2.0 * np.eye(len(gram)), atol=1e-4, err_msg=v.name)
+        else:
+            assert np.abs(w).max() <= 1 / np.sqrt(fan_in) + 1e-7, v.name
+            assert np.std(w) == pytest.approx(1 / np.sqrt(3 * fan_in), rel=0.15), v.name
+    means = actor._projection_networks._means_projection_layer.kernel.numpy()
+    scale = 0.01 if ortho_init else 1 / 3  # variance x fan_in
+    assert np.std(means) == pytest.approx(np.sqrt(scale / 64), rel=0.3)
