@@ -115,9 +115,10 @@ def main() -> None:
             ours.append(run(config, seed, args.out))
             if args.sb3_python:
                 peer.append(run_sb3(args.sb3_python, config, seed, args.out))
-        rows += [summary(config, "ours", ours)] + ([summary(config, "sb3", peer)] if peer else [])
-        for row in rows[-2 if peer else -1 :]:
+        new = [summary(config, "ours", ours)] + ([summary(config, "sb3", peer)] if peer else [])
+        for row in new:
             print(json.dumps(row), flush=True)
+        rows += new
     (args.out / "scores.json").write_text(json.dumps(rows, indent=2))
 
 

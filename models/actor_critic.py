@@ -41,13 +41,13 @@ def build_actor_and_value(cfg, obs_spec, action_spec, seed: int, parts=None, is_
         normal_projection_network.NormalProjectionNetwork,
         state_dependent_std=False,
         std_bias_initializer_value=math.log(math.expm1(std)),
-        # The scale of TF-Agents' VarianceScaling: weights of variance scale / fan_in; 1/3 is PyTorch's default.
-        init_means_output_factor=0.01 if cfg.ortho_init else 1 / 3,
+        # The scale of TF-Agents' VarianceScaling: weights of variance scale / fan_in.
+        init_means_output_factor=0.01 if cfg.ortho_init else encoders.TORCH_DEFAULT_SCALE,
         mean_transform=normal_projection_network.tanh_squash_to_spec if cfg.squash_mean else None,
     )
     categorical_net = functools.partial(
         categorical_projection_network.CategoricalProjectionNetwork,
-        logits_init_output_factor=0.1 if cfg.ortho_init else 1 / 3,  # 0.1: TF-Agents' default
+        logits_init_output_factor=0.1 if cfg.ortho_init else encoders.TORCH_DEFAULT_SCALE,  # 0.1: TF-Agents' default
     )
     layers, combiner = (
         (None, None)

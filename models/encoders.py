@@ -21,13 +21,17 @@ _FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 NATURE_CNN = [[32, 8, 4], [64, 4, 2], [64, 3, 1]]
 
 
+# PyTorch's default Linear and Conv2d weights, uniform within +-1/sqrt(fan_in), as a VarianceScaling scale.
+TORCH_DEFAULT_SCALE = 1 / 3
+
+
 def hidden_initializer(ortho_init: bool, seed: int):
     """Hidden weights: orthogonal with gain sqrt 2 (CleanRL; SB3's ortho_init=True), or PyTorch's own default for
     Linear and Conv2d weights, uniform within +-1/sqrt(fan_in) (SB3's ortho_init=False, which the RL Zoo's tuned
     MuJoCo settings use): at their learning rates near 2e-5 the weights stay near where they start."""
     if ortho_init:
         return tf.keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed)
-    return tf.keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=seed)
+    return tf.keras.initializers.VarianceScaling(TORCH_DEFAULT_SCALE, "fan_in", "uniform", seed=seed)
 
 
 class VectorPart(tf.keras.layers.Layer):
