@@ -126,6 +126,15 @@ class TrainConfig:
     )
     max_grad_norm: float | None = option(0.5, "Global gradient-norm clip; null disables it.", low=0.0, low_open=True)
     normalize_observations: bool = option(True, "Running mean/std observation normaliser, saved inside the policy.")
+    observation_stats: str = option(
+        "rollout",
+        "When the observation normaliser's running statistics take new observations: rollout (TF-Agents' way: "
+        "after each update, from the whole rollout, so a rollout is collected and trained on with one set of "
+        "statistics; the first rollout sees empty ones) or step (SB3's VecNormalize, CleanRL's NormalizeObservation: "
+        "each step's observations before the policy acts on them; the update then recomputes the rollout's "
+        "log-probabilities and values with the statistics at its end). step needs one worker.",
+        choices=["rollout", "step"],
+    )
     normalize_rewards: bool = option(
         False,
         "Divide rewards by a running standard deviation of each environment's discounted return, clipped to +-10 "

@@ -23,7 +23,7 @@ from models.actor_critic import build_actor_and_value, unique
 from pipeline.core import distribute, guards, minibatches
 from pipeline.core.advantages import explained_variance, gae
 from pipeline.core.estimators import k3, whiten
-from pipeline.core.schema import require_split
+from pipeline.core.schema import ConfigError, require_split
 from pipeline.gym import spaces as spaces_lib
 from pipeline.gym.config import GymConfig
 from pipeline.gym.reward_scaling import RewardScaler
@@ -120,6 +120,7 @@ class PPOLearner(tf.Module):
         self._max_grad_norm = t.max_grad_norm
         self._whitening = t.advantage_whitening if t.normalize_advantages else None  # rollout, minibatch or None
         self._normalize_observations = t.normalize_observations
+        self._stats_each_step = t.normalize_observations and t.observation_stats == "step"
         self._target_kl = t.target_kl
         self._value_coef = t.value_coef
         self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
@@ -166,6 +167,8 @@ class PPOLearner(tf.Module):
         if t.normalize_observations and not spaces.flat_box and spaces.vector_keys:
             install_normalizer(self.agent, VectorPartsNormalizer(obs_spec, spaces.vector_keys))
         self.agent.initialize()
+        # None where nothing is normalised (no normaliser, or no vector part to cover).
+        self._normalizer = self.agent._observation_normalizer
         self.reward_scaler = RewardScaler(cfg.env.num_envs, t.gamma) if t.normalize_rewards else None
         self.variables_to_train = unique(actor.trainable_variables + value.trainable_variables)
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
@@ -211,6 +214,13 @@ class PPOLearner(tf.Module):
             observations, tf.fill([_batch_size(observations)], ts.StepType.MID), value_state=()
         )
         return values
+
+    def observe(self, observations) -> list:
+        """The ops taking a step's observations into the normaliser's statistics, to run before the policy acts on
+        them (train.observation_stats: step; else none: the update takes the whole rollout)."""
+        if not self._stats_each_step or self._normalizer is None:
+            return []
+        return [self._normalizer.update(observations)]
 
     def sample(self, observations):
         """A sampled action and its log-probability: what a rollout stores (traced into the collector's loop)."""
@@ -272,8 +282,9 @@ class PPOLearner(tf.Module):
             if k in ("observations", "actions", "log_probs", "final_observations")
         }
         time_env = tf.shape(rollout["rewards"])
-        # Values with the parameters and normaliser the rollout was collected with (nothing changed since), in one
-        # pass over every step's observation, the final observations and the observations after the last step.
+        # Values with the parameters and normaliser the rollout was collected with (nothing changed since; with
+        # statistics updated each step, those at the rollout's end), in one pass over every step's observation, the
+        # final observations and the observations after the last step.
         steps, envs = _batch_size(flat["observations"]), _batch_size(rollout["next_observations"])
         every = tf.nest.map_structure(
             lambda *x: tf.concat(x, 0), flat["observations"], flat["final_observations"], rollout["next_observations"]
@@ -293,6 +304,9 @@ class PPOLearner(tf.Module):
             self._gae_lambda,
         )
         advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
+        if self._stats_each_step:  # the ratio's old policy: the one the update starts from, today's statistics
+            dist = self.distribution(flat["observations"])
+            flat["log_probs"] = common.log_probability(dist, flat["actions"], self.action_spec)
         stats = self._update(
             flat["observations"], flat["actions"], flat["log_probs"], advantages, returns, flat["values"]
         )
@@ -343,7 +357,7 @@ class PPOLearner(tf.Module):
         entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
         with tf.control_dependencies([entropy, approx_kl]):
             # After the epochs: the stored log-probs were computed with the old statistics.
-            if self._normalize_observations:
+            if self._normalize_observations and not self._stats_each_step:
                 self.agent.update_observation_normalizer(observations)
         stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
         stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
@@ -423,7 +437,13 @@ class PPOLearner(tf.Module):
 
 def check_split(cfg: GymConfig, workers: int, replicas: int) -> None:
     """ConfigError unless each worker can step an equal share of the environments and each replica take an equal
-    share of every minibatch."""
+    share of every minibatch, and the observation statistics are updated where every worker sees the same."""
+    if cfg.train.normalize_observations and cfg.train.observation_stats == "step" and workers > 1:
+        raise ConfigError(
+            f"train.observation_stats: step would update {workers} workers' normalisers each from its own "
+            f"environments, parting them; allowed with several workers: rollout (every worker takes the gathered "
+            f"rollout)"
+        )
     require_split(
         "env.num_envs",
         what=f"{cfg.env.num_envs} environments",

@@ -179,7 +179,9 @@ class Collector:
 
         def rollout(observations):
             def step(t, observations, arrays):
-                actions, log_probs = self.learner.sample(spaces.as_nest(self.spaces, observations))
+                nest = spaces.as_nest(self.spaces, observations)
+                with tf.control_dependencies(self.learner.observe(nest)):
+                    actions, log_probs = self.learner.sample(nest)
                 out = self._packer.unpack(
                     tf.numpy_function(
                         _keeping_errors(self, self._env_step),

@@ -14,7 +14,7 @@ from pipeline.core import config, distribute
 from pipeline.core.launch import free_ports, tf_config
 from pipeline.core.sections import DistributeConfig
 from pipeline.gym import envs
-from pipeline.gym.ppo import PPOLearner
+from pipeline.gym.ppo import PPOLearner, check_split
 from pipeline.gym.rollout import Collector
 from pipeline.gym.spaces import spaces_of
 from tests.conftest import REPO
@@ -130,6 +130,14 @@ def test_a_minibatch_that_does_not_split_over_the_replicas_is_a_config_error():
     strategy = type("TwoReplicas", (), {"num_replicas_in_sync": 2})()
     with pytest.raises(config.ConfigError, match="train.num_minibatches: minibatches of 15 rows do not split"):
         PPOLearner(cfg, spaces_of(envs.make_vector_env(cfg.env)), strategy)
+
+
+def test_observation_statistics_updated_each_step_on_several_workers_is_a_config_error():
+    """Each worker steps its own environments: per-step statistics would part the workers' normalisers."""
+    cfg = config.from_dict({**SETTINGS, "train": {**SETTINGS["train"], "observation_stats": "step"}})
+    check_split(cfg, workers=1, replicas=2)
+    with pytest.raises(config.ConfigError, match="train.observation_stats: step would update 2 workers'"):
+        check_split(cfg, workers=2, replicas=1)
 
 
 # LM PPO: two minibatches, each cut into micro-batches per replica; whitened rewards, the adaptive KL coefficient,

@@ -148,3 +148,40 @@ def test_a_gaussian_mean_past_the_bounds_is_kept_unsquashed_and_greedy_actions_a
     else:
         np.testing.assert_allclose(mean, 5.0, rtol=1e-5)
     np.testing.assert_allclose(learner.greedy(observations).numpy(), np.minimum(mean, 2.0), rtol=1e-5)
+
+
+def test_statistics_updated_each_step_are_those_the_policy_saw_and_the_update_starts_from_them():
+    """train.observation_stats: step (SB3's VecNormalize): after a rollout the normaliser holds the statistics of
+    exactly the observations the policy acted on, each taken in before its action; the update recomputes the old
+    log-probabilities with them (the stored ones, under each step's statistics, differ) and adds nothing more."""
+    cfg = config.from_dict(
+        {
+            "env": {"id": "Pendulum-v1", "num_envs": 3},
+            "model": {"actor_layers": [8], "value_layers": [8]},
+            "train": {
+                "rollout_steps": 12,
+                "num_minibatches": 2,
+                "num_epochs": 1,
+                "learning_rate": 1e-12,
+                "observation_stats": "step",
+            },
+        }
+    )
+    env = envs.make_vector_env(cfg.env)
+    learner = PPOLearner(cfg, spaces_of(env))
+    rollout = Collector(env, learner, 1.0, envs.episode_seeds(0, 3)).collect(12)
+
+    def statistics():
+        count, mean, m2, _ = (v.numpy() for v in learner.agent._observation_normalizer.variables)
+        return count, mean, m2 / count
+
+    seen = rollout.observations.reshape(-1, 3)
+    count, mean, var = statistics()
+    np.testing.assert_allclose(count, 36, rtol=1e-6)
+    np.testing.assert_allclose(mean, seen.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(var, seen.var(0), rtol=1e-3, atol=1e-5)
+    now = learner.distribution(seen).log_prob(rollout.actions.reshape(-1, 1)).numpy()
+    assert np.abs(now - rollout.log_probs.reshape(-1)).max() > 1e-3, "each step's statistics differ from the last"
+    stats, _ = learner.train_on_rollout(rollout.arrays())
+    assert float(stats["approx_kl"]) < 1e-7 and float(stats["clip_fraction"]) == 0.0  # ratios start at 1
+    np.testing.assert_allclose(statistics()[0], 36, rtol=1e-6)
