@@ -126,6 +126,13 @@ class TrainConfig:
     )
     max_grad_norm: float | None = option(0.5, "Global gradient-norm clip; null disables it.", low=0.0, low_open=True)
     normalize_observations: bool = option(True, "Running mean/std observation normaliser, saved inside the policy.")
+    observation_clip: float = option(
+        5.0,
+        "Normalised observations are clipped to +-this many standard deviations (TF-Agents' 5; SB3's VecNormalize "
+        "and CleanRL's NormalizeObservation use 10).",
+        low=0.0,
+        low_open=True,
+    )
     observation_stats: str = option(
         "rollout",
         "When the observation normaliser's running statistics take new observations: rollout (TF-Agents' way: "

@@ -154,9 +154,7 @@ class PPOLearner(tf.Module):
             num_epochs=t.num_epochs,
             use_gae=True,
             normalize_rewards=False,
-            # TF-Agents' normaliser covers the whole observation: kept for a flat vector (as runs before parts),
-            # replaced below by one over the vector parts of anything else.
-            normalize_observations=t.normalize_observations and spaces.flat_box,
+            normalize_observations=False,  # ours, installed below: TF-Agents' clip is fixed and covers pixels too
             gradient_clipping=t.max_grad_norm,
             value_clipping=t.value_clip,
             compute_value_and_advantage_in_train=True,
@@ -164,8 +162,9 @@ class PPOLearner(tf.Module):
             # Its own counter: TF-Agents' default is the process-wide global step, shared by every learner.
             train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"),
         )
-        if t.normalize_observations and not spaces.flat_box and spaces.vector_keys:
-            install_normalizer(self.agent, VectorPartsNormalizer(obs_spec, spaces.vector_keys))
+        if t.normalize_observations and (spaces.flat_box or spaces.vector_keys):
+            keys = None if spaces.flat_box else spaces.vector_keys
+            install_normalizer(self.agent, ObservationNormalizer(obs_spec, keys, t.observation_clip))
         self.agent.initialize()
         # None where nothing is normalised (no normaliser, or no vector part to cover).
         self._normalizer = self.agent._observation_normalizer
@@ -463,20 +462,24 @@ def check_split(cfg: GymConfig, workers: int, replicas: int) -> None:
     )
 
 
-class VectorPartsNormalizer(tensor_normalizer.StreamingTensorNormalizer):
-    """TF-Agents' running mean and variance normaliser over a dict observation's float vectors only: pixels,
+class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
+    """TF-Agents' running mean and variance normaliser (its variables, so checkpoints read as before) with the clip
+    the config chooses, over a flat observation (keys None) or a dict observation's float vectors only: pixels,
     indices, bits and action masks pass as they are."""
 
-    def __init__(self, observation_spec: dict, keys: list[str]):
-        self._keys = list(keys)
-        super().__init__({k: observation_spec[k] for k in self._keys}, scope="normalize_observations")
+    def __init__(self, observation_spec, keys: list[str] | None, clip: float):
+        self._keys, self._clip = (None if keys is None else list(keys)), clip
+        super().__init__(self._covered(observation_spec), scope="normalize_observations")
+
+    def _covered(self, tensor):
+        return tensor if self._keys is None else {k: tensor[k] for k in self._keys}
 
     def update(self, tensor, outer_dims=(0,)):
-        return super().update({k: tensor[k] for k in self._keys}, outer_dims)
+        return super().update(self._covered(tensor), outer_dims)
 
-    def normalize(self, tensor, clip_value=5.0, center_mean=True, variance_epsilon=1e-3):
-        parts = {k: tensor[k] for k in self._keys}
-        return {**tensor, **super().normalize(parts, clip_value, center_mean, variance_epsilon)}
+    def normalize(self, tensor, center_mean=True, variance_epsilon=1e-3):
+        normalized = super().normalize(self._covered(tensor), self._clip, center_mean, variance_epsilon)
+        return normalized if self._keys is None else {**tensor, **normalized}
 
 
 def install_normalizer(agent, normalizer) -> None:

@@ -146,6 +146,19 @@ def test_the_normaliser_covers_vectors_only():
     assert abs(float(tf.reduce_mean(out["x"]))) < 0.2 and abs(float(tf.math.reduce_std(out["x"])) - 1.0) < 0.2
 
 
+@pytest.mark.parametrize("clip", [5.0, 10.0])
+def test_normalised_observations_are_clipped_where_the_config_says(clip):
+    """train.observation_clip: TF-Agents' 5 by default, SB3's and CleanRL's 10 when asked; the policy's own."""
+    cfg = _cfg(gym.spaces.Box(-50, 50, (3,)))
+    cfg.train.observation_clip = clip
+    learner = PPOLearner(cfg, spaces_of(envs.make_vector_env(cfg.env)))
+    normalizer = learner.agent._observation_normalizer
+    assert learner.agent.collect_policy._observation_normalizer is normalizer
+    normalizer.update(tf.random.stateless_normal([4096, 3], [0, 1], mean=1.0, stddev=2.0))
+    out = normalizer.normalize(tf.constant([[1.0 + 2.0 * 8, 1.0, 1.0 - 2.0 * 20]])).numpy()[0]
+    assert abs(out[0] - min(8.0, clip)) < 0.5 and abs(out[1]) < 0.1 and out[2] == -clip
+
+
 def _collect_and_train(cfg):
     env = envs.make_vector_env(cfg.env)
     learner = PPOLearner(cfg, spaces_of(env))
