@@ -119,8 +119,7 @@ class PPOLearner(tf.Module):
         self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
         self._max_grad_norm = t.max_grad_norm
         self._whitening = t.advantage_whitening if t.normalize_advantages else None  # rollout, minibatch or None
-        self._normalize_observations = t.normalize_observations
-        self._stats_each_step = t.normalize_observations and t.observation_stats == "step"
+        self._stats_each_step = t.observation_stats == "step"
         self._target_kl = t.target_kl
         self._value_coef = t.value_coef
         self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
@@ -162,12 +161,12 @@ class PPOLearner(tf.Module):
             # Its own counter: TF-Agents' default is the process-wide global step, shared by every learner.
             train_step_counter=tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step"),
         )
+        self._normalizer = None  # where nothing is normalised: off, or no vector part to cover
         if t.normalize_observations and (spaces.flat_box or spaces.vector_keys):
             keys = None if spaces.flat_box else spaces.vector_keys
-            install_normalizer(self.agent, ObservationNormalizer(obs_spec, keys, t.observation_clip))
+            self._normalizer = ObservationNormalizer(obs_spec, keys, t.observation_clip)
+            install_normalizer(self.agent, self._normalizer)
         self.agent.initialize()
-        # None where nothing is normalised (no normaliser, or no vector part to cover).
-        self._normalizer = self.agent._observation_normalizer
         self.reward_scaler = RewardScaler(cfg.env.num_envs, t.gamma) if t.normalize_rewards else None
         self.variables_to_train = unique(actor.trainable_variables + value.trainable_variables)
         self.optimizer.build(self.variables_to_train)  # slots exist before the graph loops run (and, under a
@@ -217,7 +216,7 @@ class PPOLearner(tf.Module):
     def observe(self, observations) -> list:
         """The ops taking a step's observations into the normaliser's statistics, to run before the policy acts on
         them (train.observation_stats: step; else none: the update takes the whole rollout)."""
-        if not self._stats_each_step or self._normalizer is None:
+        if self._normalizer is None or not self._stats_each_step:
             return []
         return [self._normalizer.update(observations)]
 
@@ -303,7 +302,8 @@ class PPOLearner(tf.Module):
             self._gae_lambda,
         )
         advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
-        if self._stats_each_step:  # the ratio's old policy: the one the update starts from, today's statistics
+        if self._normalizer is not None and self._stats_each_step:
+            # The ratio's old policy is the one the update starts from: the statistics at the rollout's end.
             dist = self.distribution(flat["observations"])
             flat["log_probs"] = common.log_probability(dist, flat["actions"], self.action_spec)
         stats = self._update(
@@ -356,8 +356,8 @@ class PPOLearner(tf.Module):
         entropy, approx_kl = self._entropy_and_kl(observations, actions, old_log_probs)
         with tf.control_dependencies([entropy, approx_kl]):
             # After the epochs: the stored log-probs were computed with the old statistics.
-            if self._normalize_observations and not self._stats_each_step:
-                self.agent.update_observation_normalizer(observations)
+            if self._normalizer is not None and not self._stats_each_step:
+                self._normalizer.update(observations)
         stats = dict(zip(UPDATE_STATS, tf.unstack(means) + [entropy, approx_kl]))
         stats["n_updates"] = self.agent.train_step_counter.read_value()  # SB3's name: gradient steps so far
         # The entropy and KL above are a forward pass of the updated policy over the rollout: finite weights can
