@@ -119,7 +119,6 @@ class PPOLearner(tf.Module):
         self._epochs, self._minibatches = t.num_epochs, t.num_minibatches
         self._max_grad_norm = t.max_grad_norm
         self._whitening = t.advantage_whitening if t.normalize_advantages else None  # rollout, minibatch or None
-        self._stats_each_step = t.observation_stats == "step"
         self._target_kl = t.target_kl
         self._value_coef = t.value_coef
         self._gamma, self._gae_lambda = t.gamma, t.gae_lambda
@@ -166,6 +165,7 @@ class PPOLearner(tf.Module):
             keys = None if spaces.flat_box else spaces.vector_keys
             self._normalizer = ObservationNormalizer(obs_spec, keys, t.observation_clip)
             install_normalizer(self.agent, self._normalizer)
+        self._stats_each_step = self._normalizer is not None and t.observation_stats == "step"
         self.agent.initialize()
         self.reward_scaler = RewardScaler(cfg.env.num_envs, t.gamma) if t.normalize_rewards else None
         self.variables_to_train = unique(actor.trainable_variables + value.trainable_variables)
@@ -216,7 +216,7 @@ class PPOLearner(tf.Module):
     def observe(self, observations) -> list:
         """The ops taking a step's observations into the normaliser's statistics, to run before the policy acts on
         them (train.observation_stats: step; else none: the update takes the whole rollout)."""
-        if self._normalizer is None or not self._stats_each_step:
+        if not self._stats_each_step:
             return []
         return [self._normalizer.update(observations)]
 
@@ -302,7 +302,7 @@ class PPOLearner(tf.Module):
             self._gae_lambda,
         )
         advantages, returns = tf.reshape(advantages, [-1]), tf.reshape(returns, [-1])
-        if self._normalizer is not None and self._stats_each_step:
+        if self._stats_each_step:
             # The ratio's old policy is the one the update starts from: the statistics at the rollout's end.
             dist = self.distribution(flat["observations"])
             flat["log_probs"] = common.log_probability(dist, flat["actions"], self.action_spec)
