@@ -7,6 +7,11 @@ settings in its own venv, for the ratio.
 
 The first iteration (tracing, the first environment resets) is left out of the rate: the loop's figure is the
 env steps of iterations 2.. over their wall time, read from the train stage's TensorBoard scalars.
+
+    .venv/bin/python benchmarks/gym_throughput.py --ceiling   # this CPU's float32 GFLOP/s, for the CNN update's share
+
+--ceiling prints what TensorFlow reaches here on one large matmul (the practical float32 peak) and on each of the
+Nature CNN's convolutions forward over 256 frames, the figures a PPO update's GFLOP/s is set against.
 """
 
 from __future__ import annotations
@@ -93,14 +98,47 @@ def sb3(python: str, config: str, steps: int, vectorization: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def ceiling(repeats: int = 5) -> dict:
+    """GFLOP/s of float32 ops on all cores: the best of `repeats` timed runs after a warm-up."""
+    import tensorflow as tf
+
+    def best(op, flops):
+        fn = tf.function(op)
+        fn().numpy()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn().numpy()
+            times.append(time.perf_counter() - start)
+        return round(flops / min(times) / 1e9, 1)
+
+    n, batch = 4096, 256
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    result = {"matmul_4096": best(lambda: tf.matmul(a, b), 2 * n**3)}
+    # The Nature CNN on 84x84x4 frames: (input side, in channels, kernel, stride, out channels) of each layer.
+    for i, (side, cin, k, stride, cout) in enumerate([(84, 4, 8, 4, 32), (20, 32, 4, 2, 64), (9, 64, 3, 1, 64)], 1):
+        x, w = tf.random.normal([batch, side, side, cin]), tf.random.normal([k, k, cin, cout])
+        out = (side - k) // stride + 1
+        flops = 2 * batch * out * out * cout * k * k * cin
+        result[f"conv{i}_forward"] = best(lambda x=x, w=w, s=stride: tf.nn.conv2d(x, w, s, "VALID"), flops)
+    return {"gflops_per_s": result}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config")
+    parser.add_argument("config", nargs="?")
+    parser.add_argument("--ceiling", action="store_true", help="this CPU's float32 GFLOP/s (no config needed)")
     parser.add_argument("--steps", type=int, default=16384)
     parser.add_argument("--modes", nargs="+", default=["sync", "async"])
     parser.add_argument("--sb3-python", help="a venv's python with stable-baselines3 (and ale-py) installed")
     parser.add_argument("--only-sb3", action="store_true", help="the peer's figures alone")
     args = parser.parse_args()
+    if args.ceiling:
+        print(json.dumps(ceiling()))
+    if args.config is None:
+        if not args.ceiling:
+            parser.error("a config is needed unless --ceiling is given")
+        return
     for mode in args.modes:
         if not args.only_sb3:
             result = ours(args.config, args.steps, mode)
