@@ -133,13 +133,11 @@ def main() -> None:
     parser.add_argument("--sb3-python", help="a venv's python with stable-baselines3 (and ale-py) installed")
     parser.add_argument("--only-sb3", action="store_true", help="the peer's figures alone")
     args = parser.parse_args()
+    if args.config is None and not args.ceiling:
+        parser.error("a config is needed unless --ceiling is given")
     if args.ceiling:
         print(json.dumps(ceiling()))
-    if args.config is None:
-        if not args.ceiling:
-            parser.error("a config is needed unless --ceiling is given")
-        return
-    for mode in args.modes:
+    for mode in args.modes if args.config else []:
         if not args.only_sb3:
             result = ours(args.config, args.steps, mode)
             print(json.dumps({"config": args.config, "who": "ours", "vectorization": mode, **result}))
